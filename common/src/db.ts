@@ -1,0 +1,61 @@
+/**
+ * PostgreSQL pool with the timeouts that keep a dead database from hanging
+ * requests, and the error listener that keeps it from crashing the process.
+ */
+import pg from 'pg'
+import type { FastifyBaseLogger } from 'fastify'
+import { errors } from './errors.js'
+
+export interface PoolOptions {
+  connectionString: string
+  max: number
+  connectTimeoutMs: number
+  statementTimeoutMs: number
+  applicationName: string
+}
+
+export function createPool(opts: PoolOptions, log: FastifyBaseLogger): pg.Pool {
+  const pool = new pg.Pool({
+    connectionString: opts.connectionString,
+    max: opts.max,
+    connectionTimeoutMillis: opts.connectTimeoutMs,
+    idleTimeoutMillis: 30_000,
+    // Server-side bound plus a client-side backstop a little later.
+    statement_timeout: opts.statementTimeoutMs,
+    query_timeout: opts.statementTimeoutMs + 1000,
+    application_name: opts.applicationName,
+    keepAlive: true,
+  })
+  // An idle client losing its connection emits here; unhandled it would kill the process.
+  pool.on('error', (err) => log.warn({ err: { message: err.message, code: (err as { code?: string }).code } }, 'database connection lost'))
+  return pool
+}
+
+/** SQLSTATE classes and driver errors that mean "the database is not reachable now". */
+const UNAVAILABLE_SQLSTATE = /^(08|53|57P0[1-3])/
+const UNAVAILABLE_NODE = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH'])
+
+export function isDatabaseUnavailable(err: unknown): boolean {
+  const e = err as { code?: string; message?: string }
+  if (!e) return false
+  if (typeof e.code === 'string' && (UNAVAILABLE_SQLSTATE.test(e.code) || UNAVAILABLE_NODE.has(e.code))) return true
+  if (e.code === '57014') return true // statement timeout / query canceled
+  const m = e.message ?? ''
+  return (
+    m.includes('timeout exceeded when trying to connect') ||
+    m.includes('Connection terminated') ||
+    m.includes('Query read timeout') ||
+    m.includes('Client has encountered a connection error') ||
+    m.includes('connection timeout')
+  )
+}
+
+/** Run a query function, turning "database unreachable" into a 503 the envelope understands. */
+export async function withDatabase<T>(fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn()
+  } catch (err) {
+    if (isDatabaseUnavailable(err)) throw errors.unavailable('Database unavailable')
+    throw err
+  }
+}

@@ -1,0 +1,203 @@
+/**
+ * The one error envelope of the public contract (API.md):
+ * `{ detail, error_code, status_code }`, with status_code equal to the HTTP status.
+ * Every component answers errors through this module, so the shape cannot drift.
+ */
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import { Type } from 'typebox'
+
+export const ErrorCode = {
+  VALIDATION_ERROR: 'VALIDATION_ERROR',
+  UNAUTHORIZED: 'UNAUTHORIZED',
+  INVALID_TOKEN: 'INVALID_TOKEN',
+  TOKEN_EXPIRED: 'TOKEN_EXPIRED',
+  TOKEN_REVOKED: 'TOKEN_REVOKED',
+  INVALID_CREDENTIALS: 'INVALID_CREDENTIALS',
+  FORBIDDEN: 'FORBIDDEN',
+  NOT_FOUND: 'NOT_FOUND',
+  METHOD_NOT_ALLOWED: 'METHOD_NOT_ALLOWED',
+  CONFLICT: 'CONFLICT',
+  PAYLOAD_TOO_LARGE: 'PAYLOAD_TOO_LARGE',
+  URI_TOO_LONG: 'URI_TOO_LONG',
+  UNSUPPORTED_MEDIA_TYPE: 'UNSUPPORTED_MEDIA_TYPE',
+  HEADERS_TOO_LARGE: 'HEADERS_TOO_LARGE',
+  REQUEST_TIMEOUT: 'REQUEST_TIMEOUT',
+  RATE_LIMITED: 'RATE_LIMITED',
+  INTERNAL_ERROR: 'INTERNAL_ERROR',
+  BAD_GATEWAY: 'BAD_GATEWAY',
+  SERVICE_UNAVAILABLE: 'SERVICE_UNAVAILABLE',
+  GATEWAY_TIMEOUT: 'GATEWAY_TIMEOUT',
+} as const
+export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode]
+
+export interface ErrorEnvelope {
+  detail: string
+  error_code: string
+  status_code: number
+}
+
+/** JSON schema of the envelope, for response schemas and the OpenAPI document. */
+export const ErrorEnvelopeSchema = Type.Object(
+  {
+    detail: Type.String(),
+    error_code: Type.String(),
+    status_code: Type.Integer(),
+  },
+  { $id: 'ErrorEnvelope', additionalProperties: true },
+)
+
+/** Default code and constant detail per status, used when an error carries no code of ours. */
+const byStatus: Record<number, [ErrorCode, string]> = {
+  400: [ErrorCode.VALIDATION_ERROR, 'Invalid request'],
+  401: [ErrorCode.UNAUTHORIZED, 'Authentication required'],
+  403: [ErrorCode.FORBIDDEN, 'Access forbidden'],
+  404: [ErrorCode.NOT_FOUND, 'Not found'],
+  405: [ErrorCode.METHOD_NOT_ALLOWED, 'Method not allowed'],
+  408: [ErrorCode.REQUEST_TIMEOUT, 'Request timed out'],
+  409: [ErrorCode.CONFLICT, 'Conflict'],
+  413: [ErrorCode.PAYLOAD_TOO_LARGE, 'Request body is too large'],
+  414: [ErrorCode.URI_TOO_LONG, 'Request URI is too long'],
+  415: [ErrorCode.UNSUPPORTED_MEDIA_TYPE, 'Unsupported media type'],
+  429: [ErrorCode.RATE_LIMITED, 'Rate limit exceeded, retry later'],
+  431: [ErrorCode.HEADERS_TOO_LARGE, 'Request headers are too large'],
+  500: [ErrorCode.INTERNAL_ERROR, 'Internal server error'],
+  502: [ErrorCode.BAD_GATEWAY, 'Upstream service error'],
+  503: [ErrorCode.SERVICE_UNAVAILABLE, 'Service temporarily unavailable'],
+  504: [ErrorCode.GATEWAY_TIMEOUT, 'Upstream service timed out'],
+}
+
+export function defaultsForStatus(status: number): [ErrorCode, string] {
+  return byStatus[status] ?? (status >= 500 ? byStatus[500]! : [ErrorCode.VALIDATION_ERROR, 'Invalid request'])
+}
+
+export function envelope(status: number, code?: string, detail?: string): ErrorEnvelope {
+  const [defCode, defDetail] = defaultsForStatus(status)
+  return { detail: detail ?? defDetail, error_code: code ?? defCode, status_code: status }
+}
+
+/**
+ * An error we raise on purpose: its status, code and detail are safe to show.
+ * Headers (WWW-Authenticate, Retry-After) travel with it.
+ */
+export class HttpError extends Error {
+  readonly statusCode: number
+  readonly errorCode: string
+  readonly detail: string
+  readonly headers: Record<string, string>
+
+  constructor(statusCode: number, errorCode: string, detail?: string, headers: Record<string, string> = {}) {
+    const d = detail ?? defaultsForStatus(statusCode)[1]
+    super(d)
+    this.name = 'HttpError'
+    this.statusCode = statusCode
+    this.errorCode = errorCode
+    this.detail = d
+    this.headers = headers
+  }
+}
+
+export const BEARER_REALM = 'api'
+
+/** RFC 6750 challenges: none of these ever echo client input. */
+export const challenge = {
+  missing: `Bearer realm="${BEARER_REALM}"`,
+  invalidToken: (description: string) =>
+    `Bearer realm="${BEARER_REALM}", error="invalid_token", error_description="${description}"`,
+}
+
+export const errors = {
+  validation: (detail: string) => new HttpError(400, ErrorCode.VALIDATION_ERROR, detail),
+  unauthorized: (detail = 'Authentication required') =>
+    new HttpError(401, ErrorCode.UNAUTHORIZED, detail, { 'www-authenticate': challenge.missing }),
+  invalidToken: () =>
+    new HttpError(401, ErrorCode.INVALID_TOKEN, 'Invalid token', {
+      'www-authenticate': challenge.invalidToken('Invalid token'),
+    }),
+  tokenExpired: () =>
+    new HttpError(401, ErrorCode.TOKEN_EXPIRED, 'Token has expired', {
+      'www-authenticate': challenge.invalidToken('The access token expired'),
+    }),
+  tokenRevoked: () =>
+    new HttpError(401, ErrorCode.TOKEN_REVOKED, 'Token has been revoked', {
+      'www-authenticate': challenge.invalidToken('The access token has been revoked'),
+    }),
+  invalidCredentials: () =>
+    new HttpError(401, ErrorCode.INVALID_CREDENTIALS, 'Invalid email or password', {
+      'www-authenticate': challenge.missing,
+    }),
+  forbidden: () => new HttpError(403, ErrorCode.FORBIDDEN, 'Access forbidden'),
+  notFound: (detail = 'Not found') => new HttpError(404, ErrorCode.NOT_FOUND, detail),
+  conflict: (detail: string) => new HttpError(409, ErrorCode.CONFLICT, detail),
+  unavailable: (detail = 'Service temporarily unavailable', retryAfterSeconds = 2) =>
+    new HttpError(503, ErrorCode.SERVICE_UNAVAILABLE, detail, { 'retry-after': String(retryAfterSeconds) }),
+}
+
+/** Fastify's own error codes that map to a specific answer. */
+const fastifyCodes: Record<string, [number, ErrorCode, string]> = {
+  FST_ERR_CTP_INVALID_JSON_BODY: [400, ErrorCode.VALIDATION_ERROR, 'Malformed JSON body'],
+  FST_ERR_CTP_EMPTY_JSON_BODY: [400, ErrorCode.VALIDATION_ERROR, 'Request body is empty'],
+  FST_ERR_CTP_INVALID_CONTENT_LENGTH: [400, ErrorCode.VALIDATION_ERROR, 'Invalid Content-Length'],
+  FST_ERR_CTP_BODY_TOO_LARGE: [413, ErrorCode.PAYLOAD_TOO_LARGE, 'Request body is too large'],
+  FST_ERR_CTP_INVALID_MEDIA_TYPE: [415, ErrorCode.UNSUPPORTED_MEDIA_TYPE, 'Unsupported media type'],
+  FST_ERR_BAD_URL: [400, ErrorCode.VALIDATION_ERROR, 'Malformed URL'],
+  FST_ERR_ASYNC_CONSTRAINT: [400, ErrorCode.VALIDATION_ERROR, 'Invalid request'],
+}
+
+/** Turn any thrown thing into (status, envelope, headers); never leaks a 5xx message. */
+export function toEnvelope(err: unknown): { status: number; body: ErrorEnvelope; headers: Record<string, string> } {
+  if (err instanceof HttpError) {
+    return { status: err.statusCode, body: envelope(err.statusCode, err.errorCode, err.detail), headers: err.headers }
+  }
+  const e = err as Partial<FastifyError> & { validation?: unknown; validationContext?: string }
+  if (e && e.validation) {
+    // Fastify's message names the field, e.g. "body/email must match format \"email\"".
+    return { status: 400, body: envelope(400, ErrorCode.VALIDATION_ERROR, cleanValidationMessage(e.message)), headers: {} }
+  }
+  if (e && typeof e.code === 'string' && fastifyCodes[e.code]) {
+    const [status, code, detail] = fastifyCodes[e.code]!
+    return { status, body: envelope(status, code, detail), headers: {} }
+  }
+  if (e instanceof SyntaxError) {
+    return { status: 400, body: envelope(400, ErrorCode.VALIDATION_ERROR, 'Malformed JSON body'), headers: {} }
+  }
+  const status = typeof e?.statusCode === 'number' && e.statusCode >= 400 && e.statusCode < 600 ? e.statusCode : 500
+  // Plugin messages are not ours to show: a constant per status instead.
+  return { status, body: envelope(status), headers: {} }
+}
+
+function cleanValidationMessage(message: string | undefined): string {
+  if (!message) return 'Invalid request'
+  const oneLine = message.replace(/\s+/g, ' ').trim()
+  return oneLine.length > 300 ? `${oneLine.slice(0, 297)}...` : oneLine
+}
+
+/**
+ * Installs the envelope on an app: error handler, not-found handler. Register
+ * on the root instance before routes so every encapsulated child inherits it.
+ */
+export function installErrorEnvelope(app: FastifyInstance): void {
+  app.setErrorHandler((err: FastifyError, request: FastifyRequest, reply: FastifyReply) => {
+    const { status, body, headers } = toEnvelope(err)
+    if (status >= 500) request.log.error({ err }, 'request failed')
+    else request.log.info({ code: body.error_code, status }, 'request rejected')
+    // Headers set by a plugin before the error (e.g. Retry-After) are kept;
+    // ours win where both exist.
+    for (const [k, v] of Object.entries(headers)) reply.header(k, v)
+    if (status === 401 && !reply.hasHeader('www-authenticate')) reply.header('www-authenticate', challenge.missing)
+    reply.code(status).type('application/json; charset=utf-8').send(body)
+  })
+  app.setNotFoundHandler((_request, reply) => {
+    reply.code(404).type('application/json; charset=utf-8').send(envelope(404, ErrorCode.NOT_FOUND, 'Route not found'))
+  })
+}
+
+/** For Node's clientError (malformed HTTP, oversized headers): raw socket, no Fastify. */
+export function clientErrorResponse(err: NodeJS.ErrnoException & { code?: string }): string {
+  const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400
+  const body = JSON.stringify(envelope(status))
+  const reason = status === 431 ? 'Request Header Fields Too Large' : status === 408 ? 'Request Timeout' : 'Bad Request'
+  return (
+    `HTTP/1.1 ${status} ${reason}\r\nContent-Type: application/json; charset=utf-8\r\n` +
+    `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`
+  )
+}

@@ -1,0 +1,114 @@
+/**
+ * How a service knows a request came through the gateway: the gateway signs
+ * (caller, user id, method, url, request id, timestamp) with a key only it and
+ * the services hold, and services refuse anything unsigned, stale or altered.
+ * A client cannot forge it, and a header the client sends cannot replace it:
+ * the gateway strips every reserved header before adding its own.
+ */
+import { createHmac, hkdfSync, timingSafeEqual } from 'node:crypto'
+import type { IncomingHttpHeaders } from 'node:http'
+import type { FastifyReply, FastifyRequest } from 'fastify'
+import { HttpError, ErrorCode, challenge } from './errors.js'
+
+export const IdentityHeader = {
+  userId: 'x-user-id',
+  caller: 'x-tollgate-caller',
+  timestamp: 'x-tollgate-timestamp',
+  signature: 'x-tollgate-signature',
+} as const
+
+/** Headers no client may send: identity and anything in our internal namespaces. */
+const RESERVED = /^x[-_](?:user|tollgate|internal|service|forwarded[-_]user|auth[-_]request)(?:[-_]|$)/i
+export function isReservedHeader(name: string): boolean {
+  return RESERVED.test(name)
+}
+
+/** anonymous: signup/signin; user: a verified end user; service:<name>: internal traffic. */
+export type Caller = 'anonymous' | 'user' | `service:${string}`
+
+export interface Identity {
+  caller: Caller
+  /** The verified subject; empty for anonymous and service callers. */
+  userId: string
+}
+
+/** The proof key: its own secret if configured, else derived (HKDF) from BETTER_AUTH_SECRET. */
+export function proofKey(betterAuthSecret: string, explicit?: string): Buffer {
+  const ikm = explicit ?? betterAuthSecret
+  return Buffer.from(hkdfSync('sha256', ikm, 'tollgate', 'identity-proof-v1', 32))
+}
+
+function mac(key: Buffer, id: Identity, method: string, url: string, requestId: string, ts: string): string {
+  return createHmac('sha256', key)
+    .update(`v1\n${id.caller}\n${id.userId}\n${method.toUpperCase()}\n${url}\n${requestId}\n${ts}`)
+    .digest('base64url')
+}
+
+export function signIdentity(
+  key: Buffer,
+  id: Identity,
+  method: string,
+  url: string,
+  requestId: string,
+  now = Date.now(),
+): Record<string, string> {
+  const ts = String(now)
+  return {
+    [IdentityHeader.caller]: id.caller,
+    [IdentityHeader.userId]: id.userId,
+    [IdentityHeader.timestamp]: ts,
+    [IdentityHeader.signature]: `v1=${mac(key, id, method, url, requestId, ts)}`,
+  }
+}
+
+function one(h: IncomingHttpHeaders, name: string): string | undefined {
+  const v = h[name]
+  return typeof v === 'string' ? v : undefined
+}
+
+export function verifyIdentity(
+  key: Buffer,
+  headers: IncomingHttpHeaders,
+  method: string,
+  url: string,
+  requestId: string,
+  windowMs: number,
+  now = Date.now(),
+): Identity | null {
+  const caller = one(headers, IdentityHeader.caller)
+  const userId = one(headers, IdentityHeader.userId) ?? ''
+  const ts = one(headers, IdentityHeader.timestamp)
+  const sig = one(headers, IdentityHeader.signature)
+  if (!caller || !ts || !sig || !sig.startsWith('v1=')) return null
+  if (caller !== 'anonymous' && caller !== 'user' && !/^service:[a-z0-9-]{1,64}$/.test(caller)) return null
+  if (!/^\d{1,16}$/.test(ts) || Math.abs(now - Number(ts)) > windowMs) return null
+  const expected = Buffer.from(mac(key, { caller: caller as Caller, userId }, method, url, requestId, ts))
+  const given = Buffer.from(sig.slice(3))
+  if (given.length !== expected.length || !timingSafeEqual(given, expected)) return null
+  if (caller === 'user' && !userId) return null
+  return { caller: caller as Caller, userId }
+}
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    identity: Identity | null
+  }
+}
+
+const noProof = () =>
+  new HttpError(401, ErrorCode.UNAUTHORIZED, 'Requests must come through the gateway', {
+    'www-authenticate': challenge.missing,
+  })
+
+/**
+ * onRequest hook for a service's API routes: sets request.identity from a
+ * valid gateway proof, or answers 401. `accept` limits which callers a route
+ * group takes.
+ */
+export function requireGatewayIdentity(key: Buffer, windowMs: number, accept: (id: Identity) => boolean = () => true) {
+  return async function gatewayIdentity(request: FastifyRequest, _reply: FastifyReply): Promise<void> {
+    const id = verifyIdentity(key, request.headers, request.method, request.url, request.id, windowMs)
+    if (!id || !accept(id)) throw noProof()
+    request.identity = id
+  }
+}

@@ -1,0 +1,40 @@
+/**
+ * pino through Fastify. JSON lines; secrets are redacted at the logger so no
+ * code path can print a token, a password or a proof.
+ */
+import { randomUUID } from 'node:crypto'
+import type { IncomingMessage } from 'node:http'
+import type { FastifyServerOptions } from 'fastify'
+
+export const REDACT_PATHS = [
+  'req.headers.authorization',
+  'req.headers.cookie',
+  'req.headers["x-tollgate-signature"]',
+  'res.headers["set-cookie"]',
+  'headers.authorization',
+  'password',
+  'token',
+  '*.password',
+  '*.token',
+  '*.password_hash',
+]
+
+export function loggerOptions(level: string, service: string): FastifyServerOptions['logger'] {
+  return {
+    level,
+    base: { service },
+    redact: { paths: REDACT_PATHS, censor: '[redacted]' },
+    timestamp: () => `,"time":"${new Date().toISOString()}"`,
+  }
+}
+
+/** A client's request id is kept only when it is short and plain; otherwise we mint one. */
+const SANE_REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/
+
+export function genReqId(req: IncomingMessage): string {
+  const given = req.headers['x-request-id']
+  if (typeof given === 'string' && SANE_REQUEST_ID.test(given)) return given
+  return randomUUID()
+}
+
+export const REQUEST_ID_HEADER = 'x-request-id'

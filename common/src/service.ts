@@ -1,0 +1,113 @@
+/**
+ * The Fastify base every Tollgate process is built on: request ids, the error
+ * envelope, JSON logs, health and readiness, Prometheus metrics, and the
+ * server limits (body, headers, timeouts) that hold against slow or hostile
+ * clients. Each service's buildApp starts here and adds its own routes.
+ */
+import Fastify, {
+  type FastifyBaseLogger,
+  type FastifyInstance,
+  type FastifyServerOptions,
+  type RawReplyDefaultExpression,
+  type RawRequestDefaultExpression,
+  type RawServerDefault,
+} from 'fastify'
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
+import { clientErrorResponse, envelope, ErrorCode, installErrorEnvelope } from './errors.js'
+import { genReqId, loggerOptions, REQUEST_ID_HEADER } from './logging.js'
+import { installMetrics } from './metrics.js'
+
+export type App = FastifyInstance<
+  RawServerDefault,
+  RawRequestDefaultExpression,
+  RawReplyDefaultExpression,
+  FastifyBaseLogger,
+  TypeBoxTypeProvider
+>
+
+export interface ServiceOptions {
+  name: string
+  logLevel: string
+  /** Pass a pino-compatible stream to capture logs (tests); default stdout. */
+  logStream?: NodeJS.WritableStream
+  bodyLimit?: number
+  /** Readiness checks: each resolves when its dependency answers. */
+  readiness?: Record<string, () => Promise<unknown>>
+  /** Extra Fastify options (https, etc.). */
+  fastify?: Partial<FastifyServerOptions>
+}
+
+export const ONE_MIB = 1024 * 1024
+
+export function createService(opts: ServiceOptions): App {
+  const logger = loggerOptions(opts.logLevel, opts.name)
+  const app = Fastify({
+    logger: opts.logStream && typeof logger === 'object' ? { ...logger, stream: opts.logStream } : logger,
+    genReqId,
+    requestIdLogLabel: 'reqId',
+    bodyLimit: opts.bodyLimit ?? ONE_MIB,
+    // Slowloris and stuck clients: bounded time to send headers and the whole request.
+    connectionTimeout: 0,
+    requestTimeout: 30_000,
+    keepAliveTimeout: 72_000,
+    maxParamLength: 200,
+    return503OnClosing: true,
+    forceCloseConnections: 'idle',
+    routerOptions: { ignoreTrailingSlash: false, caseSensitive: true },
+    ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', allErrors: false } },
+    ...opts.fastify,
+  } as FastifyServerOptions).withTypeProvider<TypeBoxTypeProvider>() as unknown as App
+
+  installErrorEnvelope(app as unknown as FastifyInstance)
+
+  app.addHook('onRequest', async (request, reply) => {
+    reply.header(REQUEST_ID_HEADER, request.id)
+  })
+
+  // Errors raised by Node's HTTP parser never reach Fastify: answer them in the envelope.
+  app.server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
+    if (!socket.writable || (err as { code?: string }).code === 'ECONNRESET') {
+      socket.destroy()
+      return
+    }
+    socket.end(clientErrorResponse(err))
+  })
+  app.server.headersTimeout = 10_000
+
+  installMetrics(app as unknown as FastifyInstance, opts.name)
+
+  const readiness = opts.readiness ?? {}
+  app.get('/health', { logLevel: 'warn' }, async () => ({ status: 'ok' }))
+  app.get('/ready', { logLevel: 'warn' }, async (_request, reply) => {
+    const checks: Record<string, string> = {}
+    let ready = true
+    await Promise.all(
+      Object.entries(readiness).map(async ([name, check]) => {
+        try {
+          await withTimeout(check(), 2000)
+          checks[name] = 'ok'
+        } catch {
+          checks[name] = 'unavailable'
+          ready = false
+        }
+      }),
+    )
+    if (!ready) {
+      reply.code(503).header('retry-after', '2')
+      return { ...envelope(503, ErrorCode.SERVICE_UNAVAILABLE, 'Not ready'), checks }
+    }
+    return { status: 'ready', checks }
+  })
+
+  return app
+}
+
+function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout
+  return Promise.race([
+    p,
+    new Promise<T>((_, reject) => {
+      timer = setTimeout(() => reject(new Error('timeout')), ms)
+    }),
+  ]).finally(() => clearTimeout(timer))
+}
