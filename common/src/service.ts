@@ -54,7 +54,7 @@ export function createService(opts: ServiceOptions): App {
     return503OnClosing: true,
     forceCloseConnections: 'idle',
     routerOptions: { ignoreTrailingSlash: false, caseSensitive: true },
-    ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', allErrors: false } },
+    ajv: { customOptions: { removeAdditional: true, coerceTypes: 'array', allErrors: false } },
     ...opts.fastify,
   } as FastifyServerOptions).withTypeProvider<TypeBoxTypeProvider>() as unknown as App
 
