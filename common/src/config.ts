@@ -8,6 +8,7 @@ import { parse as parseDotenv } from 'dotenv'
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import envSchema from 'env-schema'
+import addFormats from 'ajv-formats'
 import { Type, type TObject, type Static } from 'typebox'
 
 /** Values from `.env` (the working directory's, else the repository root's) under the real environment. */
@@ -42,7 +43,18 @@ export function loadConfig<S extends TObject>(schema: S, data: Record<string, un
   }
   let config: Static<S>
   try {
-    config = envSchema({ schema, data: known, env: false, dotenv: false }) as Static<S>
+    config = envSchema({
+      schema,
+      data: known,
+      env: false,
+      dotenv: false,
+      ajv: {
+        customOptions(ajv) {
+          addFormats.default(ajv as never, ['uri', 'email'])
+          return ajv
+        },
+      },
+    }) as Static<S>
   } catch (err) {
     throw new ConfigError(describeSchemaError((err as Error).message))
   }

@@ -38,9 +38,15 @@ export function proofKey(betterAuthSecret: string, explicit?: string): Buffer {
   return Buffer.from(hkdfSync('sha256', ikm, 'tollgate', 'identity-proof-v1', 32))
 }
 
+/**
+ * The proof binds the path, not the query: proxies may re-encode a query
+ * string on the way, and the path is what decides whose data is touched.
+ */
 function mac(key: Buffer, id: Identity, method: string, url: string, requestId: string, ts: string): string {
+  const q = url.indexOf('?')
+  const path = q === -1 ? url : url.slice(0, q)
   return createHmac('sha256', key)
-    .update(`v1\n${id.caller}\n${id.userId}\n${method.toUpperCase()}\n${url}\n${requestId}\n${ts}`)
+    .update(`v1\n${id.caller}\n${id.userId}\n${method.toUpperCase()}\n${path}\n${requestId}\n${ts}`)
     .digest('base64url')
 }
 

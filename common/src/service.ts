@@ -44,16 +44,14 @@ export function createService(opts: ServiceOptions): App {
   const app = Fastify({
     logger: opts.logStream && typeof logger === 'object' ? { ...logger, stream: opts.logStream } : logger,
     genReqId,
-    requestIdLogLabel: 'reqId',
     bodyLimit: opts.bodyLimit ?? ONE_MIB,
     // Slowloris and stuck clients: bounded time to send headers and the whole request.
     connectionTimeout: 0,
     requestTimeout: 30_000,
     keepAliveTimeout: 72_000,
-    maxParamLength: 200,
     return503OnClosing: true,
     forceCloseConnections: 'idle',
-    routerOptions: { ignoreTrailingSlash: false, caseSensitive: true },
+    routerOptions: { ignoreTrailingSlash: false, caseSensitive: true, maxParamLength: 200 },
     ajv: { customOptions: { removeAdditional: true, coerceTypes: 'array', allErrors: false } },
     ...opts.fastify,
   } as FastifyServerOptions).withTypeProvider<TypeBoxTypeProvider>() as unknown as App

@@ -1,0 +1,104 @@
+/**
+ * The gateway: CORS, then for each public route group the access rule
+ * (verified JWT, ownership) and a proxy to the owning service that strips
+ * client identity headers and signs the verified one.
+ */
+import cors from '@fastify/cors'
+import proxy from '@fastify/http-proxy'
+import type { FastifyRequest } from 'fastify'
+import type { Pool } from 'undici'
+import { createService, proofKey, type App } from '@tollgate/common'
+import { corsOrigins, type Config } from './config.js'
+import { authenticate } from './auth/authenticate.js'
+import { createTokenVerifier } from './auth/token-verifier.js'
+import { forwardedHeaders } from './proxy/forwarded-headers.js'
+import { createUpstreamPool, onUpstreamError, retryDelay } from './proxy/upstream.js'
+import { publicRoutes, type UpstreamName } from './routes/public-api.js'
+
+export interface BuildOptions {
+  logStream?: NodeJS.WritableStream
+}
+
+async function ping(pool: Pool): Promise<void> {
+  const res = await pool.request({ method: 'GET', path: '/health', headersTimeout: 1500, bodyTimeout: 1500 })
+  await res.body.dump()
+  if (res.statusCode !== 200) throw new Error(`health ${res.statusCode}`)
+}
+
+export async function buildApp(config: Config, opts: BuildOptions = {}): Promise<App> {
+  const upstreamOptions = {
+    connectTimeoutMs: config.UPSTREAM_CONNECT_TIMEOUT_MS,
+    timeoutMs: config.UPSTREAM_TIMEOUT_MS,
+    connections: config.UPSTREAM_CONNECTIONS,
+  }
+  const upstreams: Record<UpstreamName, { url: string; pool: Pool }> = {
+    auth: { url: config.AUTH_SERVICE_URL, pool: createUpstreamPool(config.AUTH_SERVICE_URL, upstreamOptions) },
+    tasks: { url: config.TASK_SERVICE_URL, pool: createUpstreamPool(config.TASK_SERVICE_URL, upstreamOptions) },
+  }
+  const verifier = await createTokenVerifier({
+    secret: config.BETTER_AUTH_SECRET,
+    issuer: config.JWT_ISSUER,
+    audience: config.JWT_AUDIENCE,
+    clockToleranceS: config.JWT_CLOCK_TOLERANCE_S,
+    cacheSize: config.TOKEN_CACHE_SIZE,
+  })
+  const key = proofKey(config.BETTER_AUTH_SECRET, config.INTERNAL_PROOF_SECRET)
+
+  const app = createService({
+    name: 'gateway',
+    logLevel: config.LOG_LEVEL,
+    logStream: opts.logStream,
+    bodyLimit: config.BODY_LIMIT_BYTES,
+    readiness: {
+      'auth-service': () => ping(upstreams.auth.pool),
+      'task-service': () => ping(upstreams.tasks.pool),
+    },
+  })
+  app.decorateRequest('auth', null)
+  app.addHook('onClose', async () => {
+    await Promise.all(Object.values(upstreams).map((u) => u.pool.close()))
+  })
+
+  // Bodies are streamed to the service, not parsed here: refuse an oversized
+  // one up front when it declares its length.
+  const bodyLimit = config.BODY_LIMIT_BYTES
+  app.addHook('onRequest', async (request) => {
+    const length = request.headers['content-length']
+    if (length !== undefined && Number(length) > bodyLimit) {
+      throw Object.assign(new Error('body too large'), { code: 'FST_ERR_CTP_BODY_TOO_LARGE', statusCode: 413 })
+    }
+  })
+
+  await app.register(cors, {
+    origin: corsOrigins(config),
+    methods: ['GET', 'POST', 'PUT', 'PATCH', 'DELETE'],
+    allowedHeaders: ['Authorization', 'Content-Type', 'X-Request-Id'],
+    exposedHeaders: ['X-Request-Id', 'WWW-Authenticate', 'Retry-After', 'RateLimit', 'RateLimit-Policy'],
+    credentials: false,
+    maxAge: 600,
+    strictPreflight: true,
+  })
+
+  for (const group of publicRoutes) {
+    const upstream = upstreams[group.upstream]
+    await app.register(async (scope) => {
+      if (group.access !== 'anonymous') scope.addHook('onRequest', authenticate(verifier, group.access))
+      await scope.register(proxy, {
+        upstream: upstream.url,
+        undici: upstream.pool as never,
+        routes: group.urls,
+        httpMethods: group.methods,
+        disableRequestLogging: true,
+        replyOptions: {
+          rewriteRequestHeaders: (request, headers) =>
+            forwardedHeaders(request as FastifyRequest, headers, key, group.forwardAuthorization ?? false),
+          rewriteHeaders: (headers) => ({ ...headers, 'cache-control': 'no-store' }),
+          onError: onUpstreamError as never,
+          retryDelay: retryDelay as never,
+        },
+      })
+    })
+  }
+
+  return app
+}

@@ -1,0 +1,33 @@
+/**
+ * The public surface, as data: every (method, path) the gateway routes, which
+ * service owns it, and who may call it. Anything not listed is a 404 at the
+ * gateway and never reaches a service.
+ */
+import type { HTTPMethods } from 'fastify'
+import type { Access } from '../auth/authenticate.js'
+
+export type UpstreamName = 'auth' | 'tasks'
+
+export interface RouteGroup {
+  upstream: UpstreamName
+  access: Access
+  methods: HTTPMethods[]
+  urls: string[]
+  /** Send the client's bearer token upstream (signout and account deletion revoke it). */
+  forwardAuthorization?: boolean
+}
+
+export const publicRoutes: RouteGroup[] = [
+  { upstream: 'auth', access: 'anonymous', methods: ['POST'], urls: ['/api/auth/signup', '/api/auth/signin'] },
+  { upstream: 'auth', access: 'user', methods: ['GET'], urls: ['/api/auth/me'] },
+  {
+    upstream: 'auth',
+    access: 'user',
+    methods: ['POST'],
+    urls: ['/api/auth/signout'],
+    forwardAuthorization: true,
+  },
+  { upstream: 'tasks', access: 'owner', methods: ['GET', 'POST'], urls: ['/api/:user_id/tasks'] },
+  { upstream: 'tasks', access: 'owner', methods: ['GET', 'PUT', 'DELETE'], urls: ['/api/:user_id/tasks/:id'] },
+  { upstream: 'tasks', access: 'owner', methods: ['PATCH'], urls: ['/api/:user_id/tasks/:id/complete'] },
+]

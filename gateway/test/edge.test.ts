@@ -1,0 +1,136 @@
+/** The edge's own behaviour: envelope everywhere, upstream failures, limits, CORS, request ids. */
+import t from 'tap'
+import { buildGateway, startUpstream, subOf, token } from './helper.js'
+
+const isEnvelope = (body: unknown, status: number) => {
+  const b = body as Record<string, unknown>
+  return typeof b.detail === 'string' && typeof b.error_code === 'string' && b.status_code === status
+}
+
+t.test('unknown routes and methods are 404 in the envelope, never proxied', async (t) => {
+  const up = await startUpstream(t)
+  const gw = await buildGateway(t, { TASK_SERVICE_URL: up.url, AUTH_SERVICE_URL: up.url })
+  for (const [method, url] of [
+    ['GET', '/'],
+    ['GET', '/api'],
+    ['GET', '/api/auth/signup'],
+    ['DELETE', '/api/auth/signin'],
+    ['GET', '/api/auth/internal'],
+    ['TRACE', '/api/auth/me'],
+    ['GET', '/internal/revocations'],
+    ['GET', '/api/u1/tasks/x/y/z'],
+  ] as const) {
+    const res = await gw.inject({ method, url })
+    t.equal(res.statusCode, 404, `${method} ${url}`)
+    t.ok(isEnvelope(res.json(), 404))
+  }
+  t.equal(up.seen.length, 0)
+})
+
+t.test('a dead upstream is a fast 502 in the envelope, without its address', async (t) => {
+  const gw = await buildGateway(t, { TASK_SERVICE_URL: 'http://127.0.0.1:1', AUTH_SERVICE_URL: 'http://127.0.0.1:1' })
+  const jwt = await token()
+  const started = Date.now()
+  const res = await gw.inject({ url: `/api/${subOf(jwt)}/tasks`, headers: { authorization: `Bearer ${jwt}` } })
+  t.ok(Date.now() - started < 1000, 'fast')
+  t.equal(res.statusCode, 502)
+  t.same(res.json(), { detail: 'Upstream service error', error_code: 'BAD_GATEWAY', status_code: 502 })
+  t.notMatch(res.body, /127\.0\.0\.1|ECONNREFUSED/)
+  const ready = await gw.inject({ url: '/ready' })
+  t.equal(ready.statusCode, 503, 'not ready while upstreams are down')
+})
+
+t.test('a slow upstream is a 504 at the configured timeout', async (t) => {
+  const up = await startUpstream(t)
+  up.behave.delayMs = 1500
+  const gw = await buildGateway(t, { TASK_SERVICE_URL: up.url, UPSTREAM_TIMEOUT_MS: 300 })
+  const jwt = await token()
+  const started = Date.now()
+  const res = await gw.inject({ url: `/api/${subOf(jwt)}/tasks`, headers: { authorization: `Bearer ${jwt}` } })
+  const took = Date.now() - started
+  t.equal(res.statusCode, 504)
+  t.same(res.json(), { detail: 'Upstream service timed out', error_code: 'GATEWAY_TIMEOUT', status_code: 504 })
+  t.ok(took >= 250 && took < 1400, `answered at the timeout (${took} ms)`)
+})
+
+t.test('a POST is never retried; a 503 from the service is passed through once', async (t) => {
+  const up = await startUpstream(t)
+  up.behave.status = 503
+  const gw = await buildGateway(t, { TASK_SERVICE_URL: up.url })
+  const jwt = await token()
+  const res = await gw.inject({ url: `/api/${subOf(jwt)}/tasks`, headers: { authorization: `Bearer ${jwt}` } })
+  t.equal(res.statusCode, 503)
+  t.equal(up.seen.length, 1, 'GET answered 503 upstream is not retried')
+})
+
+t.test('bodies over the limit are 413 before reaching the service', async (t) => {
+  const up = await startUpstream(t)
+  const gw = await buildGateway(t, { TASK_SERVICE_URL: up.url })
+  const jwt = await token()
+  const res = await gw.inject({
+    method: 'POST',
+    url: `/api/${subOf(jwt)}/tasks`,
+    headers: { authorization: `Bearer ${jwt}`, 'content-type': 'application/json' },
+    payload: JSON.stringify({ title: 'x'.repeat(1024 * 1024) }),
+  })
+  t.equal(res.statusCode, 413)
+  t.same(res.json(), { detail: 'Request body is too large', error_code: 'PAYLOAD_TOO_LARGE', status_code: 413 })
+  t.equal(up.seen.length, 0)
+})
+
+t.test('request ids: a sane client id is kept, anything else replaced, and forwarded', async (t) => {
+  const up = await startUpstream(t)
+  const gw = await buildGateway(t, { AUTH_SERVICE_URL: up.url })
+  const kept = await gw.inject({ method: 'POST', url: '/api/auth/signin', headers: { 'x-request-id': 'abc-123' }, payload: {} })
+  t.equal(kept.headers['x-request-id'], 'abc-123')
+  t.equal(up.seen[0]!.headers['x-request-id'], 'abc-123')
+  const replaced = await gw.inject({ method: 'POST', url: '/api/auth/signin', headers: { 'x-request-id': 'bad id\u00e9<script>' }, payload: {} })
+  t.match(replaced.headers['x-request-id'], /^[0-9a-f-]{36}$/)
+  const none = await gw.inject({ url: '/nowhere' })
+  t.match(none.headers['x-request-id'], /^[0-9a-f-]{36}$/, 'errors carry one too')
+})
+
+t.test('CORS: listed origins only; preflight answered at the edge', async (t) => {
+  const up = await startUpstream(t)
+  const gw = await buildGateway(t, { TASK_SERVICE_URL: up.url, CORS_ORIGINS: 'http://localhost:3000, https://app.example.com' })
+  const jwt = await token()
+  const url = `/api/${subOf(jwt)}/tasks`
+  const pre = await gw.inject({
+    method: 'OPTIONS',
+    url,
+    headers: { origin: 'http://localhost:3000', 'access-control-request-method': 'GET', 'access-control-request-headers': 'authorization' },
+  })
+  t.equal(pre.statusCode, 204)
+  t.equal(pre.headers['access-control-allow-origin'], 'http://localhost:3000')
+  t.match(String(pre.headers['access-control-allow-headers']), /Authorization/i)
+  const foreign = await gw.inject({
+    method: 'OPTIONS',
+    url,
+    headers: { origin: 'https://evil.example', 'access-control-request-method': 'GET' },
+  })
+  t.notOk(foreign.headers['access-control-allow-origin'], 'no ACAO for a foreign origin')
+  const get = await gw.inject({ url, headers: { origin: 'https://app.example.com', authorization: `Bearer ${jwt}` } })
+  t.equal(get.headers['access-control-allow-origin'], 'https://app.example.com')
+  t.match(String(get.headers['access-control-expose-headers']), /WWW-Authenticate/)
+  t.equal(up.seen.length, 1, 'only the real request was proxied')
+})
+
+t.test('health, readiness and metrics', async (t) => {
+  const up = await startUpstream(t)
+  const gw = await buildGateway(t, { TASK_SERVICE_URL: up.url, AUTH_SERVICE_URL: up.url })
+  t.same((await gw.inject({ url: '/health' })).json(), { status: 'ok' })
+  const ready = await gw.inject({ url: '/ready' })
+  t.equal(ready.statusCode, 200)
+  t.same(ready.json().checks, { 'auth-service': 'ok', 'task-service': 'ok' })
+  await gw.inject({ url: '/nowhere' })
+  const metrics = await gw.inject({ url: '/metrics' })
+  t.match(metrics.body, /http_requests_total\{.*status="404"/)
+})
+
+t.test('authenticated responses are not cacheable', async (t) => {
+  const up = await startUpstream(t)
+  const gw = await buildGateway(t, { TASK_SERVICE_URL: up.url })
+  const jwt = await token()
+  const res = await gw.inject({ url: `/api/${subOf(jwt)}/tasks`, headers: { authorization: `Bearer ${jwt}` } })
+  t.equal(res.headers['cache-control'], 'no-store')
+})

@@ -1,0 +1,88 @@
+/** Gateway test kit: real upstream servers on port 0, a gateway in front, tokens signed like the auth-service. */
+import Fastify, { type FastifyInstance } from 'fastify'
+import { SignJWT } from 'jose'
+import { randomUUID } from 'node:crypto'
+import type { IncomingHttpHeaders } from 'node:http'
+import { loadConfig } from '@tollgate/common'
+import { buildApp } from '../src/app.js'
+import { configSchema, type Config } from '../src/config.js'
+
+export const SECRET = 'test-secret-0123456789-abcdefghijklmnopqrstuvwxyz'
+
+export interface Seen {
+  method: string
+  url: string
+  headers: IncomingHttpHeaders
+  body: unknown
+}
+
+export interface Upstream {
+  url: string
+  seen: Seen[]
+  app: FastifyInstance
+  /** Change how the next requests are answered. */
+  behave: { delayMs: number; status: number }
+}
+
+type Tap = { teardown(fn: () => unknown): void }
+
+export async function startUpstream(t: Tap): Promise<Upstream> {
+  const seen: Seen[] = []
+  const behave = { delayMs: 0, status: 200 }
+  const app = Fastify()
+  app.removeAllContentTypeParsers()
+  app.addContentTypeParser('*', { parseAs: 'string' }, (_req, body, done) => done(null, body))
+  app.all('/*', async (request, reply) => {
+    seen.push({ method: request.method, url: request.url, headers: request.headers, body: request.body })
+    if (behave.delayMs) await new Promise((r) => setTimeout(r, behave.delayMs))
+    reply.code(behave.status)
+    return behave.status === 204 ? undefined : { ok: true, url: request.url }
+  })
+  const url = await app.listen({ port: 0, host: '127.0.0.1' })
+  t.teardown(() => app.close())
+  return { url, seen, app, behave }
+}
+
+export function gatewayConfig(overrides: Partial<Record<keyof Config, unknown>> = {}): Config {
+  return loadConfig(configSchema, {
+    BETTER_AUTH_SECRET: SECRET,
+    LOG_LEVEL: 'silent',
+    AUTH_SERVICE_URL: 'http://127.0.0.1:1',
+    TASK_SERVICE_URL: 'http://127.0.0.1:1',
+    ...overrides,
+  })
+}
+
+export async function buildGateway(t: Tap, overrides: Partial<Record<keyof Config, unknown>> = {}) {
+  const app = await buildApp(gatewayConfig(overrides))
+  t.teardown(() => app.close())
+  await app.ready()
+  return app
+}
+
+export interface TokenOptions {
+  sub?: string | null
+  secret?: string
+  iss?: string
+  aud?: string
+  expiresIn?: string | number
+  alg?: string
+  extra?: Record<string, unknown>
+}
+
+export async function token(opts: TokenOptions = {}): Promise<string> {
+  const payload: Record<string, unknown> = { email: 'a@example.com', name: 'A', ...opts.extra }
+  const jwt = new SignJWT(payload)
+    .setProtectedHeader({ alg: opts.alg ?? 'HS256', typ: 'JWT' })
+    .setIssuedAt()
+    .setJti(randomUUID())
+    .setIssuer(opts.iss ?? 'tollgate')
+    .setAudience(opts.aud ?? 'tollgate-api')
+    .setExpirationTime(opts.expiresIn ?? '1h')
+  if (opts.sub !== null) jwt.setSubject(opts.sub ?? randomUUID())
+  return jwt.sign(new TextEncoder().encode(opts.secret ?? SECRET))
+}
+
+export function subOf(jwt: string): string {
+  return JSON.parse(Buffer.from(jwt.split('.')[1]!, 'base64url').toString()).sub
+}

@@ -1,0 +1,113 @@
+/**
+ * `npm start`: the whole of Tollgate on one machine. Starts the embedded
+ * PostgreSQL (unless DATABASE_URL names a real one), then auth-service and
+ * task-service on free loopback ports (each applies its own migrations), then
+ * the gateway on PORT (default 8000), and prints the public URL. SIGINT or
+ * SIGTERM stops everything in reverse order.
+ */
+import { randomBytes } from 'node:crypto'
+import { resolve } from 'node:path'
+import { readEnv } from '@tollgate/common'
+import { startEmbeddedPostgres, type EmbeddedPostgres } from './embedded-postgres.js'
+import { freePort, startProcess, stopProcess, waitForHealth, type Child } from './processes.js'
+
+const repoRoot = resolve(new URL('../../', import.meta.url).pathname)
+const env = readEnv()
+const say = (line: string) => process.stdout.write(`[tollgate] ${line}\n`)
+const fail = (line: string): never => {
+  process.stderr.write(`[tollgate] ${line}\n`)
+  process.exit(1)
+}
+
+function resolveSecret(): string {
+  const secret = env.BETTER_AUTH_SECRET
+  if (secret) {
+    if (secret.length < 32) fail('invalid configuration: BETTER_AUTH_SECRET must be at least 32 characters (generate one: openssl rand -base64 32)')
+    return secret
+  }
+  if (env.NODE_ENV === 'production') fail('invalid configuration: BETTER_AUTH_SECRET is required when NODE_ENV=production')
+  say('BETTER_AUTH_SECRET is not set: generated a random one for this run (tokens end with the run; set it in .env to keep them)')
+  return randomBytes(32).toString('base64url')
+}
+
+const secret = resolveSecret()
+const children: Child[] = []
+let embedded: EmbeddedPostgres | undefined
+let stopping = false
+
+async function shutdown(code: number): Promise<never> {
+  if (stopping) return new Promise(() => {}) as never
+  stopping = true
+  // Front to back: the gateway stops taking traffic before the services go.
+  for (const child of [...children].reverse()) await stopProcess(child, 10_000)
+  await embedded?.stop()
+  process.exit(code)
+}
+process.on('SIGINT', () => void shutdown(0))
+process.on('SIGTERM', () => void shutdown(0))
+
+try {
+  let databaseUrl = env.DATABASE_URL
+  if (databaseUrl) {
+    say(`using the PostgreSQL at DATABASE_URL (${databaseUrl.replace(/\/\/[^@]*@/, '//')})`)
+  } else {
+    const dataDir = resolve(repoRoot, env.DATA_DIR ?? '.data')
+    embedded = await startEmbeddedPostgres({
+      dataDir,
+      port: env.EMBEDDED_DB_PORT ? Number(env.EMBEDDED_DB_PORT) : 0,
+    })
+    databaseUrl = embedded.url
+    say(`embedded PostgreSQL (PGlite) at ${embedded.url}, data in ${dataDir}`)
+  }
+
+  const shared = {
+    ...env,
+    BETTER_AUTH_SECRET: secret,
+    LOG_LEVEL: env.LOG_LEVEL ?? 'info',
+  }
+  const onExit = (name: string) => (code: number | null) => {
+    if (!stopping) {
+      process.stderr.write(`[tollgate] ${name} exited unexpectedly (code ${code}); stopping\n`)
+      void shutdown(1)
+    }
+  }
+
+  const services = [
+    { name: 'auth-service', port: Number(env.AUTH_SERVICE_PORT ?? 0) },
+    { name: 'task-service', port: Number(env.TASK_SERVICE_PORT ?? 0) },
+  ]
+  const urls: Record<string, string> = {}
+  await Promise.all(
+    services.map(async ({ name, port }) => {
+      const p = port || (await freePort())
+      const child = startProcess(name, resolve(repoRoot, name, 'dist/server.js'), {
+        ...shared,
+        HOST: '127.0.0.1',
+        PORT: String(p),
+        DATABASE_URL: databaseUrl,
+      }, onExit(name))
+      children.push(child)
+      urls[name] = `http://127.0.0.1:${p}`
+      await waitForHealth(`${urls[name]}/health`, child, 60_000)
+      say(`${name} ready at ${urls[name]}`)
+    }),
+  )
+
+  const gatewayPort = env.PORT ?? '8000'
+  const gatewayHost = env.HOST ?? 'localhost'
+  const gateway = startProcess('gateway', resolve(repoRoot, 'gateway/dist/server.js'), {
+    ...shared,
+    PORT: gatewayPort,
+    HOST: gatewayHost,
+    AUTH_SERVICE_URL: urls['auth-service'],
+    TASK_SERVICE_URL: urls['task-service'],
+  }, onExit('gateway'))
+  children.push(gateway)
+  const probeHost = gatewayHost === 'localhost' || gatewayHost === '0.0.0.0' || gatewayHost === '::' ? '127.0.0.1' : gatewayHost
+  await waitForHealth(`http://${probeHost.includes(':') ? `[${probeHost}]` : probeHost}:${gatewayPort}/health`, gateway, 30_000)
+  const publicHost = gatewayHost === '127.0.0.1' || gatewayHost === '0.0.0.0' || gatewayHost === '::' ? 'localhost' : gatewayHost
+  say(`Tollgate is up at http://${publicHost}:${gatewayPort} (Ctrl-C to stop)`)
+} catch (err) {
+  process.stderr.write(`[tollgate] failed to start: ${(err as Error).message}\n`)
+  await shutdown(1)
+}

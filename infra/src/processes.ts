@@ -1,0 +1,65 @@
+/** Child processes for the launcher: start with inherited output, wait until healthy, stop by signal. */
+import { spawn, type ChildProcess } from 'node:child_process'
+import { createServer } from 'node:net'
+
+export interface Child {
+  name: string
+  proc: ChildProcess
+  exited: Promise<number | null>
+}
+
+export function startProcess(
+  name: string,
+  entry: string,
+  env: Record<string, string | undefined>,
+  onExit: (code: number | null) => void,
+): Child {
+  const proc = spawn(process.execPath, ['--enable-source-maps', entry], {
+    env: env as NodeJS.ProcessEnv,
+    stdio: ['ignore', 'inherit', 'inherit'],
+  })
+  const exited = new Promise<number | null>((resolve) => {
+    proc.on('exit', (code, signal) => {
+      const c = code ?? (signal ? 128 : null)
+      onExit(c)
+      resolve(c)
+    })
+  })
+  return { name, proc, exited }
+}
+
+/** SIGTERM, then SIGKILL if it has not exited within the grace period. */
+export async function stopProcess(child: Child, graceMs: number): Promise<void> {
+  if (child.proc.exitCode !== null || child.proc.signalCode !== null) return
+  child.proc.kill('SIGTERM')
+  const timer = setTimeout(() => child.proc.kill('SIGKILL'), graceMs)
+  await child.exited
+  clearTimeout(timer)
+}
+
+export function freePort(host = '127.0.0.1'): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer()
+    srv.unref()
+    srv.on('error', reject)
+    srv.listen(0, host, () => {
+      const addr = srv.address()
+      srv.close(() => (addr && typeof addr === 'object' ? resolve(addr.port) : reject(new Error('no port'))))
+    })
+  })
+}
+
+export async function waitForHealth(url: string, child: Child, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  while (Date.now() < deadline) {
+    if (child.proc.exitCode !== null) throw new Error(`${child.name} exited with code ${child.proc.exitCode}`)
+    try {
+      const res = await fetch(url, { signal: AbortSignal.timeout(1000) })
+      if (res.ok) return
+    } catch {
+      // not listening yet
+    }
+    await new Promise((r) => setTimeout(r, 100))
+  }
+  throw new Error(`${child.name} did not become healthy within ${timeoutMs} ms`)
+}
