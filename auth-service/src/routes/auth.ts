@@ -1,0 +1,138 @@
+/**
+ * /api/auth: sign up, sign in, who am I, sign out. Reachable only through the
+ * gateway: every route checks its signed identity proof first.
+ */
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import type { FastifyRequest } from 'fastify'
+import { Type } from 'typebox'
+import { errors, requireGatewayIdentity, type Identity } from '@tollgate/common'
+import type { UsersRepository } from '../plugins/users-repository.js'
+import type { RevocationsRepository } from '../plugins/revocations-repository.js'
+import { passwordProblem, type PasswordManager } from '../plugins/password-manager.js'
+import type { TokenIssuer } from '../plugins/token-issuer.js'
+import { CreatedUser, ErrorBody, Me, SigninBody, SigninResult, SignupBody } from '../schemas.js'
+
+export interface AuthRoutesOptions {
+  users: UsersRepository
+  revocations: RevocationsRepository
+  passwords: PasswordManager
+  tokens: TokenIssuer
+  proofKey: Buffer
+  proofWindowMs: number
+}
+
+/** Trim and lower-case before validation, so " A@B.io " is valid and equals "a@b.io". */
+async function normaliseEmail(request: FastifyRequest): Promise<void> {
+  const body = request.body as { email?: unknown } | null | undefined
+  if (body && typeof body === 'object' && typeof body.email === 'string') {
+    body.email = body.email.trim().toLowerCase()
+  }
+}
+
+const BEARER = /^Bearer +([A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+) *$/i
+
+const errorResponses = { 400: ErrorBody, 401: ErrorBody, 503: ErrorBody }
+
+export const authRoutes: FastifyPluginAsyncTypebox<AuthRoutesOptions> = async (app, opts) => {
+  const { users, revocations, passwords, tokens } = opts
+  const gateway = (accept: (id: Identity) => boolean) => requireGatewayIdentity(opts.proofKey, opts.proofWindowMs, accept)
+  // Signing in again while signed in is harmless, so public routes take users too.
+  const publicCaller = gateway((id) => id.caller === 'anonymous' || id.caller === 'user')
+  const userCaller = gateway((id) => id.caller === 'user')
+
+  // This API speaks JSON only: without this, Fastify parses text/plain into a string.
+  app.removeContentTypeParser('text/plain')
+
+  // First hook, so it is set on every answer here, 401s from the proof check included.
+  app.addHook('onRequest', async (_request, reply) => {
+    reply.header('cache-control', 'no-store')
+  })
+
+  app.post(
+    '/signup',
+    {
+      onRequest: publicCaller,
+      preValidation: normaliseEmail,
+      schema: { body: SignupBody, response: { 201: CreatedUser, 409: ErrorBody, ...errorResponses } },
+    },
+    async (request, reply) => {
+      const { email, password, name = null } = request.body
+      const problem = passwordProblem(password)
+      if (problem) throw errors.validation(problem)
+      // PostgreSQL text cannot hold NUL: refuse it here rather than fail in the driver.
+      if (name?.includes('\u0000')) throw errors.validation('body/name must not contain NUL characters')
+
+      const passwordHash = await passwords.hash(password)
+      const user = await users.create({ email, passwordHash, name })
+      if (!user) throw errors.conflict('Email already registered')
+      request.log.info({ event: 'signup', userId: user.id }, 'user created')
+      reply.code(201)
+      return { id: user.id, email: user.email, name: user.name, created_at: user.created_at }
+    },
+  )
+
+  app.post(
+    '/signin',
+    {
+      onRequest: publicCaller,
+      preValidation: normaliseEmail,
+      schema: { body: SigninBody, response: { 200: SigninResult, ...errorResponses } },
+    },
+    async (request) => {
+      const { email, password } = request.body
+      const user = await users.findByEmail(email)
+      // Unknown email and wrong password: same bcrypt work, same answer.
+      const ok = await passwords.verify(password, user?.password_hash ?? null)
+      if (!user || !ok) {
+        request.log.info({ event: 'signin', outcome: 'failure' }, 'sign-in failed')
+        throw errors.invalidCredentials()
+      }
+
+      if (passwords.needsRehash(user.password_hash)) {
+        // The only moment we hold the plain password: upgrade the work factor now.
+        // A failure here must not fail the sign-in; the next one retries.
+        try {
+          await users.updatePasswordHash(user.id, await passwords.hash(password))
+        } catch (err) {
+          request.log.warn({ err, userId: user.id }, 'password hash upgrade failed')
+        }
+      }
+
+      const issued = await tokens.issue(user)
+      request.log.info({ event: 'signin', outcome: 'success', userId: user.id, jti: issued.jti }, 'signed in')
+      return {
+        user: { id: user.id, email: user.email, name: user.name },
+        token: issued.token,
+        expires_at: new Date(issued.exp * 1000).toISOString(),
+      }
+    },
+  )
+
+  app.get(
+    '/me',
+    { onRequest: userCaller, schema: { response: { 200: Me, ...errorResponses } } },
+    async (request) => {
+      const user = await users.findById(request.identity!.userId)
+      // A valid token for an account that is gone.
+      if (!user) throw errors.invalidToken()
+      return user
+    },
+  )
+
+  app.post(
+    '/signout',
+    { onRequest: userCaller, schema: { response: { 204: Type.Null(), ...errorResponses } } },
+    async (request, reply) => {
+      // The gateway forwards the bearer token for this route only; we need its jti and exp.
+      const header = request.headers.authorization
+      const match = typeof header === 'string' ? BEARER.exec(header) : null
+      if (!match) throw errors.invalidToken()
+      const claims = await tokens.verify(match[1]!)
+      // Only the caller's own token can be signed out.
+      if (claims.sub !== request.identity!.userId) throw errors.invalidToken()
+      await revocations.revoke({ jti: claims.jti, userId: claims.sub, exp: claims.exp })
+      request.log.info({ event: 'signout', userId: claims.sub, jti: claims.jti }, 'token revoked')
+      return reply.code(204).send(null)
+    },
+  )
+}

@@ -1,0 +1,22 @@
+/**
+ * The auth-service process: validate config, migrate if asked, listen.
+ * Every failure before listening is one line on stderr and exit code 1.
+ */
+import { configOrExit, listen } from '@tollgate/common'
+import { buildApp } from './app.js'
+import { configSchema } from './config.js'
+import { describeMigrationError, runMigrations } from './migrations.js'
+
+const config = configOrExit(configSchema, 'auth-service')
+
+if (config.MIGRATE_ON_START) {
+  try {
+    await runMigrations(config.DATABASE_URL)
+  } catch (err) {
+    process.stderr.write(`auth-service: migration failed: ${describeMigrationError(err)}\n`)
+    process.exit(1)
+  }
+}
+
+const app = await buildApp(config)
+await listen(app, { host: config.HOST, port: config.PORT, graceMs: config.SHUTDOWN_GRACE_MS })

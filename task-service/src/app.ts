@@ -1,0 +1,57 @@
+/**
+ * The task-service app factory: common's Fastify base (envelope, request ids,
+ * logs, /health, /ready, /metrics), a database pool, and the task routes.
+ * It never listens; server.ts does, and tests use app.inject.
+ */
+import { createPool, createService, proofKey, type App } from '@tollgate/common'
+import type { Config } from './config.js'
+import { createTasksRepository } from './plugins/tasks-repository.js'
+import { tasksRoutes } from './routes/tasks.js'
+
+export interface BuildOptions {
+  /** Capture logs (tests); default stdout. */
+  logStream?: NodeJS.WritableStream
+}
+
+export async function buildApp(config: Config, opts: BuildOptions = {}): Promise<App> {
+  const app = createService({
+    name: 'task-service',
+    logLevel: config.LOG_LEVEL,
+    ...(opts.logStream ? { logStream: opts.logStream } : {}),
+    readiness: { database: () => pool.query('select 1') },
+  })
+
+  const pool = createPool(
+    {
+      connectionString: config.DATABASE_URL,
+      max: config.DB_POOL_MAX,
+      connectTimeoutMs: config.DB_CONNECT_TIMEOUT_MS,
+      statementTimeoutMs: config.DB_STATEMENT_TIMEOUT_MS,
+      applicationName: 'task-service',
+    },
+    app.log,
+  )
+  // Runs after the server stopped taking requests and in-flight ones finished.
+  app.addHook('onClose', async () => {
+    await pool.end()
+  })
+
+  // Every answer is per user (or about this instance): no cache may keep one.
+  app.addHook('onRequest', async (_request, reply) => {
+    reply.header('cache-control', 'no-store')
+  })
+
+  // The API speaks JSON only: a text/plain body is 415, not a string for the schema to puzzle over.
+  app.removeContentTypeParser('text/plain')
+
+  // Declared up front so every request object has the same shape; set by the identity hook.
+  if (!app.hasRequestDecorator('identity')) app.decorateRequest('identity', null)
+
+  await app.register(tasksRoutes, {
+    repo: createTasksRepository(pool),
+    proofKey: proofKey(config.BETTER_AUTH_SECRET, config.INTERNAL_PROOF_SECRET),
+    proofWindowMs: config.INTERNAL_PROOF_WINDOW_S * 1000,
+  })
+
+  return app
+}

@@ -1,0 +1,133 @@
+/**
+ * Every SQL statement the task-service runs. Each one is parameterised and
+ * carries `user_id = $n`, so no code path can read or change another user's
+ * rows; "not yours" and "does not exist" are the same null.
+ */
+import type pg from 'pg'
+import { errors, withDatabase } from '@tollgate/common'
+import type { ListQuery, Task } from '../schemas.js'
+
+interface TaskRow {
+  id: string
+  user_id: string
+  title: string
+  description: string | null
+  completed: boolean
+  created_at: Date
+  updated_at: Date
+}
+
+export interface NewTask {
+  title: string
+  description: string | null
+}
+
+/** Absent keys leave the column as it is. */
+export interface TaskChanges {
+  title: string
+  description?: string | null
+  completed?: boolean
+}
+
+const COLUMNS = 'id, user_id, title, description, completed, created_at, updated_at'
+
+// Identifiers cannot be parameters: they come only from these fixed maps, keyed by validated enums.
+const SORT_COLUMN: Record<ListQuery['sort'], string> = {
+  created_at: 'created_at',
+  updated_at: 'updated_at',
+  title: 'title',
+}
+const DIRECTION: Record<ListQuery['order'], string> = { asc: 'ASC', desc: 'DESC' }
+const STATUS_FILTER: Record<ListQuery['status'], string> = {
+  all: '',
+  pending: ' AND completed = false',
+  completed: ' AND completed = true',
+}
+
+function toTask(row: TaskRow): Task {
+  return {
+    id: row.id,
+    user_id: row.user_id,
+    title: row.title,
+    description: row.description,
+    completed: row.completed,
+    created_at: row.created_at.toISOString(),
+    updated_at: row.updated_at.toISOString(),
+  }
+}
+
+export function createTasksRepository(pool: pg.Pool) {
+  // Unnamed statements only: PGlite shares one session between connections,
+  // where named prepared statements collide.
+  async function run(text: string, values: unknown[]): Promise<pg.QueryResult<TaskRow>> {
+    try {
+      return await withDatabase(() => pool.query<TaskRow>(text, values))
+    } catch (err) {
+      // Validation should stop bad data first; if some still reaches PostgreSQL
+      // (data exception, CHECK), it is the client's input: 400, never 500.
+      const code = (err as { code?: unknown }).code
+      if (typeof code === 'string' && (code.startsWith('22') || code === '23514')) {
+        throw errors.validation('Invalid value')
+      }
+      throw err
+    }
+  }
+
+  return {
+    async list(userId: string, q: ListQuery): Promise<Task[]> {
+      const dir = DIRECTION[q.order]
+      // id breaks ties (rows created in one statement share created_at), so paging never repeats or skips.
+      const { rows } = await run(
+        `SELECT ${COLUMNS} FROM tasks WHERE user_id = $1${STATUS_FILTER[q.status]}
+         ORDER BY ${SORT_COLUMN[q.sort]} ${dir}, id ${dir} LIMIT $2 OFFSET $3`,
+        [userId, q.limit, q.offset],
+      )
+      return rows.map(toTask)
+    },
+
+    async create(userId: string, task: NewTask): Promise<Task> {
+      const { rows } = await run(
+        `INSERT INTO tasks (user_id, title, description) VALUES ($1, $2, $3) RETURNING ${COLUMNS}`,
+        [userId, task.title, task.description],
+      )
+      return toTask(rows[0]!)
+    },
+
+    async get(userId: string, id: string): Promise<Task | null> {
+      const { rows } = await run(`SELECT ${COLUMNS} FROM tasks WHERE id = $1 AND user_id = $2`, [id, userId])
+      return rows[0] ? toTask(rows[0]) : null
+    },
+
+    async update(userId: string, id: string, changes: TaskChanges): Promise<Task | null> {
+      const setDescription = changes.description !== undefined
+      const { rows } = await run(
+        `UPDATE tasks
+            SET title = $3,
+                description = CASE WHEN $4::boolean THEN $5::varchar ELSE description END,
+                completed = COALESCE($6::boolean, completed),
+                updated_at = now()
+          WHERE id = $1 AND user_id = $2
+         RETURNING ${COLUMNS}`,
+        [id, userId, changes.title, setDescription, setDescription ? changes.description : null, changes.completed ?? null],
+      )
+      return rows[0] ? toTask(rows[0]) : null
+    },
+
+    /** One statement: concurrent toggles serialise on the row lock, none is lost. */
+    async toggleCompleted(userId: string, id: string): Promise<Task | null> {
+      const { rows } = await run(
+        `UPDATE tasks SET completed = NOT completed, updated_at = now()
+          WHERE id = $1 AND user_id = $2 RETURNING ${COLUMNS}`,
+        [id, userId],
+      )
+      return rows[0] ? toTask(rows[0]) : null
+    },
+
+    async remove(userId: string, id: string): Promise<boolean> {
+      const { rowCount } = await run('DELETE FROM tasks WHERE id = $1 AND user_id = $2', [id, userId])
+      return (rowCount ?? 0) > 0
+    },
+  }
+}
+
+export type TasksRepository = ReturnType<typeof createTasksRepository>

@@ -1,0 +1,59 @@
+import { spawn } from 'node:child_process'
+import { fileURLToPath } from 'node:url'
+import t from 'tap'
+import { SECRET, testDatabaseUrl } from './helper.js'
+
+// server.ts as a process: the wiring a unit test of buildApp cannot see.
+const serverTs = fileURLToPath(new URL('../src/server.ts', import.meta.url))
+
+function start(env: Record<string, string>) {
+  const child = spawn(process.execPath, ['--import', 'tsx', serverTs], {
+    env: { ...process.env, LOG_LEVEL: 'info', HOST: '127.0.0.1', PORT: '0', BETTER_AUTH_SECRET: SECRET, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  let stdout = ''
+  let stderr = ''
+  child.stdout.on('data', (d) => (stdout += d))
+  child.stderr.on('data', (d) => (stderr += d))
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)))
+  return { child, exited, out: () => stdout, err: () => stderr }
+}
+
+t.test('invalid configuration: exit 1 with one line naming the variable', async (t) => {
+  const p = start({ DATABASE_URL: testDatabaseUrl(), BETTER_AUTH_SECRET: 'short' })
+  t.equal(await p.exited, 1)
+  t.match(p.err(), /^task-service: invalid configuration: BETTER_AUTH_SECRET must be at least 32 characters.*\n$/)
+  t.equal(p.err().trim().split('\n').length, 1)
+})
+
+t.test('unreachable database with MIGRATE_ON_START: exit 1 with one line', async (t) => {
+  const p = start({ DATABASE_URL: 'postgres://postgres@127.0.0.1:1/x' })
+  t.equal(await p.exited, 1)
+  t.match(p.err(), /^task-service: migration failed: .+\n$/)
+  t.equal(p.err().trim().split('\n').length, 1)
+})
+
+t.test('starts, migrates, serves, and stops cleanly on SIGTERM', async (t) => {
+  const p = start({ DATABASE_URL: testDatabaseUrl() })
+  t.teardown(() => {
+    if (p.child.exitCode === null) p.child.kill('SIGKILL')
+  })
+  const url = await new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no listen line: ${p.out()} ${p.err()}`)), 20_000)
+    p.child.stdout.on('data', () => {
+      const m = /Server listening at (http:\/\/127\.0\.0\.1:\d+)/.exec(p.out())
+      if (m) {
+        clearTimeout(timer)
+        resolve(m[1]!)
+      }
+    })
+  })
+  const ready = await fetch(`${url}/ready`)
+  t.equal(ready.status, 200)
+  const tasks = await fetch(`${url}/api/someone/tasks`)
+  t.equal(tasks.status, 401, 'no proof, no tasks')
+  t.equal(tasks.headers.get('cache-control'), 'no-store')
+  p.child.kill('SIGTERM')
+  t.equal(await p.exited, 0)
+  for (const line of p.out().trim().split('\n')) t.doesNotThrow(() => JSON.parse(line), 'stdout is JSON log lines')
+})

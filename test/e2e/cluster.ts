@@ -1,0 +1,86 @@
+/** Starts the real launcher (`npm start`'s entry) as a child process, for end-to-end tests. */
+import { spawn, type ChildProcess } from 'node:child_process'
+import { createServer } from 'node:net'
+import { fileURLToPath } from 'node:url'
+
+export const repoRoot = fileURLToPath(new URL('../../', import.meta.url))
+export const SECRET = 'e2e-secret-0123456789-abcdefghijklmnopqrstuvwxyz'
+
+type Tap = { teardown(fn: () => unknown): void }
+
+export interface Cluster {
+  url: string
+  proc: ChildProcess
+  output(): string
+  stop(signal?: NodeJS.Signals): Promise<number | null>
+}
+
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer()
+    srv.on('error', reject)
+    srv.listen(0, '127.0.0.1', () => {
+      const addr = srv.address()
+      srv.close(() => (addr && typeof addr === 'object' ? resolve(addr.port) : reject(new Error('no port'))))
+    })
+  })
+}
+
+export function runLauncher(env: Record<string, string>): { proc: ChildProcess; output: () => string; exited: Promise<number | null> } {
+  let out = ''
+  const proc = spawn(process.execPath, ['infra/dist/cluster.js'], {
+    cwd: repoRoot,
+    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  proc.stdout!.on('data', (d) => (out += d))
+  proc.stderr!.on('data', (d) => (out += d))
+  const exited = new Promise<number | null>((resolve) => proc.on('exit', (code) => resolve(code)))
+  return { proc, output: () => out, exited }
+}
+
+export async function startCluster(t: Tap, env: Record<string, string>, timeoutMs = 90_000): Promise<Cluster> {
+  const port = await freePort()
+  const { proc, output, exited } = runLauncher({
+    BETTER_AUTH_SECRET: SECRET,
+    LOG_LEVEL: 'warn',
+    BCRYPT_COST: '10',
+    PORT: String(port),
+    ...env,
+  })
+  let stopped = false
+  const stop = async (signal: NodeJS.Signals = 'SIGTERM') => {
+    if (!stopped) {
+      stopped = true
+      proc.kill(signal)
+    }
+    return exited
+  }
+  t.teardown(() => stop())
+  const deadline = Date.now() + timeoutMs
+  while (!/Tollgate is up at/.test(output())) {
+    if (proc.exitCode !== null) throw new Error(`launcher exited early (${proc.exitCode}):\n${output()}`)
+    if (Date.now() > deadline) throw new Error(`launcher did not come up:\n${output()}`)
+    await new Promise((r) => setTimeout(r, 100))
+  }
+  return { url: `http://127.0.0.1:${port}`, proc, output, stop }
+}
+
+export async function call(url: string, method: string, path: string, body?: unknown, token?: string) {
+  const res = await fetch(url + path, {
+    method,
+    headers: {
+      ...(body !== undefined ? { 'content-type': 'application/json' } : {}),
+      ...(token ? { authorization: `Bearer ${token}` } : {}),
+    },
+    body: body !== undefined ? JSON.stringify(body) : undefined,
+  })
+  const text = await res.text()
+  let json: any = undefined
+  try {
+    json = text ? JSON.parse(text) : undefined
+  } catch {
+    json = undefined
+  }
+  return { status: res.status, headers: res.headers, text, json }
+}

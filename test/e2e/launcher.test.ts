@@ -1,0 +1,44 @@
+/** The launcher: embedded database by default, data kept across restarts, configuration errors in one line. */
+import t from 'tap'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { randomUUID } from 'node:crypto'
+import { call, runLauncher, startCluster } from './cluster.js'
+
+t.test('embedded PostgreSQL: no database to install, data survives a restart', async (t) => {
+  const dataDir = mkdtempSync(join(tmpdir(), 'tollgate-data-'))
+  t.teardown(() => rmSync(dataDir, { recursive: true, force: true }))
+  const email = `e2e-${randomUUID()}@example.com`
+
+  const first = await startCluster(t, { DATA_DIR: dataDir, DATABASE_URL: '' })
+  t.match(first.output(), /embedded PostgreSQL \(PGlite\)/)
+  t.equal((await call(first.url, 'POST', '/api/auth/signup', { email, password: 'SecurePass123!' })).status, 201)
+  t.equal(await first.stop(), 0, 'first run stops cleanly')
+
+  const second = await startCluster(t, { DATA_DIR: dataDir, DATABASE_URL: '' })
+  const signin = await call(second.url, 'POST', '/api/auth/signin', { email, password: 'SecurePass123!' })
+  t.equal(signin.status, 200, 'the account from the first run is still there')
+  t.equal(await second.stop(), 0)
+})
+
+t.test('configuration errors are one line naming the variable', async (t) => {
+  const short = runLauncher({ BETTER_AUTH_SECRET: 'too-short', DATABASE_URL: 'postgres://127.0.0.1:1/x' })
+  t.equal(await short.exited, 1)
+  t.match(short.output(), /BETTER_AUTH_SECRET must be at least 32 characters/)
+  t.equal(short.output().trim().split('\n').length, 1, 'one line')
+
+  const prod = runLauncher({ NODE_ENV: 'production', DATABASE_URL: 'postgres://127.0.0.1:1/x' })
+  t.equal(await prod.exited, 1)
+  t.match(prod.output(), /BETTER_AUTH_SECRET is required when NODE_ENV=production/)
+})
+
+t.test('without a secret in development one is generated for the run, and said so', async (t) => {
+  const databaseUrl = process.env.TEST_DATABASE_URL!
+  const cluster = await startCluster(t, { BETTER_AUTH_SECRET: '', DATABASE_URL: databaseUrl })
+  t.match(cluster.output(), /generated a random one for this run/)
+  const email = `gen-${randomUUID()}@example.com`
+  t.equal((await call(cluster.url, 'POST', '/api/auth/signup', { email, password: 'SecurePass123!' })).status, 201)
+  const signin = await call(cluster.url, 'POST', '/api/auth/signin', { email, password: 'SecurePass123!' })
+  t.equal((await call(cluster.url, 'GET', '/api/auth/me', undefined, signin.json.token)).status, 200, 'all processes share the generated secret')
+})
