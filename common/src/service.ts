@@ -13,6 +13,7 @@ import Fastify, {
   type RawServerDefault,
 } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
+import AjvCompiler from '@fastify/ajv-compiler'
 import { clientErrorResponse, envelope, ErrorCode, installErrorEnvelope } from './errors.js'
 import { genReqId, loggerOptions, REQUEST_ID_HEADER } from './logging.js'
 import { installMetrics } from './metrics.js'
@@ -53,6 +54,7 @@ export function createService(opts: ServiceOptions): App {
     forceCloseConnections: 'idle',
     routerOptions: { ignoreTrailingSlash: false, caseSensitive: true, maxParamLength: 200 },
     ajv: { customOptions: { removeAdditional: true, coerceTypes: 'array', allErrors: false } },
+    schemaController: { compilersFactory: { buildValidator: strictBodyValidator() } },
     ...opts.fastify,
   } as FastifyServerOptions).withTypeProvider<TypeBoxTypeProvider>() as unknown as App
 
@@ -98,6 +100,23 @@ export function createService(opts: ServiceOptions): App {
   })
 
   return app
+}
+
+/**
+ * Query strings and path params arrive as text and need coercion ("10" -> 10);
+ * JSON bodies already carry types, and coercing them would turn ["a"] into "a"
+ * or 5 into "5". Bodies get a non-coercing compiler, the rest Fastify's default.
+ */
+function strictBodyValidator() {
+  const factory = AjvCompiler()
+  return (externalSchemas: unknown, options: { customOptions?: Record<string, unknown> }) => {
+    const coercing = factory(externalSchemas as never, options as never)
+    const strict = factory(externalSchemas as never, {
+      ...options,
+      customOptions: { ...options.customOptions, coerceTypes: false },
+    } as never)
+    return (def: { httpPart?: string }) => (def.httpPart === 'body' ? strict : coercing)(def as never)
+  }
 }
 
 function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {

@@ -3,7 +3,7 @@
  * rules a JSON schema cannot state: a trimmed title length and characters
  * PostgreSQL cannot store.
  */
-import { Type, type Static, type TSchema } from 'typebox'
+import { Type, type Static } from 'typebox'
 import { errors } from '@tollgate/common'
 
 export const TITLE_MAX = 200
@@ -100,25 +100,3 @@ export function cleanTitle(raw: string): string {
   return title
 }
 
-/**
- * preValidation hook: a JSON body's fields must already have their schema's
- * types. Ajv here coerces (common keeps Fastify's coerceTypes: 'array' for
- * query strings), which in a body would turn ["a"] into "a" and 5 into "5".
- */
-export function requireBodyTypes(schema: { properties: Record<string, TSchema> }) {
-  const allowed = Object.entries(schema.properties).map(([name, prop]) => {
-    const t = (prop as { type?: string | string[] }).type
-    return [name, new Set(Array.isArray(t) ? t : t ? [t] : [])] as const
-  })
-  return async function bodyTypes(request: { body: unknown }): Promise<void> {
-    const body = request.body
-    if (Array.isArray(body)) throw errors.validation('body must be object')
-    if (body === null || typeof body !== 'object') return // ajv reports a missing or non-object body
-    for (const [name, types] of allowed) {
-      if (types.size === 0 || !Object.hasOwn(body, name)) continue
-      const value = (body as Record<string, unknown>)[name]
-      const actual = value === null ? 'null' : typeof value
-      if (!types.has(actual)) throw errors.validation(`body/${name} must be ${[...types].join(' or ')}`)
-    }
-  }
-}

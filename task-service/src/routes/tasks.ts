@@ -13,7 +13,6 @@ import {
   errorResponses,
   isUuid,
   ListQuery,
-  requireBodyTypes,
   TaskParams,
   TaskSchema,
   UpdateTaskBody,
@@ -52,7 +51,6 @@ export const tasksRoutes: FastifyPluginAsyncTypebox<TasksRoutesOptions> = async 
   app.post(
     '/api/:user_id/tasks',
     {
-      preValidation: requireBodyTypes(CreateTaskBody),
       schema: { params: UserParams, body: CreateTaskBody, response: { 201: TaskSchema, ...errorResponses } },
     },
     async (request, reply) => {
@@ -78,7 +76,6 @@ export const tasksRoutes: FastifyPluginAsyncTypebox<TasksRoutesOptions> = async 
   app.put(
     '/api/:user_id/tasks/:id',
     {
-      preValidation: requireBodyTypes(UpdateTaskBody),
       schema: { params: TaskParams, body: UpdateTaskBody, response: { 200: TaskSchema, ...errorResponses } },
     },
     async (request) => {
