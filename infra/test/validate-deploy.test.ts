@@ -1,0 +1,129 @@
+/**
+ * infra/scripts/validate-deploy.mjs: green on the repository's own deployment files, and red (exit 1, naming the
+ * file) on a copy of them with one thing broken.
+ */
+import t from 'tap'
+import { execFile } from 'node:child_process'
+import { cpSync, readFileSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+
+const repoRoot = fileURLToPath(new URL('../../', import.meta.url))
+const script = join(repoRoot, 'infra/scripts/validate-deploy.mjs')
+
+function validate(root?: string): Promise<{ code: number | null; out: string; stderr: string }> {
+  const args = root ? [script, root] : [script]
+  return new Promise((resolve) => {
+    execFile(process.execPath, args, { cwd: repoRoot, encoding: 'utf8', timeout: 60_000 }, (err, stdout, stderr) => {
+      const code = err ? (typeof err.code === 'number' ? err.code : null) : 0
+      resolve({ code, out: `${stdout}\n${stderr}`, stderr })
+    })
+  })
+}
+
+/** A throwaway copy of the files the script checks, in `dir`. */
+function copyDeployFiles(dir: string): string {
+  cpSync(join(repoRoot, 'docker-compose.yml'), join(dir, 'docker-compose.yml'))
+  cpSync(join(repoRoot, 'infra/docker'), join(dir, 'infra/docker'), { recursive: true })
+  cpSync(join(repoRoot, 'infra/k8s'), join(dir, 'infra/k8s'), { recursive: true })
+  return dir
+}
+
+function edit(file: string, from: string, to: string) {
+  const text = readFileSync(file, 'utf8')
+  if (!text.includes(from)) throw new Error(`${file} no longer contains ${JSON.stringify(from)}: update this test`)
+  writeFileSync(file, text.replace(from, to))
+}
+
+t.test('the repository deployment files pass', async (t) => {
+  const r = await validate()
+  t.equal(r.code, 0, 'exit code 0', { output: r.out })
+  t.match(r.out, /all checks passed/)
+})
+
+t.test('an untouched copy passes too (the root argument is honoured)', async (t) => {
+  const r = await validate(copyDeployFiles(t.testdir({})))
+  t.equal(r.code, 0, 'exit code 0', { output: r.out })
+})
+
+const breakages: Array<{ name: string; file: string; from: string; to: string; expect: RegExp }> = [
+  {
+    name: 'a schema violation in a manifest',
+    file: 'infra/k8s/task-service.yaml',
+    from: 'replicas: 2',
+    to: 'replicas: two',
+    expect: /task-service\.yaml: Deployment task-service: .*replicas must be integer/,
+  },
+  {
+    name: 'a misspelt field in a manifest',
+    file: 'infra/k8s/gateway.yaml',
+    from: 'readinessProbe:',
+    to: 'readinessprobe:',
+    expect: /gateway\.yaml: .*unknown field .*readinessprobe/,
+  },
+  {
+    name: 'an unknown kind',
+    file: 'infra/k8s/pdb.yaml',
+    from: 'kind: PodDisruptionBudget',
+    to: 'kind: PodDisruptionBudgets',
+    expect: /pdb\.yaml: .*unknown apiVersion\/kind/,
+  },
+  {
+    name: 'a reference to a Secret that is not the documented one',
+    file: 'infra/k8s/gateway.yaml',
+    from: 'name: tollgate-secrets',
+    to: 'name: tollgate-secret',
+    expect: /gateway\.yaml: .*Secret "tollgate-secret" is neither a manifest nor tollgate-secrets/,
+  },
+  {
+    name: 'an HPA aimed at a Deployment that does not exist',
+    file: 'infra/k8s/hpa.yaml',
+    from: '    name: gateway\n  minReplicas',
+    to: '    name: gateway-v2\n  minReplicas',
+    expect: /hpa\.yaml: .*scaleTargetRef .*"gateway-v2"/,
+  },
+  {
+    name: 'a NetworkPolicy letting the task-service reach the auth-service',
+    file: 'infra/k8s/networkpolicy.yaml',
+    from: 'app.kubernetes.io/name: gateway\n      ports:\n        - protocol: TCP\n          port: 3001',
+    to: 'app.kubernetes.io/name: task-service\n      ports:\n        - protocol: TCP\n          port: 3001',
+    expect: /networkpolicy\.yaml: .*reach auth-service/,
+  },
+  {
+    name: 'a compose service other than the gateway publishing a port',
+    file: 'docker-compose.yml',
+    from: "      PORT: '3002'\n",
+    to: "      PORT: '3002'\n    ports:\n      - '127.0.0.1:3002:3002'\n",
+    expect: /docker-compose\.yml: services\.task-service: publishes ports/,
+  },
+  {
+    name: 'a password written into the compose file',
+    file: 'docker-compose.yml',
+    from: 'POSTGRES_PASSWORD: ${POSTGRES_PASSWORD:?set POSTGRES_PASSWORD in .env (openssl rand -hex 24)}',
+    to: 'POSTGRES_PASSWORD: postgres',
+    expect: /services\.postgres\.environment: POSTGRES_PASSWORD must come from/,
+  },
+  {
+    name: 'a Dockerfile whose runtime stage runs as root',
+    file: 'infra/docker/Dockerfile',
+    from: 'USER node\n',
+    to: 'USER root\n',
+    expect: /Dockerfile: final stage .* non-root USER/,
+  },
+]
+
+t.test('a broken copy fails, naming the problem', async (t) => {
+  // One copy per breakage, validated concurrently (each run is a couple of seconds of module loading).
+  const base = t.testdir(Object.fromEntries(breakages.map((_, i) => [`copy-${i}`, {}])))
+  const runs = await Promise.all(
+    breakages.map(async (b, i) => {
+      const dir = copyDeployFiles(join(base, `copy-${i}`))
+      edit(join(dir, b.file), b.from, b.to)
+      return { b, r: await validate(dir) }
+    }),
+  )
+  for (const { b, r } of runs) {
+    t.equal(r.code, 1, `${b.name}: exit code 1`)
+    t.match(r.stderr, b.expect, `${b.name}: reported`, { output: r.out })
+  }
+})
