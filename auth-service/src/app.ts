@@ -9,6 +9,7 @@ import { createRevocationsRepository } from './plugins/revocations-repository.js
 import { createTokenIssuer } from './plugins/token-issuer.js'
 import { createUsersRepository } from './plugins/users-repository.js'
 import { authRoutes } from './routes/auth.js'
+import { internalRoutes } from './routes/internal.js'
 
 export async function buildApp(config: Config, opts: { logStream?: NodeJS.WritableStream } = {}): Promise<App> {
   // Before anything that must be closed: the dummy hash takes one bcrypt run.
@@ -34,10 +35,13 @@ export async function buildApp(config: Config, opts: { logStream?: NodeJS.Writab
     await pool.end()
   })
 
+  const revocations = createRevocationsRepository(pool)
+  const key = proofKey(config.BETTER_AUTH_SECRET, config.INTERNAL_PROOF_SECRET)
+  const proofWindowMs = config.INTERNAL_PROOF_WINDOW_S * 1000
   await app.register(authRoutes, {
     prefix: '/api/auth',
     users: createUsersRepository(pool),
-    revocations: createRevocationsRepository(pool),
+    revocations,
     passwords,
     tokens: createTokenIssuer({
       secret: config.BETTER_AUTH_SECRET,
@@ -45,8 +49,16 @@ export async function buildApp(config: Config, opts: { logStream?: NodeJS.Writab
       audience: config.JWT_AUDIENCE,
       ttlSeconds: config.TOKEN_TTL_S,
     }),
-    proofKey: proofKey(config.BETTER_AUTH_SECRET, config.INTERNAL_PROOF_SECRET),
-    proofWindowMs: config.INTERNAL_PROOF_WINDOW_S * 1000,
+    proofKey: key,
+    proofWindowMs,
   })
+  await app.register(internalRoutes, { prefix: '/internal', revocations, proofKey: key, proofWindowMs })
+
+  // Entries die with their tokens: purge now and then so the feed stays bounded.
+  const purge = setInterval(() => {
+    revocations.purgeExpired().catch((err) => app.log.warn({ err: { message: (err as Error).message } }, 'revocation purge failed'))
+  }, 10 * 60_000)
+  purge.unref()
+  app.addHook('onClose', async () => clearInterval(purge))
   return app
 }

@@ -11,6 +11,8 @@ import { createService, proofKey, type App } from '@tollgate/common'
 import { corsOrigins, type Config } from './config.js'
 import { authenticate } from './auth/authenticate.js'
 import { createTokenVerifier } from './auth/token-verifier.js'
+import { RevocationList } from './auth/revocation-list.js'
+import { revocationFeed } from './auth/revocation-feed.js'
 import { forwardedHeaders } from './proxy/forwarded-headers.js'
 import { createUpstreamPool, onUpstreamError, retryDelay } from './proxy/upstream.js'
 import { publicRoutes, type UpstreamName } from './routes/public-api.js'
@@ -52,10 +54,26 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
     readiness: {
       'auth-service': () => ping(upstreams.auth.pool),
       'task-service': () => ping(upstreams.tasks.pool),
+      revocations: async () => {
+        if (!revocations.fresh) throw new Error('revocation list is stale')
+      },
     },
+  })
+  const revocations = new RevocationList({
+    fetchPage: revocationFeed(upstreams.auth.pool, key, Math.min(config.UPSTREAM_TIMEOUT_MS, 2000)),
+    pollMs: config.REVOCATION_POLL_MS,
+    maxStalenessMs: config.REVOCATION_MAX_STALENESS_MS,
+    failOpen: config.REVOCATION_FAIL_OPEN,
+    log: app.log,
+  })
+  app.addHook('onReady', async () => {
+    // Serve nothing protected on a list we never loaded: try once before listening, then poll.
+    await revocations.sync().catch((err) => app.log.warn({ err: { message: (err as Error).message } }, 'revocation list not loaded yet'))
+    revocations.start()
   })
   app.decorateRequest('auth', null)
   app.addHook('onClose', async () => {
+    revocations.stop()
     await Promise.all(Object.values(upstreams).map((u) => u.pool.close()))
   })
 
@@ -82,7 +100,7 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
   for (const group of publicRoutes) {
     const upstream = upstreams[group.upstream]
     await app.register(async (scope) => {
-      if (group.access !== 'anonymous') scope.addHook('onRequest', authenticate(verifier, group.access))
+      if (group.access !== 'anonymous') scope.addHook('onRequest', authenticate(verifier, revocations, group.access))
       await scope.register(proxy, {
         upstream: upstream.url,
         undici: upstream.pool as never,

@@ -16,6 +16,12 @@ export const configSchema = Type.Object({
   JWT_CLOCK_TOLERANCE_S: Type.Integer({ minimum: 0, maximum: 300, default: 30 }),
   /** Verified tokens kept in memory so a repeat request skips the signature check. */
   TOKEN_CACHE_SIZE: Type.Integer({ minimum: 0, maximum: 1_000_000, default: 10_000 }),
+  /** How often each replica polls the auth-service for signed-out tokens. */
+  REVOCATION_POLL_MS: Type.Integer({ minimum: 50, maximum: 60_000, default: 250 }),
+  /** Past this without a successful poll, protected routes answer 503 (unless REVOCATION_FAIL_OPEN). */
+  REVOCATION_MAX_STALENESS_MS: Type.Integer({ minimum: 500, maximum: 3_600_000, default: 5000 }),
+  /** true: keep accepting signature-valid tokens while the revocation list cannot be refreshed. */
+  REVOCATION_FAIL_OPEN: Type.Boolean({ default: false }),
   UPSTREAM_CONNECT_TIMEOUT_MS: Type.Integer({ minimum: 50, maximum: 60_000, default: 1000 }),
   UPSTREAM_TIMEOUT_MS: Type.Integer({ minimum: 100, maximum: 300_000, default: 10_000 }),
   UPSTREAM_CONNECTIONS: Type.Integer({ minimum: 1, maximum: 10_000, default: 128 }),

@@ -18,10 +18,14 @@ export interface Seen {
 
 export interface Upstream {
   url: string
+  /** Requests proxied to this upstream (the revocation feed polls are not listed). */
   seen: Seen[]
   app: FastifyInstance
   /** Change how the next requests are answered. */
   behave: { delayMs: number; status: number }
+  /** What the revocation feed serves, as the auth-service would: add a jti to revoke it. */
+  revoked: Array<{ jti: string; exp: number }>
+  feedUp: boolean
 }
 
 type Tap = { teardown(fn: () => unknown): void }
@@ -29,18 +33,24 @@ type Tap = { teardown(fn: () => unknown): void }
 export async function startUpstream(t: Tap): Promise<Upstream> {
   const seen: Seen[] = []
   const behave = { delayMs: 0, status: 200 }
+  const revoked: Array<{ jti: string; exp: number }> = []
   const app = Fastify()
   app.removeAllContentTypeParsers()
   app.addContentTypeParser('*', { parseAs: 'string' }, (_req, body, done) => done(null, body))
+  const upstream = { url: '', seen, app, behave, revoked, feedUp: true }
+  app.get('/internal/revocations', async (_request, reply) => {
+    if (!upstream.feedUp) return reply.code(503).send({ detail: 'down', error_code: 'SERVICE_UNAVAILABLE', status_code: 503 })
+    return { cursor: revoked.length, reset: false, more: false, revoked }
+  })
   app.all('/*', async (request, reply) => {
     seen.push({ method: request.method, url: request.url, headers: request.headers, body: request.body })
     if (behave.delayMs) await new Promise((r) => setTimeout(r, behave.delayMs))
     reply.code(behave.status)
     return behave.status === 204 ? undefined : { ok: true, url: request.url }
   })
-  const url = await app.listen({ port: 0, host: '127.0.0.1' })
+  upstream.url = await app.listen({ port: 0, host: '127.0.0.1' })
   t.teardown(() => app.close())
-  return { url, seen, app, behave }
+  return upstream
 }
 
 export function gatewayConfig(overrides: Partial<Record<keyof Config, unknown>> = {}): Config {
@@ -53,7 +63,9 @@ export function gatewayConfig(overrides: Partial<Record<keyof Config, unknown>> 
   })
 }
 
+/** A gateway in front of the given upstreams; without an auth upstream, one that only serves the revocation feed. */
 export async function buildGateway(t: Tap, overrides: Partial<Record<keyof Config, unknown>> = {}) {
+  if (!overrides.AUTH_SERVICE_URL) overrides = { ...overrides, AUTH_SERVICE_URL: (await startUpstream(t)).url }
   const app = await buildApp(gatewayConfig(overrides))
   t.teardown(() => app.close())
   await app.ready()

@@ -84,3 +84,47 @@ export async function call(url: string, method: string, path: string, body?: unk
   }
   return { status: res.status, headers: res.headers, text, json }
 }
+
+/** Service URLs from a launcher started with LOG_LEVEL=info (it prints where each service listens). */
+export function serviceUrls(output: string): { auth: string; tasks: string } {
+  const auth = /auth-service ready at (http:\/\/[^\s]+)/.exec(output)?.[1]
+  const tasks = /task-service ready at (http:\/\/[^\s]+)/.exec(output)?.[1]
+  if (!auth || !tasks) throw new Error(`service URLs not found in launcher output:\n${output}`)
+  return { auth, tasks }
+}
+
+/** One more gateway process in front of the same services: a second replica. */
+export async function startGateway(t: Tap, env: Record<string, string>): Promise<Cluster> {
+  const port = await freePort()
+  let out = ''
+  const proc = spawn(process.execPath, ['gateway/dist/server.js'], {
+    cwd: repoRoot,
+    env: { PATH: process.env.PATH ?? '', BETTER_AUTH_SECRET: SECRET, LOG_LEVEL: 'warn', HOST: '127.0.0.1', PORT: String(port), ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  proc.stdout!.on('data', (d) => (out += d))
+  proc.stderr!.on('data', (d) => (out += d))
+  const exited = new Promise<number | null>((resolve) => proc.on('exit', (code) => resolve(code)))
+  let stopped = false
+  const stop = async (signal: NodeJS.Signals = 'SIGTERM') => {
+    if (!stopped) {
+      stopped = true
+      proc.kill(signal)
+    }
+    return exited
+  }
+  t.teardown(() => stop())
+  const url = `http://127.0.0.1:${port}`
+  const deadline = Date.now() + 20_000
+  for (;;) {
+    if (proc.exitCode !== null) throw new Error(`gateway exited early (${proc.exitCode}):\n${out}`)
+    try {
+      if ((await fetch(`${url}/ready`)).status === 200) break
+    } catch {
+      // not listening yet
+    }
+    if (Date.now() > deadline) throw new Error(`gateway did not become ready:\n${out}`)
+    await new Promise((r) => setTimeout(r, 100))
+  }
+  return { url, proc, output: () => out, stop }
+}

@@ -5,10 +5,32 @@
 import type pg from 'pg'
 import { runQuery } from './query.js'
 
+export interface RevocationEntry {
+  jti: string
+  /** Token expiry, epoch seconds: the entry is useless after it. */
+  exp: number
+}
+
+export interface RevocationPage {
+  /** Pass back as `after` for the next page. */
+  cursor: number
+  /** True when `after` is beyond anything recorded (the table was rebuilt): start over. */
+  reset: boolean
+  more: boolean
+  revoked: RevocationEntry[]
+}
+
 export interface RevocationsRepository {
   /** Idempotent: revoking the same jti twice is not an error. */
   revoke(input: { jti: string; userId: string; exp: number }): Promise<void>
+  /** Unexpired revocations recorded after `after`, oldest first. */
+  since(after: number, limit: number): Promise<RevocationPage>
+  /** Drop entries whose tokens have expired anyway; keeps the list bounded. */
+  purgeExpired(): Promise<number>
 }
+
+/** Longer than any statement may run (DB_STATEMENT_TIMEOUT_MS is at most minutes; default 5 s). */
+const REPEAT_WINDOW_S = 15
 
 export function createRevocationsRepository(pool: pg.Pool): RevocationsRepository {
   return {
@@ -20,6 +42,36 @@ export function createRevocationsRepository(pool: pg.Pool): RevocationsRepositor
           [jti, userId, exp],
         ),
       )
+    },
+
+    async since(after, limit) {
+      return runQuery(async () => {
+        const { rows: top } = await pool.query<{ max: string | null }>('SELECT max(seq)::text AS max FROM revoked_tokens')
+        const max = Number(top[0]?.max ?? 0)
+        const reset = after > max
+        const from = reset ? 0 : after
+        // seq is taken at insert but rows become visible at commit, so a lower
+        // seq can appear after a higher one: every page also repeats the last
+        // few seconds of revocations (a statement cannot take longer than that).
+        const { rows } = await pool.query<{ seq: string; jti: string; exp: string }>(
+          `SELECT seq::text, jti, floor(extract(epoch FROM expires_at))::text AS exp
+             FROM revoked_tokens
+            WHERE (seq > $1 OR revoked_at > now() - interval '${REPEAT_WINDOW_S} seconds') AND expires_at > now()
+            ORDER BY seq
+            LIMIT $2`,
+          [from, limit + 1],
+        )
+        const more = rows.length > limit
+        const page = more ? rows.slice(0, limit) : rows
+        const last = page.length ? Number(page[page.length - 1]!.seq) : 0
+        const cursor = Math.max(last, reset ? max : from)
+        return { cursor, reset, more, revoked: page.map((r) => ({ jti: r.jti, exp: Number(r.exp) })) }
+      })
+    },
+
+    async purgeExpired() {
+      const { rowCount } = await runQuery(() => pool.query('DELETE FROM revoked_tokens WHERE expires_at < now()'))
+      return rowCount ?? 0
     },
   }
 }

@@ -5,6 +5,7 @@
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { errors, HttpError } from '@tollgate/common'
 import type { TokenVerifier, VerifiedToken } from './token-verifier.js'
+import type { RevocationList } from './revocation-list.js'
 
 export type Access = 'anonymous' | 'user' | 'owner'
 
@@ -28,12 +29,15 @@ export function bearerToken(header: string | undefined): string | HttpError {
   return m[1]!
 }
 
-export function authenticate(verifier: TokenVerifier, access: Exclude<Access, 'anonymous'>) {
+export function authenticate(verifier: TokenVerifier, revocations: RevocationList, access: Exclude<Access, 'anonymous'>) {
   return async function authenticateHook(request: FastifyRequest, _reply: FastifyReply): Promise<void> {
     const token = bearerToken(request.headers.authorization)
     if (token instanceof HttpError) throw token
     const result = await verifier.verify(token)
     if (result instanceof HttpError) throw result
+    const status = revocations.check(result.jti)
+    if (status === 'revoked') throw errors.tokenRevoked()
+    if (status === 'unavailable') throw errors.unavailable('Token revocation status unavailable')
     if (access === 'owner') {
       const pathUser = (request.params as { user_id?: string }).user_id
       if (pathUser !== result.sub) throw errors.forbidden()

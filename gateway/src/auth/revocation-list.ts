@@ -1,0 +1,96 @@
+/**
+ * Signed-out tokens, known to every gateway replica within a poll interval.
+ * The auth-service owns the list (in its database, so it survives restarts);
+ * each replica keeps a copy in memory, refreshed by polling its feed, so the
+ * per-request check is a Map lookup. Entries leave with their tokens' expiry.
+ *
+ * If the copy cannot be refreshed for longer than the staleness bound, the
+ * gateway fails closed (503) unless told to fail open.
+ */
+import type { FastifyBaseLogger } from 'fastify'
+
+export interface RevocationPage {
+  cursor: number
+  reset: boolean
+  more: boolean
+  revoked: Array<{ jti: string; exp: number }>
+}
+
+export interface RevocationListOptions {
+  fetchPage: (after: number) => Promise<RevocationPage>
+  pollMs: number
+  maxStalenessMs: number
+  failOpen: boolean
+  log: FastifyBaseLogger
+}
+
+export type RevocationStatus = 'ok' | 'revoked' | 'unavailable'
+
+export class RevocationList {
+  private readonly revoked = new Map<string, number>()
+  private cursor = 0
+  private lastSyncAt = 0
+  private timer: NodeJS.Timeout | undefined
+  private stopped = false
+  private failing = false
+
+  constructor(private readonly opts: RevocationListOptions) {}
+
+  get size(): number {
+    return this.revoked.size
+  }
+
+  get fresh(): boolean {
+    return Date.now() - this.lastSyncAt <= this.opts.maxStalenessMs
+  }
+
+  /** The per-request check: jti revoked, or the list too stale to trust. */
+  check(jti: string | undefined): RevocationStatus {
+    if (!this.fresh && !this.opts.failOpen) return 'unavailable'
+    return jti !== undefined && this.revoked.has(jti) ? 'revoked' : 'ok'
+  }
+
+  /** One round of the feed, all pages. */
+  async sync(): Promise<void> {
+    let page: RevocationPage
+    do {
+      page = await this.opts.fetchPage(this.cursor)
+      if (page.reset) this.revoked.clear()
+      const nowS = Date.now() / 1000
+      for (const { jti, exp } of page.revoked) if (exp > nowS) this.revoked.set(jti, exp)
+      this.cursor = page.cursor
+    } while (page.more && !this.stopped)
+    this.lastSyncAt = Date.now()
+    this.prune()
+  }
+
+  start(): void {
+    const tick = async () => {
+      try {
+        await this.sync()
+        if (this.failing) this.opts.log.info('revocation list is in sync again')
+        this.failing = false
+      } catch (err) {
+        if (!this.failing) {
+          this.opts.log.warn({ err: { message: (err as Error).message } }, 'revocation list sync failing')
+          this.failing = true
+        }
+      }
+      if (!this.stopped) {
+        this.timer = setTimeout(tick, this.opts.pollMs)
+        this.timer.unref()
+      }
+    }
+    void tick()
+  }
+
+  stop(): void {
+    this.stopped = true
+    clearTimeout(this.timer)
+  }
+
+  private prune(): void {
+    const nowS = Date.now() / 1000
+    for (const [jti, exp] of this.revoked) if (exp <= nowS) this.revoked.delete(jti)
+  }
+}

@@ -1,0 +1,94 @@
+/** Signed-out tokens are refused within a poll interval; a list that cannot be refreshed fails closed. */
+import t from 'tap'
+import { randomUUID } from 'node:crypto'
+import { buildGateway, startUpstream, subOf, token } from './helper.js'
+import { RevocationList, type RevocationPage } from '../src/auth/revocation-list.js'
+
+const jtiOf = (jwt: string) => JSON.parse(Buffer.from(jwt.split('.')[1]!, 'base64url').toString()).jti as string
+
+t.test('a revoked token gets 401 TOKEN_REVOKED within a second; other tokens of the user still work', async (t) => {
+  const auth = await startUpstream(t)
+  const tasks = await startUpstream(t)
+  const gw = await buildGateway(t, { AUTH_SERVICE_URL: auth.url, TASK_SERVICE_URL: tasks.url, REVOCATION_POLL_MS: 100 })
+  const sub = randomUUID()
+  const a = await token({ sub })
+  const b = await token({ sub })
+  const url = `/api/${sub}/tasks`
+  t.equal((await gw.inject({ url, headers: { authorization: `Bearer ${a}` } })).statusCode, 200, 'works (and is now cached)')
+
+  auth.revoked.push({ jti: jtiOf(a), exp: Math.floor(Date.now() / 1000) + 3600 })
+  const revokedAt = Date.now()
+  let res
+  do {
+    await new Promise((r) => setTimeout(r, 20))
+    res = await gw.inject({ url, headers: { authorization: `Bearer ${a}` } })
+  } while (res.statusCode === 200 && Date.now() - revokedAt < 2000)
+  const took = Date.now() - revokedAt
+  t.equal(res.statusCode, 401)
+  t.same(res.json(), { detail: 'Token has been revoked', error_code: 'TOKEN_REVOKED', status_code: 401 })
+  t.match(res.headers['www-authenticate'], /error="invalid_token"/)
+  t.ok(took < 1000, `refused ${took} ms after revocation`)
+  t.equal((await gw.inject({ url, headers: { authorization: `Bearer ${b}` } })).statusCode, 200, 'another token of the user')
+})
+
+t.test('a stale revocation list fails closed with 503; REVOCATION_FAIL_OPEN keeps serving', async (t) => {
+  const auth = await startUpstream(t)
+  const tasks = await startUpstream(t)
+  const closed = await buildGateway(t, { AUTH_SERVICE_URL: auth.url, TASK_SERVICE_URL: tasks.url, REVOCATION_POLL_MS: 100, REVOCATION_MAX_STALENESS_MS: 500 })
+  const open = await buildGateway(t, {
+    AUTH_SERVICE_URL: auth.url,
+    TASK_SERVICE_URL: tasks.url,
+    REVOCATION_POLL_MS: 100,
+    REVOCATION_MAX_STALENESS_MS: 500,
+    REVOCATION_FAIL_OPEN: true,
+  })
+  const jwt = await token()
+  const req = { url: `/api/${subOf(jwt)}/tasks`, headers: { authorization: `Bearer ${jwt}` } }
+  t.equal((await closed.inject(req)).statusCode, 200)
+
+  auth.feedUp = false
+  await new Promise((r) => setTimeout(r, 900))
+  const res = await closed.inject(req)
+  t.equal(res.statusCode, 503)
+  t.same(res.json(), { detail: 'Token revocation status unavailable', error_code: 'SERVICE_UNAVAILABLE', status_code: 503 })
+  t.equal(res.headers['retry-after'], '2')
+  t.equal((await closed.inject({ url: '/ready' })).statusCode, 503, 'not ready')
+  t.equal((await open.inject(req)).statusCode, 200, 'fail-open replica keeps serving')
+  t.equal((await closed.inject({ method: 'POST', url: '/api/auth/signin', payload: {} })).statusCode, 200, 'anonymous routes are unaffected')
+
+  auth.feedUp = true
+  await new Promise((r) => setTimeout(r, 400))
+  t.equal((await closed.inject(req)).statusCode, 200, 'recovers by itself')
+})
+
+t.test('the list is bounded: entries leave with their tokens, and a reset starts over', async (t) => {
+  const nowS = Math.floor(Date.now() / 1000)
+  const pages: RevocationPage[] = [
+    { cursor: 3, reset: false, more: true, revoked: [{ jti: 'expired', exp: nowS - 10 }, { jti: 'a', exp: nowS + 60 }] },
+    { cursor: 4, reset: false, more: false, revoked: [{ jti: 'b', exp: nowS + 1 }] },
+    { cursor: 1, reset: true, more: false, revoked: [{ jti: 'c', exp: nowS + 60 }] },
+  ]
+  const asked: number[] = []
+  const list = new RevocationList({
+    fetchPage: async (after) => {
+      asked.push(after)
+      return pages.shift()!
+    },
+    pollMs: 1000,
+    maxStalenessMs: 1000,
+    failOpen: false,
+    log: { info() {}, warn() {} } as never,
+  })
+  t.equal(list.check('a'), 'unavailable', 'never loaded: fail closed')
+  await list.sync()
+  t.same(asked, [0, 3], 'follows the cursor across pages')
+  t.equal(list.size, 2, 'the expired entry was never kept')
+  t.equal(list.check('a'), 'revoked')
+  t.equal(list.check('x'), 'ok')
+  t.equal(list.check(undefined), 'ok', 'a token without jti cannot be revoked individually')
+  await new Promise((r) => setTimeout(r, 1100))
+  await list.sync()
+  t.same(asked, [0, 3, 4])
+  t.equal(list.size, 1, 'reset dropped the old entries, b expired')
+  t.equal(list.check('c'), 'revoked')
+})
