@@ -32,7 +32,11 @@ export interface ServiceOptions {
   /** Pass a pino-compatible stream to capture logs (tests); default stdout. */
   logStream?: NodeJS.WritableStream
   bodyLimit?: number
-  /** Readiness checks: each resolves when its dependency answers. */
+  /**
+   * Readiness checks: each resolves when its dependency answers (a string it
+   * resolves to is shown as that check's state, e.g. "degraded"); a rejection
+   * makes the process not ready.
+   */
   readiness?: Record<string, () => Promise<unknown>>
   /** Extra Fastify options (https, etc.). */
   fastify?: Partial<FastifyServerOptions>
@@ -84,8 +88,8 @@ export function createService(opts: ServiceOptions): App {
     await Promise.all(
       Object.entries(readiness).map(async ([name, check]) => {
         try {
-          await withTimeout(check(), 2000)
-          checks[name] = 'ok'
+          const state = await withTimeout(check(), 2000)
+          checks[name] = typeof state === 'string' ? state : 'ok'
         } catch {
           checks[name] = 'unavailable'
           ready = false

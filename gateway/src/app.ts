@@ -8,7 +8,10 @@ import proxy from '@fastify/http-proxy'
 import type { FastifyRequest } from 'fastify'
 import type { Pool } from 'undici'
 import { createService, proofKey, type App } from '@tollgate/common'
-import { corsOrigins, type Config } from './config.js'
+import { Counter, Gauge } from 'prom-client'
+import { corsOrigins, limitsConfig, trustProxy, type Config } from './config.js'
+import { createCounterStore, type CounterBackend } from './limits/store.js'
+import { registerRateLimits } from './limits/rate-limits.js'
 import { authenticate } from './auth/authenticate.js'
 import { createTokenVerifier } from './auth/token-verifier.js'
 import { RevocationList } from './auth/revocation-list.js'
@@ -57,7 +60,10 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
       revocations: async () => {
         if (!revocations.fresh) throw new Error('revocation list is stale')
       },
+      // Never fails readiness: without Redis the limits still hold, per replica.
+      'rate-limit-counters': async () => counters.backend(),
     },
+    fastify: { trustProxy: trustProxy(config) as never },
   })
   const revocations = new RevocationList({
     fetchPage: revocationFeed(upstreams.auth.pool, key, Math.min(config.UPSTREAM_TIMEOUT_MS, 2000)),
@@ -72,8 +78,27 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
     revocations.start()
   })
   app.decorateRequest('auth', null)
+  const rejections = new Counter({
+    name: 'gateway_rate_limit_rejections_total',
+    help: 'Requests refused with 429, by policy',
+    labelNames: ['policy'] as const,
+    registers: [app.metrics],
+  })
+  const backendGauge = new Gauge({
+    name: 'gateway_rate_limit_backend',
+    help: 'Where rate-limit counters live now (1 for the active one)',
+    labelNames: ['backend'] as const,
+    registers: [app.metrics],
+  })
+  const counters = createCounterStore(config.REDIS_URL, app.log, (backend: CounterBackend) => {
+    backendGauge.reset()
+    backendGauge.set({ backend }, 1)
+  })
+  const limits = await registerRateLimits(app as never, limitsConfig(config), counters.Store, (policy) => rejections.inc({ policy }))
+
   app.addHook('onClose', async () => {
     revocations.stop()
+    await counters.close()
     await Promise.all(Object.values(upstreams).map((u) => u.pool.close()))
   })
 
@@ -100,8 +125,21 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
   for (const group of publicRoutes) {
     const upstream = upstreams[group.upstream]
     await app.register(async (scope) => {
-      if (group.access !== 'anonymous') scope.addHook('onRequest', authenticate(verifier, revocations, group.access))
+      // Order matters: the address limit counts failed authentications too; the user limit needs a verified user.
+      scope.addHook('onRequest', limits.ip)
+      if (group.access !== 'anonymous') {
+        scope.addHook('onRequest', authenticate(verifier, revocations, group.access))
+        scope.addHook('onRequest', limits.user)
+      }
+      if (group.limits === 'signup') scope.addHook('onRequest', limits.signupIp)
+      if (group.limits === 'signin') {
+        scope.addHook('onRequest', limits.signinIp)
+        scope.addHook('preHandler', limits.signinEmailGuard)
+        scope.addHook('onResponse', limits.signinEmailCount)
+      }
       await scope.register(proxy, {
+        // Sign-in and sign-up bodies are parsed here (the email is a rate-limit key); others stream through.
+        proxyPayloads: group.limits === undefined,
         upstream: upstream.url,
         undici: upstream.pool as never,
         routes: group.urls,

@@ -2,6 +2,14 @@
 import { Type, type Static } from 'typebox'
 import { commonConfig } from '@tollgate/common'
 
+/** RATE_LIMIT_<NAME>_MAX requests per RATE_LIMIT_<NAME>_WINDOW_S seconds. */
+function limit<N extends string>(name: N, max: number, windowS: number) {
+  return {
+    [`RATE_LIMIT_${name}_MAX`]: Type.Integer({ minimum: 1, default: max }),
+    [`RATE_LIMIT_${name}_WINDOW_S`]: Type.Integer({ minimum: 1, maximum: 86_400, default: windowS }),
+  } as Record<`RATE_LIMIT_${N}_MAX` | `RATE_LIMIT_${N}_WINDOW_S`, ReturnType<typeof Type.Integer>>
+}
+
 export const configSchema = Type.Object({
   ...commonConfig,
   // 'localhost' binds both 127.0.0.1 and ::1, so http://localhost:8000 works whichever a client picks.
@@ -16,6 +24,18 @@ export const configSchema = Type.Object({
   JWT_CLOCK_TOLERANCE_S: Type.Integer({ minimum: 0, maximum: 300, default: 30 }),
   /** Verified tokens kept in memory so a repeat request skips the signature check. */
   TOKEN_CACHE_SIZE: Type.Integer({ minimum: 0, maximum: 1_000_000, default: 10_000 }),
+  /** Shared rate-limit counters for all replicas; unset: counted in each process's memory. */
+  REDIS_URL: Type.Optional(Type.String({ pattern: '^rediss?://' })),
+  /**
+   * Which proxies in front may set X-Forwarded-For: empty (none: the socket
+   * address is the client), a hop count, or comma-separated addresses/CIDRs.
+   */
+  TRUST_PROXY: Type.String({ default: '' }),
+  ...limit('IP', 12_000, 60),
+  ...limit('USER', 6_000, 60),
+  ...limit('SIGNIN_IP', 100, 60),
+  ...limit('SIGNIN_EMAIL_FAILURES', 10, 900),
+  ...limit('SIGNUP_IP', 300, 3600),
   /** How often each replica polls the auth-service for signed-out tokens. */
   REVOCATION_POLL_MS: Type.Integer({ minimum: 50, maximum: 60_000, default: 250 }),
   /** Past this without a successful poll, protected routes answer 503 (unless REVOCATION_FAIL_OPEN). */
@@ -34,4 +54,23 @@ export function corsOrigins(config: Pick<Config, 'CORS_ORIGINS'>): string[] {
   return config.CORS_ORIGINS.split(',')
     .map((o) => o.trim())
     .filter(Boolean)
+}
+
+/** Fastify's trustProxy from TRUST_PROXY: never blanket trust, which would let clients pick their address. */
+export function trustProxy(config: Pick<Config, 'TRUST_PROXY'>): false | number | string {
+  const v = config.TRUST_PROXY.trim()
+  if (!v || v === 'false') return false
+  if (/^\d+$/.test(v)) return Number(v)
+  return v
+}
+
+export function limitsConfig(config: Config) {
+  const policy = (name: string, max: number, windowS: number) => ({ name, max, windowMs: windowS * 1000 })
+  return {
+    ip: policy('ip', config.RATE_LIMIT_IP_MAX, config.RATE_LIMIT_IP_WINDOW_S),
+    user: policy('user', config.RATE_LIMIT_USER_MAX, config.RATE_LIMIT_USER_WINDOW_S),
+    signinIp: policy('signin-ip', config.RATE_LIMIT_SIGNIN_IP_MAX, config.RATE_LIMIT_SIGNIN_IP_WINDOW_S),
+    signinEmail: policy('signin-email', config.RATE_LIMIT_SIGNIN_EMAIL_FAILURES_MAX, config.RATE_LIMIT_SIGNIN_EMAIL_FAILURES_WINDOW_S),
+    signupIp: policy('signup-ip', config.RATE_LIMIT_SIGNUP_IP_MAX, config.RATE_LIMIT_SIGNUP_IP_WINDOW_S),
+  }
 }

@@ -122,7 +122,7 @@ t.test('health, readiness and metrics', async (t) => {
   t.same((await gw.inject({ url: '/health' })).json(), { status: 'ok' })
   const ready = await gw.inject({ url: '/ready' })
   t.equal(ready.statusCode, 200)
-  t.same(ready.json().checks, { 'auth-service': 'ok', 'task-service': 'ok', revocations: 'ok' })
+  t.same(ready.json().checks, { 'auth-service': 'ok', 'task-service': 'ok', revocations: 'ok', 'rate-limit-counters': 'memory' })
   await gw.inject({ url: '/nowhere' })
   const metrics = await gw.inject({ url: '/metrics' })
   t.match(metrics.body, /http_requests_total\{.*status="404"/)

@@ -15,10 +15,13 @@ export interface RouteGroup {
   urls: string[]
   /** Send the client's bearer token upstream (signout and account deletion revoke it). */
   forwardAuthorization?: boolean
+  /** Extra limits on top of the per-address and per-user ones; these routes' JSON bodies are parsed here. */
+  limits?: 'signin' | 'signup'
 }
 
 export const publicRoutes: RouteGroup[] = [
-  { upstream: 'auth', access: 'anonymous', methods: ['POST'], urls: ['/api/auth/signup', '/api/auth/signin'] },
+  { upstream: 'auth', access: 'anonymous', methods: ['POST'], urls: ['/api/auth/signup'], limits: 'signup' },
+  { upstream: 'auth', access: 'anonymous', methods: ['POST'], urls: ['/api/auth/signin'], limits: 'signin' },
   { upstream: 'auth', access: 'user', methods: ['GET'], urls: ['/api/auth/me'] },
   {
     upstream: 'auth',

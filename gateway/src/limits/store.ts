@@ -1,0 +1,109 @@
+/**
+ * Rate-limit counters: in Redis when REDIS_URL is set, so every replica shares
+ * them; in memory otherwise. When Redis fails, counting falls back to memory
+ * at once (never unlimited, never a 500, never a wait for Redis), the change
+ * is logged once and shown in metrics and readiness, and counting returns to
+ * Redis by itself when it is back.
+ */
+import { createRequire } from 'node:module'
+import { Redis } from 'ioredis'
+import type { FastifyBaseLogger } from 'fastify'
+
+// The plugin's own stores, so the Lua script and window semantics are exactly its.
+const require = createRequire(import.meta.url)
+type Callback = (err: Error | null, res?: { current: number; ttl: number }) => void
+interface Store {
+  incr(key: string, cb: Callback, timeWindow: number, max: number): void
+  read(key: string, cb: Callback, timeWindow: number, max: number): void
+  child(routeOptions: Record<string, unknown>): Store
+}
+type StoreCtor = new (...args: unknown[]) => Store
+const LocalStore: StoreCtor = require('@fastify/rate-limit/store/LocalStore')
+const RedisStore: StoreCtor = require('@fastify/rate-limit/store/RedisStore')
+
+export type CounterBackend = 'redis' | 'memory' | 'memory-fallback'
+
+export interface CounterState {
+  backend(): CounterBackend
+  close(): Promise<void>
+  /** The @fastify/rate-limit `store` option. */
+  Store: new (params: Record<string, unknown>) => Store
+}
+
+const NAMESPACE = 'tollgate:rl:'
+const LOCAL_ENTRIES = 50_000
+
+export function createCounterStore(redisUrl: string | undefined, log: FastifyBaseLogger, onChange: (b: CounterBackend) => void): CounterState {
+  if (!redisUrl) {
+    class MemoryStore {
+      constructor(params: Record<string, unknown>) {
+        return new LocalStore(params.continueExceeding, params.exponentialBackoff, LOCAL_ENTRIES)
+      }
+    }
+    onChange('memory')
+    return { backend: () => 'memory', close: async () => {}, Store: MemoryStore as never }
+  }
+
+  const redis = new Redis(redisUrl, {
+    // Fail fast instead of queueing: a command while Redis is away errors at once.
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 1,
+    connectTimeout: 500,
+    commandTimeout: 300,
+    retryStrategy: (times) => Math.min(100 * times, 2000),
+    lazyConnect: false,
+  })
+  let healthy = false
+  const setHealthy = (value: boolean, why: string) => {
+    if (value === healthy) return
+    healthy = value
+    if (value) log.info('rate limits: counting in Redis again')
+    else log.warn({ reason: why }, 'rate limits: Redis unavailable, counting in memory until it is back')
+    onChange(value ? 'redis' : 'memory-fallback')
+  }
+  onChange('memory-fallback')
+  redis.on('ready', () => setHealthy(true, 'ready'))
+  redis.on('error', (err) => setHealthy(false, err.message))
+  redis.on('close', () => setHealthy(false, 'connection closed'))
+  redis.on('end', () => setHealthy(false, 'connection ended'))
+
+  class FailoverStore implements Store {
+    private readonly shared: Store
+    private readonly local: Store
+    constructor(params: Record<string, unknown>) {
+      this.shared = new RedisStore(params.continueExceeding, params.exponentialBackoff, redis, NAMESPACE)
+      this.local = new LocalStore(params.continueExceeding, params.exponentialBackoff, LOCAL_ENTRIES)
+    }
+    private run(op: 'incr' | 'read', key: string, cb: Callback, timeWindow: number, max: number) {
+      if (!healthy) return this.local[op](key, cb, timeWindow, max)
+      this.shared[op](
+        key,
+        (err, res) => {
+          if (!err) return cb(null, res)
+          setHealthy(false, err.message)
+          this.local[op](key, cb, timeWindow, max)
+        },
+        timeWindow,
+        max,
+      )
+    }
+    incr(key: string, cb: Callback, timeWindow: number, max: number) {
+      this.run('incr', key, cb, timeWindow, max)
+    }
+    read(key: string, cb: Callback, timeWindow: number, max: number) {
+      this.run('read', key, cb, timeWindow, max)
+    }
+    child(routeOptions: Record<string, unknown>): Store {
+      // Policies prefix their own keys, so one namespace serves them all.
+      return new FailoverStore(routeOptions)
+    }
+  }
+
+  return {
+    backend: () => (healthy ? 'redis' : 'memory-fallback'),
+    close: async () => {
+      redis.disconnect()
+    },
+    Store: FailoverStore,
+  }
+}

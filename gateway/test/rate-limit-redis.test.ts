@@ -1,0 +1,95 @@
+/**
+ * With REDIS_URL, every replica shares the counters; when Redis goes away the
+ * gateway keeps answering fast with in-memory limits, and goes back to Redis
+ * by itself.
+ */
+import t from 'tap'
+import { spawn } from 'node:child_process'
+import { fileURLToPath } from 'node:url'
+import { buildGateway, SECRET, startUpstream, subOf, token } from './helper.js'
+import { freePort, startRedis, testRedisUrl } from './redis-server.js'
+
+const gatewayEntry = fileURLToPath(new URL('../dist/server.js', import.meta.url))
+
+async function startGatewayProcess(t: { teardown(fn: () => unknown): void }, env: Record<string, string>): Promise<string> {
+  const port = await freePort()
+  const proc = spawn(process.execPath, [gatewayEntry], {
+    env: { PATH: process.env.PATH ?? '', BETTER_AUTH_SECRET: SECRET, LOG_LEVEL: 'warn', HOST: '127.0.0.1', PORT: String(port), ...env },
+    stdio: ['ignore', 'ignore', 'inherit'],
+  })
+  t.teardown(() => {
+    proc.kill('SIGTERM')
+  })
+  const url = `http://127.0.0.1:${port}`
+  const deadline = Date.now() + 15_000
+  for (;;) {
+    try {
+      const ready = await fetch(`${url}/ready`)
+      if (ready.status === 200 && (await ready.json()).checks['rate-limit-counters'] === 'redis') return url
+    } catch {
+      // not yet
+    }
+    if (Date.now() > deadline) throw new Error('gateway process did not become ready on Redis')
+    await new Promise((r) => setTimeout(r, 100))
+  }
+}
+
+t.test('two gateway processes on one Redis share one limit', async (t) => {
+  const redisUrl = await testRedisUrl(t)
+  const upstream = await startUpstream(t)
+  const env = {
+    AUTH_SERVICE_URL: upstream.url,
+    TASK_SERVICE_URL: upstream.url,
+    REDIS_URL: redisUrl,
+    RATE_LIMIT_USER_MAX: '20',
+  }
+  const [a, b] = await Promise.all([startGatewayProcess(t, env), startGatewayProcess(t, env)])
+  const jwt = await token()
+  const path = `/api/${subOf(jwt)}/tasks`
+  const statuses = await Promise.all(
+    Array.from({ length: 30 }, (_, i) => fetch(`${i % 2 ? a : b}${path}`, { headers: { authorization: `Bearer ${jwt}` } }).then((r) => r.status)),
+  )
+  t.equal(statuses.filter((s) => s === 200).length, 20, 'admitted across both replicas = the limit, not twice it')
+  t.equal(statuses.filter((s) => s === 429).length, 10)
+})
+
+t.test('Redis going away mid-traffic: fast answers, in-memory limits, back to Redis by itself', async (t) => {
+  const redis = await startRedis(t)
+  const upstream = await startUpstream(t)
+  const gw = await buildGateway(t, { AUTH_SERVICE_URL: upstream.url, TASK_SERVICE_URL: upstream.url, REDIS_URL: redis.url, RATE_LIMIT_USER_MAX: 5 })
+  const waitFor = async (backend: string) => {
+    const deadline = Date.now() + 10_000
+    while ((await gw.inject({ url: '/ready' })).json().checks['rate-limit-counters'] !== backend) {
+      if (Date.now() > deadline) throw new Error(`never reached ${backend}`)
+      await new Promise((r) => setTimeout(r, 50))
+    }
+  }
+  await waitFor('redis')
+
+  const jwt = await token()
+  const req = { url: `/api/${subOf(jwt)}/tasks`, headers: { authorization: `Bearer ${jwt}` } }
+  t.equal((await gw.inject(req)).statusCode, 200, 'counted in Redis')
+
+  await redis.stop()
+  const statuses: number[] = []
+  let slowest = 0
+  for (let i = 0; i < 8; i++) {
+    const started = Date.now()
+    statuses.push((await gw.inject(req)).statusCode)
+    slowest = Math.max(slowest, Date.now() - started)
+  }
+  t.ok(slowest < 500, `every answer stayed fast while Redis was down (slowest ${slowest} ms)`)
+  t.notOk(statuses.some((s) => s >= 500), 'never a 5xx')
+  t.same(statuses.slice(0, 5), [200, 200, 200, 200, 200], 'counting restarted in memory')
+  t.same(statuses.slice(5), [429, 429, 429], 'and still limits: never unlimited')
+  const ready = await gw.inject({ url: '/ready' })
+  t.equal(ready.statusCode, 200, 'still ready: limits hold per replica')
+  t.equal(ready.json().checks['rate-limit-counters'], 'memory-fallback')
+  t.match((await gw.inject({ url: '/metrics' })).body, /gateway_rate_limit_backend\{backend="memory-fallback"[^}]*\} 1/)
+
+  await redis.start()
+  await waitFor('redis')
+  const other = await token()
+  const back = await gw.inject({ url: `/api/${subOf(other)}/tasks`, headers: { authorization: `Bearer ${other}` } })
+  t.equal(back.statusCode, 200, 'counting in Redis again')
+})
