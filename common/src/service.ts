@@ -38,6 +38,10 @@ export interface ServiceOptions {
    * makes the process not ready.
    */
   readiness?: Record<string, () => Promise<unknown>>
+  /** Time a client has to send its headers (slowloris); default 10 s. */
+  headersTimeoutMs?: number
+  /** Time a client has to send its whole request; default 30 s. */
+  requestTimeoutMs?: number
   /** Extra Fastify options (https, etc.). */
   fastify?: Partial<FastifyServerOptions>
 }
@@ -52,7 +56,20 @@ export function createService(opts: ServiceOptions): App {
     bodyLimit: opts.bodyLimit ?? ONE_MIB,
     // Slowloris and stuck clients: bounded time to send headers and the whole request.
     connectionTimeout: 0,
-    requestTimeout: 30_000,
+    requestTimeout: opts.requestTimeoutMs ?? 30_000,
+    http: {
+      headersTimeout: opts.headersTimeoutMs ?? 10_000,
+      // Node checks those timeouts only this often (default 30 s): check often enough to mean them.
+      connectionsCheckingInterval: Math.min(1000, Math.max(100, Math.floor((opts.headersTimeoutMs ?? 10_000) / 2))),
+    },
+    // Errors raised by Node's HTTP parser never reach a route: answer them in the envelope too.
+    clientErrorHandler(err: NodeJS.ErrnoException, socket: import('node:net').Socket) {
+      if (!socket.writable || err.code === 'ECONNRESET') {
+        socket.destroy()
+        return
+      }
+      socket.end(clientErrorResponse(err))
+    },
     keepAliveTimeout: 72_000,
     return503OnClosing: true,
     forceCloseConnections: 'idle',
@@ -68,15 +85,6 @@ export function createService(opts: ServiceOptions): App {
     reply.header(REQUEST_ID_HEADER, request.id)
   })
 
-  // Errors raised by Node's HTTP parser never reach Fastify: answer them in the envelope.
-  app.server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
-    if (!socket.writable || (err as { code?: string }).code === 'ECONNRESET') {
-      socket.destroy()
-      return
-    }
-    socket.end(clientErrorResponse(err))
-  })
-  app.server.headersTimeout = 10_000
 
   installMetrics(app as unknown as FastifyInstance, opts.name)
 

@@ -4,6 +4,7 @@
  * client identity headers and signs the verified one.
  */
 import cors from '@fastify/cors'
+import helmet from '@fastify/helmet'
 import proxy from '@fastify/http-proxy'
 import type { FastifyRequest } from 'fastify'
 import type { Pool } from 'undici'
@@ -19,6 +20,8 @@ import { revocationFeed } from './auth/revocation-feed.js'
 import { forwardedHeaders } from './proxy/forwarded-headers.js'
 import { createUpstreamPool, onUpstreamError, retryDelay } from './proxy/upstream.js'
 import { publicRoutes, type UpstreamName } from './routes/public-api.js'
+
+const MAX_URL_LENGTH = 4096
 
 export interface BuildOptions {
   logStream?: NodeJS.WritableStream
@@ -54,6 +57,8 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
     logLevel: config.LOG_LEVEL,
     logStream: opts.logStream,
     bodyLimit: config.BODY_LIMIT_BYTES,
+    headersTimeoutMs: config.HEADERS_TIMEOUT_MS,
+    requestTimeoutMs: config.REQUEST_TIMEOUT_MS,
     readiness: {
       'auth-service': () => ping(upstreams.auth.pool),
       'task-service': () => ping(upstreams.tasks.pool),
@@ -110,6 +115,18 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
     if (length !== undefined && Number(length) > bodyLimit) {
       throw Object.assign(new Error('body too large'), { code: 'FST_ERR_CTP_BODY_TOO_LARGE', statusCode: 413 })
     }
+  })
+
+  // URLs are bounded well below Node's header limit; a longer one is refused before any work.
+  app.addHook('onRequest', async (request) => {
+    if (request.url.length > MAX_URL_LENGTH) throw Object.assign(new Error('uri too long'), { statusCode: 414 })
+  })
+
+  // Browser-facing hardening headers (nosniff, frame-ancestors, no referrer, HSTS...) on every answer.
+  await app.register(helmet, {
+    global: true,
+    contentSecurityPolicy: { directives: { defaultSrc: ["'none'"], frameAncestors: ["'none'"] } },
+    crossOriginResourcePolicy: { policy: 'cross-origin' }, // an API called from allowed origins
   })
 
   await app.register(cors, {

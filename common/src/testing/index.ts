@@ -1,0 +1,10 @@
+/**
+ * Test utilities shared by the services' suites (not used at run time):
+ * a throwaway PostgreSQL cluster to stop and start, fresh scratch databases,
+ * services as real processes, timing helpers. Exported from the package as
+ * the `testing` namespace: `import { testing } from '@tollgate/common'`.
+ */
+export * from './throwaway-postgres.js'
+export * from './scratch-database.js'
+export * from './processes.js'
+export * from './timing.js'
