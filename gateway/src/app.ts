@@ -10,11 +10,12 @@ import type { FastifyRequest } from 'fastify'
 import type { Pool } from 'undici'
 import { createService, proofKey, type App } from '@tollgate/common'
 import { Counter, Gauge } from 'prom-client'
-import { corsOrigins, limitsConfig, trustProxy, type Config } from './config.js'
+import { corsOrigins, limitsConfig, trustedIssuers, trustProxy, type Config } from './config.js'
 import { createCounterStore, type CounterBackend } from './limits/store.js'
 import { registerRateLimits } from './limits/rate-limits.js'
 import { authenticate } from './auth/authenticate.js'
-import { createTokenVerifier } from './auth/token-verifier.js'
+import { createTokenVerifier, importHmacKey, type KeySource } from './auth/token-verifier.js'
+import { createJwksKeySource, type JwksKeySource } from './auth/jwks-key-source.js'
 import { RevocationList } from './auth/revocation-list.js'
 import { revocationFeed } from './auth/revocation-feed.js'
 import { forwardedHeaders } from './proxy/forwarded-headers.js'
@@ -43,13 +44,6 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
     auth: { url: config.AUTH_SERVICE_URL, pool: createUpstreamPool(config.AUTH_SERVICE_URL, upstreamOptions) },
     tasks: { url: config.TASK_SERVICE_URL, pool: createUpstreamPool(config.TASK_SERVICE_URL, upstreamOptions) },
   }
-  const verifier = await createTokenVerifier({
-    secret: config.BETTER_AUTH_SECRET,
-    issuer: config.JWT_ISSUER,
-    audience: config.JWT_AUDIENCE,
-    clockToleranceS: config.JWT_CLOCK_TOLERANCE_S,
-    cacheSize: config.TOKEN_CACHE_SIZE,
-  })
   const key = proofKey(config.BETTER_AUTH_SECRET, config.INTERNAL_PROOF_SECRET)
 
   const app = createService({
@@ -83,6 +77,33 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
     revocations.start()
   })
   app.decorateRequest('auth', null)
+
+  const issuers = trustedIssuers(config)
+  const jwksSources: JwksKeySource[] = []
+  const fromJwks = (url: string, algorithms: string[]) => {
+    const source = createJwksKeySource({
+      url,
+      algorithms,
+      timeoutMs: config.JWKS_TIMEOUT_MS,
+      cooldownMs: config.JWKS_COOLDOWN_MS,
+      refreshMs: config.JWKS_REFRESH_MS,
+      log: app.log,
+    })
+    jwksSources.push(source)
+    return source.getKey
+  }
+  const sources: KeySource[] = [
+    config.JWT_ALG === 'HS256'
+      ? { issuer: config.JWT_ISSUER, audience: config.JWT_AUDIENCE, algorithms: ['HS256'], key: await importHmacKey(config.BETTER_AUTH_SECRET) }
+      : {
+          issuer: config.JWT_ISSUER,
+          audience: config.JWT_AUDIENCE,
+          algorithms: ['EdDSA'],
+          key: fromJwks(config.AUTH_JWKS_URL ?? new URL('/.well-known/jwks.json', config.AUTH_SERVICE_URL).href, ['EdDSA']),
+        },
+    ...issuers.map((i) => ({ issuer: i.issuer, audience: i.audience, algorithms: i.algorithms, key: fromJwks(i.jwksUrl, i.algorithms) })),
+  ]
+  const verifier = createTokenVerifier({ sources, clockToleranceS: config.JWT_CLOCK_TOLERANCE_S, cacheSize: config.TOKEN_CACHE_SIZE })
   const rejections = new Counter({
     name: 'gateway_rate_limit_rejections_total',
     help: 'Requests refused with 429, by policy',
@@ -102,6 +123,7 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
   const limits = await registerRateLimits(app as never, limitsConfig(config), counters.Store, (policy) => rejections.inc({ policy }))
 
   app.addHook('onClose', async () => {
+    for (const source of jwksSources) source.stop()
     revocations.stop()
     await counters.close()
     await Promise.all(Object.values(upstreams).map((u) => u.pool.close()))

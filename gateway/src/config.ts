@@ -1,6 +1,6 @@
 /** The gateway's configuration, validated once at start (see README for each variable). */
 import { Type, type Static } from 'typebox'
-import { commonConfig } from '@tollgate/common'
+import { commonConfig, ConfigError } from '@tollgate/common'
 
 /** RATE_LIMIT_<NAME>_MAX requests per RATE_LIMIT_<NAME>_WINDOW_S seconds. */
 function limit<N extends string>(name: N, max: number, windowS: number) {
@@ -19,6 +19,21 @@ export const configSchema = Type.Object({
   TASK_SERVICE_URL: Type.String({ format: 'uri', default: 'http://127.0.0.1:3002' }),
   /** Comma-separated browser origins allowed to call the API. Empty: no cross-origin access. */
   CORS_ORIGINS: Type.String({ default: '' }),
+  /** How our auth-service signs: HS256 with BETTER_AUTH_SECRET, or EdDSA with keys published as a JWKS. */
+  JWT_ALG: Type.Union([Type.Literal('HS256'), Type.Literal('EdDSA')], { default: 'HS256' }),
+  /** With JWT_ALG=EdDSA: where the auth-service publishes its keys. Default: AUTH_SERVICE_URL + /.well-known/jwks.json */
+  AUTH_JWKS_URL: Type.Optional(Type.String({ format: 'uri' })),
+  /**
+   * External issuers whose tokens are accepted too (e.g. a Better Auth app), as JSON:
+   * [{"issuer":"https://app.example.com","audience":"https://app.example.com",
+   *   "jwks_url":"https://app.example.com/api/auth/jwks","algorithms":["EdDSA"]}]
+   */
+  JWT_TRUSTED_ISSUERS: Type.String({ default: '[]' }),
+  JWKS_TIMEOUT_MS: Type.Integer({ minimum: 100, maximum: 30_000, default: 2000 }),
+  /** An unknown kid triggers at most one JWKS fetch per this long. */
+  JWKS_COOLDOWN_MS: Type.Integer({ minimum: 0, maximum: 3_600_000, default: 30_000 }),
+  /** Background refresh of every JWKS (removed keys stop verifying). */
+  JWKS_REFRESH_MS: Type.Integer({ minimum: 1000, maximum: 86_400_000, default: 600_000 }),
   JWT_ISSUER: Type.String({ default: 'tollgate' }),
   JWT_AUDIENCE: Type.String({ default: 'tollgate-api' }),
   JWT_CLOCK_TOLERANCE_S: Type.Integer({ minimum: 0, maximum: 300, default: 30 }),
@@ -76,4 +91,41 @@ export function limitsConfig(config: Config) {
     signinEmail: policy('signin-email', config.RATE_LIMIT_SIGNIN_EMAIL_FAILURES_MAX, config.RATE_LIMIT_SIGNIN_EMAIL_FAILURES_WINDOW_S),
     signupIp: policy('signup-ip', config.RATE_LIMIT_SIGNUP_IP_MAX, config.RATE_LIMIT_SIGNUP_IP_WINDOW_S),
   }
+}
+
+export interface TrustedIssuer {
+  issuer: string
+  audience: string
+  jwksUrl: string
+  algorithms: string[]
+}
+
+const ASYMMETRIC = new Set(['EdDSA', 'ES256', 'ES384', 'ES512', 'RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512'])
+
+/** JWT_TRUSTED_ISSUERS parsed and checked; a mistake is a ConfigError naming the variable. */
+export function trustedIssuers(config: Pick<Config, 'JWT_TRUSTED_ISSUERS' | 'JWT_ISSUER'>): TrustedIssuer[] {
+  const fail = (why: string): never => {
+    throw new ConfigError(`JWT_TRUSTED_ISSUERS ${why}`)
+  }
+  let raw: unknown
+  try {
+    raw = JSON.parse(config.JWT_TRUSTED_ISSUERS)
+  } catch {
+    fail('must be a JSON array')
+  }
+  if (!Array.isArray(raw)) fail('must be a JSON array')
+  return (raw as unknown[]).map((entry, i) => {
+    const e = entry as Record<string, unknown>
+    const str = (k: string) => (typeof e?.[k] === 'string' && (e[k] as string).length > 0 ? (e[k] as string) : fail(`[${i}].${k} must be a non-empty string`))
+    const issuer = str('issuer')
+    if (issuer === config.JWT_ISSUER) fail(`[${i}].issuer must differ from JWT_ISSUER`)
+    const jwksUrl = str('jwks_url')
+    if (!/^https?:\/\//.test(jwksUrl)) fail(`[${i}].jwks_url must be an http(s) URL`)
+    const algorithms = e.algorithms
+    // One kind of key per source, never a shared secret: asymmetric algorithms only (RFC 8725 3.1).
+    if (!Array.isArray(algorithms) || algorithms.length === 0 || !algorithms.every((a) => typeof a === 'string' && ASYMMETRIC.has(a))) {
+      fail(`[${i}].algorithms must list asymmetric JWS algorithms, e.g. ["EdDSA"]`)
+    }
+    return { issuer, audience: str('audience'), jwksUrl, algorithms: algorithms as string[] }
+  })
 }

@@ -1,8 +1,13 @@
 /** Entry point: load config, build the gateway, listen. */
-import { configOrExit, listen } from '@tollgate/common'
+import { ConfigError, configOrExit, listen } from '@tollgate/common'
 import { buildApp } from './app.js'
 import { configSchema } from './config.js'
 
 const config = configOrExit(configSchema, 'gateway')
-const app = await buildApp(config)
+const app = await buildApp(config).catch((err) => {
+  // Settings that need more than the schema (JWT_TRUSTED_ISSUERS) are checked while building.
+  if (!(err instanceof ConfigError)) throw err
+  process.stderr.write(`gateway: invalid configuration: ${err.message}\n`)
+  process.exit(1)
+})
 await listen(app, { host: config.HOST, port: config.PORT, graceMs: config.SHUTDOWN_GRACE_MS })

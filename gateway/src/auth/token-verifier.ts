@@ -1,14 +1,20 @@
 /**
- * Verifies bearer JWTs with jose. The key is imported once at start; the
- * algorithm is pinned; issuer, audience, exp and sub are required.
+ * Verifies bearer JWTs with jose against the key source of the token's
+ * issuer: our auth-service (HS256 with BETTER_AUTH_SECRET, or EdDSA through
+ * its JWKS) or a trusted external issuer (its JWKS). Each source pins its own
+ * algorithms, issuer and audience; `exp` and `sub` are required. Keys are
+ * imported once at start.
  *
  * Verified tokens are cached by their exact text (header, payload and
  * signature), so only a token that was already verified can hit the cache: a
  * forged or altered token is a different key. An entry dies with its token's
  * `exp`, and the cache is bounded.
  */
-import { errors as joseErrors, jwtVerify } from 'jose'
+import { errors as joseErrors, jwtVerify, type JWSHeaderParameters } from 'jose'
 import { errors, type HttpError } from '@tollgate/common'
+import { KeySourceUnavailable } from './jwks-key-source.js'
+
+type CryptoKey = import('node:crypto').webcrypto.CryptoKey
 
 export interface VerifiedToken {
   sub: string
@@ -17,10 +23,15 @@ export interface VerifiedToken {
   expiresAt: number
 }
 
-export interface VerifierOptions {
-  secret: string
+export interface KeySource {
   issuer: string
   audience: string
+  algorithms: string[]
+  key: CryptoKey | ((header: JWSHeaderParameters) => Promise<CryptoKey>)
+}
+
+export interface VerifierOptions {
+  sources: KeySource[]
   clockToleranceS: number
   cacheSize: number
 }
@@ -30,6 +41,8 @@ const COMPACT_JWS = /^[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]+$/
 const MAX_TOKEN_LENGTH = 8192
 /** Subjects are opaque, but bounded and plain, because they travel in headers and paths. */
 const SAFE_SUBJECT = /^[A-Za-z0-9._~:@-]{1,128}$/
+/** Header parameters that point at keys: never followed, and a token carrying one is refused. */
+const KEY_POINTERS = ['jku', 'jwk', 'x5u', 'x5c']
 
 export type TokenResult = VerifiedToken | HttpError
 
@@ -38,21 +51,22 @@ export interface TokenVerifier {
   readonly cacheSizeNow: number
 }
 
-export async function createTokenVerifier(opts: VerifierOptions): Promise<TokenVerifier> {
-  const key = await crypto.subtle.importKey(
-    'raw',
-    new TextEncoder().encode(opts.secret),
-    { name: 'HMAC', hash: 'SHA-256' },
-    false,
-    ['verify'],
-  )
-  const verifyOptions = {
-    algorithms: ['HS256'],
-    issuer: opts.issuer,
-    audience: opts.audience,
-    clockTolerance: opts.clockToleranceS,
-    requiredClaims: ['exp', 'sub'],
+/** The HS256 key for BETTER_AUTH_SECRET, imported once. */
+export function importHmacKey(secret: string): Promise<CryptoKey> {
+  return crypto.subtle.importKey('raw', new TextEncoder().encode(secret), { name: 'HMAC', hash: 'SHA-256' }, false, ['verify'])
+}
+
+function decodePart(part: string): Record<string, unknown> | undefined {
+  try {
+    const value = JSON.parse(Buffer.from(part, 'base64url').toString('utf8'))
+    return value && typeof value === 'object' && !Array.isArray(value) ? value : undefined
+  } catch {
+    return undefined
   }
+}
+
+export function createTokenVerifier(opts: VerifierOptions): TokenVerifier {
+  const byIssuer = new Map(opts.sources.map((s) => [s.issuer, s]))
   const toleranceMs = opts.clockToleranceS * 1000
   const cache = new Map<string, VerifiedToken>()
 
@@ -74,8 +88,21 @@ export async function createTokenVerifier(opts: VerifierOptions): Promise<TokenV
       return errors.tokenExpired()
     }
     if (token.length > MAX_TOKEN_LENGTH || !COMPACT_JWS.test(token)) return errors.invalidToken()
+    const [h, p] = token.split('.') as [string, string]
+    const header = decodePart(h)
+    if (!header || KEY_POINTERS.some((k) => k in header)) return errors.invalidToken()
+    // The issuer picks the key source; the signature check below proves the claim.
+    const iss = decodePart(p)?.iss
+    const source = typeof iss === 'string' ? byIssuer.get(iss) : undefined
+    if (!source) return errors.invalidToken()
     try {
-      const { payload } = await jwtVerify(token, key, verifyOptions)
+      const { payload } = await jwtVerify(token, source.key as CryptoKey, {
+        algorithms: source.algorithms,
+        issuer: source.issuer,
+        audience: source.audience,
+        clockTolerance: opts.clockToleranceS,
+        requiredClaims: ['exp', 'sub'],
+      })
       const sub = payload.sub
       if (typeof sub !== 'string' || !SAFE_SUBJECT.test(sub)) return errors.invalidToken()
       const v: VerifiedToken = {
@@ -87,6 +114,7 @@ export async function createTokenVerifier(opts: VerifierOptions): Promise<TokenV
       return v
     } catch (err) {
       if (err instanceof joseErrors.JWTExpired) return errors.tokenExpired()
+      if (err instanceof KeySourceUnavailable) return errors.unavailable('Token keys unavailable')
       return errors.invalidToken()
     }
   }
