@@ -14,6 +14,7 @@ import Fastify, {
 } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import AjvCompiler from '@fastify/ajv-compiler'
+import swagger from '@fastify/swagger'
 import { clientErrorResponse, envelope, ErrorCode, installErrorEnvelope } from './errors.js'
 import { genReqId, loggerOptions, REQUEST_ID_HEADER } from './logging.js'
 import { installMetrics } from './metrics.js'
@@ -42,6 +43,8 @@ export interface ServiceOptions {
   headersTimeoutMs?: number
   /** Time a client has to send its whole request; default 30 s. */
   requestTimeoutMs?: number
+  /** Publish the routes' OpenAPI document at /openapi.json (default true). */
+  openapi?: boolean
   /** Extra Fastify options (https, etc.). */
   fastify?: Partial<FastifyServerOptions>
 }
@@ -87,6 +90,19 @@ export function createService(opts: ServiceOptions): App {
 
 
   installMetrics(app as unknown as FastifyInstance, opts.name)
+
+  // The OpenAPI document of this service's routes, generated from their schemas.
+  // The gateway reads it to publish /docs; internal routes are left out.
+  if (opts.openapi !== false) {
+    void app.register(swagger, {
+      openapi: { openapi: '3.0.3', info: { title: opts.name, version: '0.1.0' } },
+      transform: ({ schema, url }) => ({
+        schema: url.startsWith('/internal') ? ({ ...schema, hide: true } as typeof schema) : schema,
+        url,
+      }),
+    })
+    app.get('/openapi.json', { logLevel: 'warn' }, async () => (app as unknown as { swagger(): unknown }).swagger())
+  }
 
   const readiness = opts.readiness ?? {}
   app.get('/health', { logLevel: 'warn' }, async () => ({ status: 'ok' }))

@@ -5,6 +5,9 @@
  */
 import cors from '@fastify/cors'
 import helmet from '@fastify/helmet'
+import swagger from '@fastify/swagger'
+import swaggerUi from '@fastify/swagger-ui'
+import { openApiDocument } from './docs/openapi.js'
 import proxy from '@fastify/http-proxy'
 import type { FastifyRequest } from 'fastify'
 import type { Pool } from 'undici'
@@ -51,6 +54,7 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
     logLevel: config.LOG_LEVEL,
     logStream: opts.logStream,
     bodyLimit: config.BODY_LIMIT_BYTES,
+    openapi: false, // the gateway publishes the merged contract at /docs instead
     headersTimeoutMs: config.HEADERS_TIMEOUT_MS,
     requestTimeoutMs: config.REQUEST_TIMEOUT_MS,
     readiness: {
@@ -159,6 +163,19 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
     credentials: false,
     maxAge: 600,
     strictPreflight: true,
+  })
+
+  // /docs: the public contract, generated from the services' route schemas.
+  const docs = openApiDocument({ auth: upstreams.auth.pool, tasks: upstreams.tasks.pool }, publicRoutes, app.log)
+  app.addHook('onReady', async () => docs.start())
+  app.addHook('onClose', async () => docs.stop())
+  await app.register(swagger, { openapi: { openapi: '3.0.3', info: { title: 'Tollgate API', version: '0.1.0' } } })
+  await app.register(swaggerUi, {
+    routePrefix: '/docs',
+    staticCSP: true, // its own policy on its pages, in place of the API's default-src 'none'
+    transformSpecificationClone: false,
+    transformSpecification: () => docs.current(),
+    uiConfig: { deepLinking: true },
   })
 
   for (const group of publicRoutes) {

@@ -100,3 +100,18 @@ export function runNodeScript(entry: string, env: Record<string, string>, timeou
     })
   })
 }
+
+/** Every status a service answered, from its "request completed" log lines (LOG_LEVEL info). */
+export function loggedStatuses(stdout: string): number[] {
+  const statuses: number[] = []
+  for (const line of stdout.split('\n')) {
+    if (!line.includes('"request completed"')) continue
+    try {
+      const status = (JSON.parse(line) as { res?: { statusCode?: number } }).res?.statusCode
+      if (typeof status === 'number') statuses.push(status)
+    } catch {
+      // not a JSON line
+    }
+  }
+  return statuses
+}

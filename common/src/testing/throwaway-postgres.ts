@@ -233,3 +233,27 @@ export async function startThrowawayPostgres(opts: ThrowawayOptions = {}): Promi
     throw err
   }
 }
+
+/** The little of a tap test that the helper below needs. */
+export interface SkippableTest {
+  teardown(fn: () => unknown): void
+  skip(message: string): unknown
+}
+
+/**
+ * A throwaway cluster destroyed at the test's teardown, or null after marking
+ * the test skipped with the reason the machine cannot run one.
+ */
+export async function throwawayPostgresOrSkip(t: SkippableTest, opts?: ThrowawayOptions): Promise<ThrowawayPostgres | null> {
+  try {
+    const cluster = await startThrowawayPostgres(opts)
+    t.teardown(() => cluster.destroy())
+    return cluster
+  } catch (err) {
+    if (err instanceof PostgresUnavailableError) {
+      t.skip(`cannot run a throwaway PostgreSQL here: ${err.message}`)
+      return null
+    }
+    throw err
+  }
+}
