@@ -2,7 +2,7 @@
  * The auth-service app: common's service base plus the /api/auth routes.
  * Config in, app out; server.ts is the only caller that listens.
  */
-import { createPool, createService, proofKey, type App } from '@tollgate/common'
+import { createPool, createService, installPoolMetrics, proofKey, type App } from '@tollgate/common'
 import type { Config } from './config.js'
 import { createPasswordManager } from './plugins/password-manager.js'
 import { createRevocationsRepository } from './plugins/revocations-repository.js'
@@ -13,7 +13,11 @@ import { internalRoutes } from './routes/internal.js'
 
 export async function buildApp(config: Config, opts: { logStream?: NodeJS.WritableStream } = {}): Promise<App> {
   // Before anything that must be closed: the dummy hash takes one bcrypt run.
-  const passwords = await createPasswordManager(config.BCRYPT_COST)
+  const passwords = await createPasswordManager({
+    cost: config.BCRYPT_COST,
+    maxConcurrency: config.BCRYPT_MAX_CONCURRENCY,
+    maxQueue: config.BCRYPT_MAX_QUEUE,
+  })
 
   const app = createService({
     name: 'auth-service',
@@ -31,6 +35,7 @@ export async function buildApp(config: Config, opts: { logStream?: NodeJS.Writab
     },
     app.log,
   )
+  installPoolMetrics(app as never, pool)
   app.addHook('onClose', async () => {
     await pool.end()
   })

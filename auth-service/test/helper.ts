@@ -41,9 +41,13 @@ export function migrateOnce(): Promise<string[]> {
   return migrated
 }
 
-export async function build(t: Teardown, overrides: Record<string, unknown> = {}): Promise<App> {
+export async function build(
+  t: Teardown,
+  overrides: Record<string, unknown> = {},
+  opts: { logStream?: NodeJS.WritableStream } = {},
+): Promise<App> {
   await migrateOnce()
-  const app = await buildApp(testConfig(overrides))
+  const app = await buildApp(testConfig(overrides), opts)
   t.teardown(() => app.close())
   return app
 }

@@ -19,12 +19,23 @@ export const REDACT_PATHS = [
   '*.password_hash',
 ]
 
+/** Credentials a careless client may put in a query string: never logged. */
+const SECRET_QUERY = /([?&](?:access_token|token|id_token|refresh_token|password|secret|api_key)=)[^&#]*/gi
+
+export function redactUrl(url: string): string {
+  return url.includes('?') ? url.replace(SECRET_QUERY, '$1[redacted]') : url
+}
+
 export function loggerOptions(level: string, service: string): FastifyServerOptions['logger'] {
   return {
     level,
     base: { service },
     redact: { paths: REDACT_PATHS, censor: '[redacted]' },
     timestamp: () => `,"time":"${new Date().toISOString()}"`,
+    serializers: {
+      // Method and URL only (no headers: they hold the bearer token and proofs).
+      req: (req: { method: string; url: string }) => ({ method: req.method, url: redactUrl(req.url) }),
+    },
   }
 }
 

@@ -4,7 +4,8 @@
  * plus Node's default process metrics. Served at /metrics.
  */
 import type { FastifyInstance } from 'fastify'
-import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
+import type pg from 'pg'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -42,5 +43,20 @@ export function installMetrics(app: FastifyInstance, service: string): void {
   app.get('/metrics', { logLevel: 'warn' }, async (_request, reply) => {
     reply.type(registry.contentType)
     return registry.metrics()
+  })
+}
+
+/** Pool state at scrape time: connections in use, idle, and requests waiting for one. */
+export function installPoolMetrics(app: FastifyInstance, pool: pg.Pool): void {
+  new Gauge({
+    name: 'db_pool_connections',
+    help: 'PostgreSQL pool connections by state (waiting: requests queued for a connection)',
+    labelNames: ['state'] as const,
+    registers: [app.metrics],
+    collect() {
+      this.set({ state: 'total' }, pool.totalCount)
+      this.set({ state: 'idle' }, pool.idleCount)
+      this.set({ state: 'waiting' }, pool.waitingCount)
+    },
   })
 }

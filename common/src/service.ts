@@ -16,7 +16,7 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import AjvCompiler from '@fastify/ajv-compiler'
 import swagger from '@fastify/swagger'
 import { clientErrorResponse, envelope, ErrorCode, installErrorEnvelope } from './errors.js'
-import { genReqId, loggerOptions, REQUEST_ID_HEADER } from './logging.js'
+import { genReqId, loggerOptions, redactUrl, REQUEST_ID_HEADER } from './logging.js'
 import { installMetrics } from './metrics.js'
 
 export type App = FastifyInstance<
@@ -56,6 +56,7 @@ export function createService(opts: ServiceOptions): App {
   const app = Fastify({
     logger: opts.logStream && typeof logger === 'object' ? { ...logger, stream: opts.logStream } : logger,
     genReqId,
+    disableRequestLogging: true,
     bodyLimit: opts.bodyLimit ?? ONE_MIB,
     // Slowloris and stuck clients: bounded time to send headers and the whole request.
     connectionTimeout: 0,
@@ -86,6 +87,24 @@ export function createService(opts: ServiceOptions): App {
 
   app.addHook('onRequest', async (request, reply) => {
     reply.header(REQUEST_ID_HEADER, request.id)
+  })
+  // Draining: answers to requests still in flight tell the client to close the
+  // connection, so keep-alive sockets do not hold the shutdown open.
+  let draining = false
+  app.addHook('preClose', async () => {
+    draining = true
+  })
+  app.addHook('onSend', async (_request, reply) => {
+    if (draining) reply.header('connection', 'close')
+  })
+
+  // One access-log line per request, at the end (Fastify's own two lines are off).
+  // Routes declared with logLevel 'warn' (probes, polls) stay quiet.
+  app.addHook('onResponse', async (request, reply) => {
+    request.log.info(
+      { method: request.method, url: redactUrl(request.url), status: reply.statusCode, ms: Math.round(reply.elapsedTime * 10) / 10 },
+      'request completed',
+    )
   })
 
 

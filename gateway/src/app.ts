@@ -22,7 +22,7 @@ import { createJwksKeySource, type JwksKeySource } from './auth/jwks-key-source.
 import { RevocationList } from './auth/revocation-list.js'
 import { revocationFeed } from './auth/revocation-feed.js'
 import { forwardedHeaders } from './proxy/forwarded-headers.js'
-import { createUpstreamPool, onUpstreamError, retryDelay } from './proxy/upstream.js'
+import { createUpstreamPool, retryDelay, upstreamErrorHandler } from './proxy/upstream.js'
 import { publicRoutes, type UpstreamName } from './routes/public-api.js'
 
 const MAX_URL_LENGTH = 4096
@@ -114,6 +114,18 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
     labelNames: ['policy'] as const,
     registers: [app.metrics],
   })
+  const authFailures = new Counter({
+    name: 'gateway_auth_failures_total',
+    help: 'Requests refused by the access rules, by error code (UNAUTHORIZED, INVALID_TOKEN, TOKEN_EXPIRED, ...)',
+    labelNames: ['reason'] as const,
+    registers: [app.metrics],
+  })
+  const upstreamErrors = new Counter({
+    name: 'gateway_upstream_errors_total',
+    help: 'Upstream failures answered 502/503/504, by upstream, status and cause',
+    labelNames: ['upstream', 'status', 'cause'] as const,
+    registers: [app.metrics],
+  })
   const backendGauge = new Gauge({
     name: 'gateway_rate_limit_backend',
     help: 'Where rate-limit counters live now (1 for the active one)',
@@ -184,7 +196,7 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
       // Order matters: the address limit counts failed authentications too; the user limit needs a verified user.
       scope.addHook('onRequest', limits.ip)
       if (group.access !== 'anonymous') {
-        scope.addHook('onRequest', authenticate(verifier, revocations, group.access))
+        scope.addHook('onRequest', authenticate(verifier, revocations, group.access, (reason) => authFailures.inc({ reason })))
         scope.addHook('onRequest', limits.user)
       }
       if (group.limits === 'signup') scope.addHook('onRequest', limits.signupIp)
@@ -205,7 +217,7 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
           rewriteRequestHeaders: (request, headers) =>
             forwardedHeaders(request as FastifyRequest, headers, key, group.forwardAuthorization ?? false),
           rewriteHeaders: (headers) => ({ ...headers, 'cache-control': 'no-store' }),
-          onError: onUpstreamError as never,
+          onError: upstreamErrorHandler(group.upstream, (labels) => upstreamErrors.inc(labels)) as never,
           retryDelay: retryDelay as never,
         },
       })

@@ -3,7 +3,7 @@
  * logs, /health, /ready, /metrics), a database pool, and the task routes.
  * It never listens; server.ts does, and tests use app.inject.
  */
-import { createPool, createService, proofKey, type App } from '@tollgate/common'
+import { createPool, createService, installPoolMetrics, proofKey, type App } from '@tollgate/common'
 import type { Config } from './config.js'
 import { createTasksRepository } from './plugins/tasks-repository.js'
 import { tasksRoutes } from './routes/tasks.js'
@@ -32,6 +32,7 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
     app.log,
   )
   // Runs after the server stopped taking requests and in-flight ones finished.
+  installPoolMetrics(app as never, pool)
   app.addHook('onClose', async () => {
     await pool.end()
   })

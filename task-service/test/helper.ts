@@ -37,9 +37,14 @@ export function migrateOnce(): Promise<unknown> {
 }
 
 /** A migrated app, closed when the test ends. */
-export async function build(t: Tap, overrides: Record<string, unknown> = {}, migrate = true): Promise<App> {
+export async function build(
+  t: Tap,
+  overrides: Record<string, unknown> = {},
+  migrate = true,
+  opts: { logStream?: NodeJS.WritableStream } = {},
+): Promise<App> {
   if (migrate) await migrateOnce()
-  const app = await buildApp(testConfig(overrides))
+  const app = await buildApp(testConfig(overrides), opts)
   t.teardown(() => app.close())
   return app
 }

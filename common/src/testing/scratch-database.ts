@@ -9,7 +9,12 @@
  */
 import { randomBytes } from 'node:crypto'
 import pg from 'pg'
-import { startThrowawayPostgres, type ThrowawayPostgres } from './throwaway-postgres.js'
+import {
+  PostgresUnavailableError,
+  startThrowawayPostgres,
+  type SkippableTest,
+  type ThrowawayPostgres,
+} from './throwaway-postgres.js'
 
 export class ScratchDatabaseUnsupportedError extends Error {
   constructor(reason: string) {
@@ -97,6 +102,21 @@ export async function freshDatabase(testServerUrl: string): Promise<ScratchDatab
     }
   } catch (err) {
     await cluster.destroy()
+    throw err
+  }
+}
+
+/** freshDatabase, dropped at the test's teardown; null after marking the test skipped with the reason. */
+export async function freshDatabaseOrSkip(t: SkippableTest, testServerUrl: string): Promise<ScratchDatabase | null> {
+  try {
+    const db = await freshDatabase(testServerUrl)
+    t.teardown(() => db.drop())
+    return db
+  } catch (err) {
+    if (err instanceof PostgresUnavailableError) {
+      t.skip(`no fresh database: the test server holds only one and ${err.message}`, () => {})
+      return null
+    }
     throw err
   }
 }

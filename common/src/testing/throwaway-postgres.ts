@@ -145,6 +145,9 @@ function run(cmd: string, args: string[], cwd: string, timeoutMs: number): Promi
 export async function startThrowawayPostgres(opts: ThrowawayOptions = {}): Promise<ThrowawayPostgres> {
   const bin = opts.binDir ?? findPostgresBinDir()
   if (!bin) throw new PostgresUnavailableError('no PostgreSQL server binaries (initdb, pg_ctl) under /usr/lib/postgresql/*/bin')
+  for (const tool of ['initdb', 'pg_ctl']) {
+    if (!existsSync(join(bin, tool))) throw new PostgresUnavailableError(`no ${tool} in ${bin}`)
+  }
   const as = runAsOwner()
 
   // Short path: the unix socket lives here too, and socket paths are limited to ~107 bytes.
@@ -237,7 +240,8 @@ export async function startThrowawayPostgres(opts: ThrowawayOptions = {}): Promi
 /** The little of a tap test that the helper below needs. */
 export interface SkippableTest {
   teardown(fn: () => unknown): void
-  skip(message: string): unknown
+  /** tap's: a subtest named `name`, reported as skipped. */
+  skip(name: string, cb: () => unknown): unknown
 }
 
 /**
@@ -251,7 +255,7 @@ export async function throwawayPostgresOrSkip(t: SkippableTest, opts?: Throwaway
     return cluster
   } catch (err) {
     if (err instanceof PostgresUnavailableError) {
-      t.skip(`cannot run a throwaway PostgreSQL here: ${err.message}`)
+      t.skip(`cannot run a throwaway PostgreSQL here: ${err.message}`, () => {})
       return null
     }
     throw err

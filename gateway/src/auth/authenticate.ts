@@ -29,19 +29,29 @@ export function bearerToken(header: string | undefined): string | HttpError {
   return m[1]!
 }
 
-export function authenticate(verifier: TokenVerifier, revocations: RevocationList, access: Exclude<Access, 'anonymous'>) {
+export function authenticate(
+  verifier: TokenVerifier,
+  revocations: RevocationList,
+  access: Exclude<Access, 'anonymous'>,
+  onFailure: (code: string) => void,
+) {
+  const refuse = (err: HttpError): never => {
+    onFailure(err.errorCode)
+    throw err
+  }
   return async function authenticateHook(request: FastifyRequest, _reply: FastifyReply): Promise<void> {
     const token = bearerToken(request.headers.authorization)
-    if (token instanceof HttpError) throw token
-    const result = await verifier.verify(token)
-    if (result instanceof HttpError) throw result
-    const status = revocations.check(result.jti)
-    if (status === 'revoked') throw errors.tokenRevoked()
-    if (status === 'unavailable') throw errors.unavailable('Token revocation status unavailable')
+    if (token instanceof HttpError) refuse(token)
+    const result = await verifier.verify(token as string)
+    if (result instanceof HttpError) refuse(result)
+    const verified = result as VerifiedToken
+    const status = revocations.check(verified.jti)
+    if (status === 'revoked') refuse(errors.tokenRevoked())
+    if (status === 'unavailable') refuse(errors.unavailable('Token revocation status unavailable'))
     if (access === 'owner') {
       const pathUser = (request.params as { user_id?: string }).user_id
-      if (pathUser !== result.sub) throw errors.forbidden()
+      if (pathUser !== verified.sub) refuse(errors.forbidden())
     }
-    request.auth = result
+    request.auth = verified
   }
 }

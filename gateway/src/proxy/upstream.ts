@@ -53,9 +53,19 @@ export function classifyUpstreamError(error: unknown): Failure & { cause: string
 }
 
 /** reply-from's onError: answer in the envelope, log the cause (never to the client). */
-export function onUpstreamError(reply: FastifyReply, { error }: { error: unknown }): void {
+export function upstreamErrorHandler(upstream: string, count: (labels: { upstream: string; status: string; cause: string }) => void) {
+  return (reply: FastifyReply, { error }: { error: unknown }) => onUpstreamError(reply, error, upstream, count)
+}
+
+function onUpstreamError(
+  reply: FastifyReply,
+  error: unknown,
+  upstream: string,
+  count: (labels: { upstream: string; status: string; cause: string }) => void,
+): void {
   const failure = classifyUpstreamError(error)
-  reply.request.log.warn({ upstreamError: failure.cause, status: failure.status }, 'upstream request failed')
+  count({ upstream, status: String(failure.status), cause: failure.cause })
+  reply.request.log.warn({ upstream, upstreamError: failure.cause, status: failure.status }, 'upstream request failed')
   if (failure.status === 503) reply.header('retry-after', '2')
   reply
     .code(failure.status)
