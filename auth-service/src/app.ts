@@ -1,5 +1,6 @@
 /**
- * The auth-service app: common's service base plus the /api/auth routes.
+ * The auth-service app: common's service base, the /api/auth routes, the
+ * internal routes (revocation feed, service tokens) and the outbox delivery.
  * Config in, app out; server.ts is the only caller that listens.
  */
 import { createPool, createService, installPoolMetrics, proofKey, type App } from '@tollgate/common'
@@ -9,7 +10,10 @@ import { createRevocationsRepository } from './plugins/revocations-repository.js
 import { createTokenIssuer } from './plugins/token-issuer.js'
 import { createUsersRepository } from './plugins/users-repository.js'
 import { authRoutes } from './routes/auth.js'
-import { internalRoutes } from './routes/internal.js'
+import { revocationFeedRoutes, serviceTokenRoutes } from './routes/internal.js'
+import { createServiceTokenIssuer, parseServiceCredentials } from './plugins/service-tokens.js'
+import { createOutboxRepository } from './outbox/outbox-repository.js'
+import { createPurgeDelivery } from './outbox/purge-delivery.js'
 
 export async function buildApp(config: Config, opts: { logStream?: NodeJS.WritableStream } = {}): Promise<App> {
   // Before anything that must be closed: the dummy hash takes one bcrypt run.
@@ -41,6 +45,24 @@ export async function buildApp(config: Config, opts: { logStream?: NodeJS.Writab
   })
 
   const revocations = createRevocationsRepository(pool)
+  const serviceTokens = createServiceTokenIssuer({
+    betterAuthSecret: config.BETTER_AUTH_SECRET,
+    serviceTokenSecret: config.SERVICE_TOKEN_SECRET,
+    issuer: config.JWT_ISSUER,
+    ttlSeconds: config.SERVICE_TOKEN_TTL_S,
+    credentials: parseServiceCredentials(config.SERVICE_CREDENTIALS),
+  })
+  // Account deletions leave work for the task-service in the outbox; this delivers it, with retries.
+  const delivery = createPurgeDelivery({
+    outbox: createOutboxRepository(pool),
+    gatewayInternalUrl: config.GATEWAY_INTERNAL_URL.replace(/\/$/, ''),
+    serviceToken: () => serviceTokens.own(),
+    pollMs: config.OUTBOX_POLL_MS,
+    log: app.log,
+  })
+  app.addHook('onReady', async () => delivery.start())
+  app.addHook('preClose', async () => delivery.stop())
+
   const key = proofKey(config.BETTER_AUTH_SECRET, config.INTERNAL_PROOF_SECRET)
   const proofWindowMs = config.INTERNAL_PROOF_WINDOW_S * 1000
   await app.register(authRoutes, {
@@ -56,8 +78,11 @@ export async function buildApp(config: Config, opts: { logStream?: NodeJS.Writab
     }),
     proofKey: key,
     proofWindowMs,
+    tokenTtlSeconds: config.TOKEN_TTL_S,
+    onAccountDeleted: () => void delivery.kick(),
   })
-  await app.register(internalRoutes, { prefix: '/internal', revocations, proofKey: key, proofWindowMs })
+  await app.register(revocationFeedRoutes, { prefix: '/internal', revocations, proofKey: key, proofWindowMs })
+  await app.register(serviceTokenRoutes, { prefix: '/internal', serviceTokens, proofKey: key, proofWindowMs })
 
   // Entries die with their tokens: purge now and then so the feed stays bounded.
   const purge = setInterval(() => {

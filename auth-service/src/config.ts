@@ -11,11 +11,32 @@ export const configSchema = Type.Object({
   PORT: Type.Integer({ minimum: 0, maximum: 65535, default: 3001 }),
   /** bcrypt work factor; stored hashes below it are upgraded at the next sign-in. */
   BCRYPT_COST: Type.Integer({ minimum: 10, maximum: 15, default: 12 }),
+  /**
+   * bcrypt hashes and comparisons running at once. They run on libuv's thread
+   * pool (UV_THREADPOOL_SIZE, 4 by default), so more than its size only queues
+   * there; keep it at or below the pool size.
+   */
+  BCRYPT_MAX_CONCURRENCY: Type.Integer({ minimum: 1, maximum: 64, default: 4 }),
+  /**
+   * bcrypt operations that may wait for a slot. Beyond it sign-in and sign-up
+   * answer 503 SERVICE_UNAVAILABLE with Retry-After at once, so a flood costs
+   * bounded memory and bounded waiting (about queue / concurrency x one hash).
+   */
+  BCRYPT_MAX_QUEUE: Type.Integer({ minimum: 0, maximum: 1000, default: 16 }),
   /** Token lifetime in seconds (API.md: 7 days by default); signout revokes earlier. */
   TOKEN_TTL_S: Type.Integer({ minimum: 60, maximum: 2_592_000, default: 604_800 }),
   JWT_ISSUER: Type.String({ minLength: 1, default: 'tollgate' }),
   JWT_AUDIENCE: Type.String({ minLength: 1, default: 'tollgate-api' }),
   MIGRATE_ON_START: Type.Boolean({ default: true }),
+  /** The gateway's internal listener: how this service reaches others (the account purge). */
+  GATEWAY_INTERNAL_URL: Type.String({ format: 'uri', default: 'http://127.0.0.1:8001' }),
+  /** How often undelivered outbox messages are retried (each with its own backoff). */
+  OUTBOX_POLL_MS: Type.Integer({ minimum: 100, maximum: 600_000, default: 1000 }),
+  /** Key of service tokens; derived from BETTER_AUTH_SECRET when unset (the gateway must agree). */
+  SERVICE_TOKEN_SECRET: Type.Optional(Type.String({ minLength: 32 })),
+  SERVICE_TOKEN_TTL_S: Type.Integer({ minimum: 30, maximum: 3600, default: 300 }),
+  /** Credentials of services that may ask for a service token: {"name": {"secret": "...", "scope": [...]}}. */
+  SERVICE_CREDENTIALS: Type.String({ default: '{}' }),
 })
 
 export type Config = Static<typeof configSchema>

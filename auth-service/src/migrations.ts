@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url'
 import { migrate } from '@tollgate/common'
 
 // Resolves to auth-service/migrations from both src/ (tests) and dist/ (built).
-const MIGRATIONS_DIR = fileURLToPath(new URL('../migrations', import.meta.url))
+export const MIGRATIONS_DIR = fileURLToPath(new URL('../migrations', import.meta.url))
 
 export async function runMigrations(databaseUrl: string, log?: (msg: string) => void): Promise<string[]> {
   return migrate({

@@ -2,7 +2,7 @@
  * The auth-service process: validate config, migrate if asked, listen.
  * Every failure before listening is one line on stderr and exit code 1.
  */
-import { configOrExit, listen } from '@tollgate/common'
+import { ConfigError, configOrExit, listen } from '@tollgate/common'
 import { buildApp } from './app.js'
 import { configSchema } from './config.js'
 import { describeMigrationError, runMigrations } from './migrations.js'
@@ -18,5 +18,10 @@ if (config.MIGRATE_ON_START) {
   }
 }
 
-const app = await buildApp(config)
+const app = await buildApp(config).catch((err) => {
+  // Settings checked while building (SERVICE_CREDENTIALS) fail the same way as the schema's.
+  if (!(err instanceof ConfigError)) throw err
+  process.stderr.write(`auth-service: invalid configuration: ${err.message}\n`)
+  process.exit(1)
+})
 await listen(app, { host: config.HOST, port: config.PORT, graceMs: config.SHUTDOWN_GRACE_MS })

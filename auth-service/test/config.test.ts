@@ -12,6 +12,8 @@ t.test('defaults', async (t) => {
   t.equal(c.JWT_ISSUER, 'tollgate')
   t.equal(c.JWT_AUDIENCE, 'tollgate-api')
   t.equal(c.MIGRATE_ON_START, true)
+  t.equal(c.BCRYPT_MAX_CONCURRENCY, 4)
+  t.equal(c.BCRYPT_MAX_QUEUE, 16)
 })
 
 t.test('values come in as strings and are typed', async (t) => {
@@ -35,4 +37,14 @@ t.test('bcrypt cost outside 10..15 is refused', async (t) => {
   t.throws(() => loadConfig(configSchema, { ...base, BCRYPT_COST: '9' }), /BCRYPT_COST/)
   t.throws(() => loadConfig(configSchema, { ...base, BCRYPT_COST: '16' }), /BCRYPT_COST/)
   t.throws(() => loadConfig(configSchema, { ...base, BCRYPT_COST: 'twelve' }), /BCRYPT_COST/)
+})
+
+t.test('bcrypt limits: typed, bounded, named when wrong', async (t) => {
+  const c = loadConfig(configSchema, { ...base, BCRYPT_MAX_CONCURRENCY: '2', BCRYPT_MAX_QUEUE: '0' })
+  t.equal(c.BCRYPT_MAX_CONCURRENCY, 2)
+  t.equal(c.BCRYPT_MAX_QUEUE, 0, 'no queue at all is allowed')
+  t.throws(() => loadConfig(configSchema, { ...base, BCRYPT_MAX_CONCURRENCY: '0' }), /BCRYPT_MAX_CONCURRENCY/)
+  t.throws(() => loadConfig(configSchema, { ...base, BCRYPT_MAX_CONCURRENCY: '65' }), /BCRYPT_MAX_CONCURRENCY/)
+  t.throws(() => loadConfig(configSchema, { ...base, BCRYPT_MAX_QUEUE: '-1' }), /BCRYPT_MAX_QUEUE/)
+  t.throws(() => loadConfig(configSchema, { ...base, BCRYPT_MAX_QUEUE: 'lots' }), /BCRYPT_MAX_QUEUE/)
 })

@@ -8,6 +8,7 @@ import helmet from '@fastify/helmet'
 import swagger from '@fastify/swagger'
 import swaggerUi from '@fastify/swagger-ui'
 import { openApiDocument } from './docs/openapi.js'
+import { buildInternalApp } from './internal/internal-app.js'
 import proxy from '@fastify/http-proxy'
 import type { FastifyRequest } from 'fastify'
 import type { Pool } from 'undici'
@@ -21,7 +22,7 @@ import { createTokenVerifier, importHmacKey, type KeySource } from './auth/token
 import { createJwksKeySource, type JwksKeySource } from './auth/jwks-key-source.js'
 import { RevocationList } from './auth/revocation-list.js'
 import { revocationFeed } from './auth/revocation-feed.js'
-import { forwardedHeaders } from './proxy/forwarded-headers.js'
+import { forwardedHeaders, publicIdentity } from './proxy/forwarded-headers.js'
 import { createUpstreamPool, retryDelay, upstreamErrorHandler } from './proxy/upstream.js'
 import { publicRoutes, type UpstreamName } from './routes/public-api.js'
 
@@ -215,7 +216,7 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
         disableRequestLogging: true,
         replyOptions: {
           rewriteRequestHeaders: (request, headers) =>
-            forwardedHeaders(request as FastifyRequest, headers, key, group.forwardAuthorization ?? false),
+            forwardedHeaders(request as FastifyRequest, headers, key, group.forwardAuthorization ?? false, publicIdentity(request as FastifyRequest)),
           rewriteHeaders: (headers) => ({ ...headers, 'cache-control': 'no-store' }),
           onError: upstreamErrorHandler(group.upstream, (labels) => upstreamErrors.inc(labels)) as never,
           retryDelay: retryDelay as never,
@@ -224,5 +225,18 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
     })
   }
 
+  // The internal listener shares the upstream connections and the counters' store.
+  const internal = await buildInternalApp(config, { upstreams, proofKey: key, Store: counters.Store, logStream: opts.logStream })
+  app.decorate('internal', internal)
+  app.addHook('onClose', async () => {
+    await internal.close()
+  })
   return app
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** The internal listener's app (service-to-service), listened on by server.ts. */
+    internal: App
+  }
 }

@@ -1,6 +1,7 @@
 /** The gateway's configuration, validated once at start (see README for each variable). */
 import { Type, type Static } from 'typebox'
 import { commonConfig, ConfigError } from '@tollgate/common'
+import { DEFAULT_ALLOWLIST } from './internal/routes.js'
 
 /** RATE_LIMIT_<NAME>_MAX requests per RATE_LIMIT_<NAME>_WINDOW_S seconds. */
 function limit<N extends string>(name: N, max: number, windowS: number) {
@@ -51,6 +52,14 @@ export const configSchema = Type.Object({
   ...limit('SIGNIN_IP', 100, 60),
   ...limit('SIGNIN_EMAIL_FAILURES', 10, 900),
   ...limit('SIGNUP_IP', 300, 3600),
+  /** The internal listener for service-to-service calls: never publish it. */
+  INTERNAL_HOST: Type.String({ default: '127.0.0.1' }),
+  INTERNAL_PORT: Type.Integer({ minimum: 0, maximum: 65535, default: 8001 }),
+  /** Which service may call which internal route: {"service": ["METHOD /path/:param"]}. Deny by default. */
+  INTERNAL_ALLOWLIST: Type.String({ default: DEFAULT_ALLOWLIST }),
+  /** Key of service tokens; derived from BETTER_AUTH_SECRET (separately from user tokens) when unset. */
+  SERVICE_TOKEN_SECRET: Type.Optional(Type.String({ minLength: 32 })),
+  ...limit('SERVICE', 600, 60),
   /** How often each replica polls the auth-service for signed-out tokens. */
   REVOCATION_POLL_MS: Type.Integer({ minimum: 50, maximum: 60_000, default: 250 }),
   /** Past this without a successful poll, protected routes answer 503 (unless REVOCATION_FAIL_OPEN). */

@@ -10,4 +10,5 @@ const app = await buildApp(config).catch((err) => {
   process.stderr.write(`gateway: invalid configuration: ${err.message}\n`)
   process.exit(1)
 })
+await app.internal.listen({ host: config.INTERNAL_HOST, port: config.INTERNAL_PORT })
 await listen(app, { host: config.HOST, port: config.PORT, graceMs: config.SHUTDOWN_GRACE_MS })

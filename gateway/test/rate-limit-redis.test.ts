@@ -14,7 +14,7 @@ const gatewayEntry = fileURLToPath(new URL('../dist/server.js', import.meta.url)
 async function startGatewayProcess(t: { teardown(fn: () => unknown): void }, env: Record<string, string>): Promise<string> {
   const port = await freePort()
   const proc = spawn(process.execPath, [gatewayEntry], {
-    env: { PATH: process.env.PATH ?? '', BETTER_AUTH_SECRET: SECRET, LOG_LEVEL: 'warn', HOST: '127.0.0.1', PORT: String(port), ...env },
+    env: { PATH: process.env.PATH ?? '', BETTER_AUTH_SECRET: SECRET, LOG_LEVEL: 'warn', HOST: '127.0.0.1', PORT: String(port), INTERNAL_PORT: '0', ...env },
     stdio: ['ignore', 'ignore', 'inherit'],
   })
   t.teardown(() => {

@@ -63,10 +63,11 @@ t.test('a stale revocation list fails closed with 503; REVOCATION_FAIL_OPEN keep
 
 t.test('the list is bounded: entries leave with their tokens, and a reset starts over', async (t) => {
   const nowS = Math.floor(Date.now() / 1000)
+  const tok = (jti: string | undefined, sub = 'someone', iat = nowS) => ({ jti, sub, iat })
   const pages: RevocationPage[] = [
     { cursor: 3, reset: false, more: true, revoked: [{ jti: 'expired', exp: nowS - 10 }, { jti: 'a', exp: nowS + 60 }] },
     { cursor: 4, reset: false, more: false, revoked: [{ jti: 'b', exp: nowS + 1 }] },
-    { cursor: 1, reset: true, more: false, revoked: [{ jti: 'c', exp: nowS + 60 }] },
+    { cursor: 1, reset: true, more: false, revoked: [{ jti: 'c', exp: nowS + 60 }, { jti: 'user:deleted-user', exp: nowS + 60, user_id: 'deleted-user', not_before: nowS - 5 }] },
   ]
   const asked: number[] = []
   const list = new RevocationList({
@@ -79,16 +80,19 @@ t.test('the list is bounded: entries leave with their tokens, and a reset starts
     failOpen: false,
     log: { info() {}, warn() {} } as never,
   })
-  t.equal(list.check('a'), 'unavailable', 'never loaded: fail closed')
+  t.equal(list.check(tok('a')), 'unavailable', 'never loaded: fail closed')
   await list.sync()
   t.same(asked, [0, 3], 'follows the cursor across pages')
   t.equal(list.size, 2, 'the expired entry was never kept')
-  t.equal(list.check('a'), 'revoked')
-  t.equal(list.check('x'), 'ok')
-  t.equal(list.check(undefined), 'ok', 'a token without jti cannot be revoked individually')
+  t.equal(list.check(tok('a')), 'revoked')
+  t.equal(list.check(tok('x')), 'ok')
+  t.equal(list.check(tok(undefined)), 'ok', 'a token without jti cannot be revoked individually')
   await new Promise((r) => setTimeout(r, 1100))
   await list.sync()
   t.same(asked, [0, 3, 4])
-  t.equal(list.size, 1, 'reset dropped the old entries, b expired')
-  t.equal(list.check('c'), 'revoked')
+  t.equal(list.size, 2, 'reset dropped the old entries, b expired; c and the user cutoff remain')
+  t.equal(list.check(tok('c')), 'revoked')
+  t.equal(list.check(tok('d', 'deleted-user', nowS - 100)), 'revoked', 'every token of a deleted user issued before the cutoff')
+  t.equal(list.check(tok(undefined, 'deleted-user', nowS - 100)), 'revoked', 'with or without a jti')
+  t.equal(list.check(tok('e', 'someone-else', nowS - 100)), 'ok', 'other users are untouched')
 })

@@ -77,6 +77,9 @@ try {
     { name: 'task-service', port: Number(env.TASK_SERVICE_PORT ?? 0) },
   ]
   const urls: Record<string, string> = {}
+  // The gateway's internal listener (service-to-service), on loopback; chosen now so services know it.
+  const internalPort = Number(env.GATEWAY_INTERNAL_PORT ?? 0) || (await freePort())
+  const internalUrl = `http://127.0.0.1:${internalPort}`
   await Promise.all(
     services.map(async ({ name, port }) => {
       const p = port || (await freePort())
@@ -85,6 +88,7 @@ try {
         HOST: '127.0.0.1',
         PORT: String(p),
         DATABASE_URL: databaseUrl,
+        GATEWAY_INTERNAL_URL: internalUrl,
       }, onExit(name))
       children.push(child)
       urls[name] = `http://127.0.0.1:${p}`
@@ -101,6 +105,8 @@ try {
     HOST: gatewayHost,
     AUTH_SERVICE_URL: urls['auth-service'],
     TASK_SERVICE_URL: urls['task-service'],
+    INTERNAL_HOST: '127.0.0.1',
+    INTERNAL_PORT: String(internalPort),
   }, onExit('gateway'))
   children.push(gateway)
   const probeHost = gatewayHost === 'localhost' || gatewayHost === '0.0.0.0' || gatewayHost === '::' ? '127.0.0.1' : gatewayHost

@@ -7,6 +7,7 @@ import { createPool, createService, installPoolMetrics, proofKey, type App } fro
 import type { Config } from './config.js'
 import { createTasksRepository } from './plugins/tasks-repository.js'
 import { tasksRoutes } from './routes/tasks.js'
+import { internalRoutes } from './routes/internal.js'
 
 export interface BuildOptions {
   /** Capture logs (tests); default stdout. */
@@ -48,11 +49,11 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
   // Declared up front so every request object has the same shape; set by the identity hook.
   if (!app.hasRequestDecorator('identity')) app.decorateRequest('identity', null)
 
-  await app.register(tasksRoutes, {
-    repo: createTasksRepository(pool),
-    proofKey: proofKey(config.BETTER_AUTH_SECRET, config.INTERNAL_PROOF_SECRET),
-    proofWindowMs: config.INTERNAL_PROOF_WINDOW_S * 1000,
-  })
+  const repo = createTasksRepository(pool)
+  const key = proofKey(config.BETTER_AUTH_SECRET, config.INTERNAL_PROOF_SECRET)
+  const proofWindowMs = config.INTERNAL_PROOF_WINDOW_S * 1000
+  await app.register(tasksRoutes, { repo, proofKey: key, proofWindowMs })
+  await app.register(internalRoutes, { prefix: '/internal', repo, proofKey: key, proofWindowMs })
 
   return app
 }

@@ -4,7 +4,7 @@
  */
 import { configOrExit } from '@tollgate/common'
 import { migrateConfigSchema } from './config.js'
-import { runMigrations } from './migrations.js'
+import { describeError, runMigrations } from './migrations.js'
 
 const SERVICE = 'task-service'
 const config = configOrExit(migrateConfigSchema, SERVICE)
@@ -15,7 +15,6 @@ try {
     applied.length > 0 ? `${SERVICE}: applied ${applied.join(', ')}\n` : `${SERVICE}: no pending migrations\n`,
   )
 } catch (err) {
-  const message = err instanceof Error ? err.message : String(err)
-  process.stderr.write(`${SERVICE}: migration failed: ${message.replace(/\s+/g, ' ').trim()}\n`)
+  process.stderr.write(`${SERVICE}: migration failed: ${describeError(err)}\n`)
   process.exitCode = 1
 }

@@ -6,13 +6,12 @@
 import { configOrExit, listen } from '@tollgate/common'
 import { buildApp } from './app.js'
 import { configSchema } from './config.js'
-import { runMigrations } from './migrations.js'
+import { describeError, runMigrations } from './migrations.js'
 
 const SERVICE = 'task-service'
 
 function fail(what: string, err: unknown): never {
-  const message = err instanceof Error ? err.message : String(err)
-  process.stderr.write(`${SERVICE}: ${what}: ${message.replace(/\s+/g, ' ').trim()}\n`)
+  process.stderr.write(`${SERVICE}: ${what}: ${describeError(err)}\n`)
   process.exit(1)
 }
 

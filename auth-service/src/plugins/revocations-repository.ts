@@ -9,6 +9,9 @@ export interface RevocationEntry {
   jti: string
   /** Token expiry, epoch seconds: the entry is useless after it. */
   exp: number
+  /** For an account cutoff: every token of user_id issued up to not_before (epoch seconds) is revoked. */
+  user_id?: string
+  not_before?: number
 }
 
 export interface RevocationPage {
@@ -53,8 +56,9 @@ export function createRevocationsRepository(pool: pg.Pool): RevocationsRepositor
         // seq is taken at insert but rows become visible at commit, so a lower
         // seq can appear after a higher one: every page also repeats the last
         // few seconds of revocations (a statement cannot take longer than that).
-        const { rows } = await pool.query<{ seq: string; jti: string; exp: string }>(
-          `SELECT seq::text, jti, floor(extract(epoch FROM expires_at))::text AS exp
+        const { rows } = await pool.query<{ seq: string; jti: string; exp: string; user_id: string; not_before: string | null }>(
+          `SELECT seq::text, jti, floor(extract(epoch FROM expires_at))::text AS exp, user_id,
+                  floor(extract(epoch FROM not_before))::text AS not_before
              FROM revoked_tokens
             WHERE (seq > $1 OR revoked_at > now() - interval '${REPEAT_WINDOW_S} seconds') AND expires_at > now()
             ORDER BY seq
@@ -65,7 +69,12 @@ export function createRevocationsRepository(pool: pg.Pool): RevocationsRepositor
         const page = more ? rows.slice(0, limit) : rows
         const last = page.length ? Number(page[page.length - 1]!.seq) : 0
         const cursor = Math.max(last, reset ? max : from)
-        return { cursor, reset, more, revoked: page.map((r) => ({ jti: r.jti, exp: Number(r.exp) })) }
+        const revoked = page.map((r) =>
+          r.not_before === null
+            ? { jti: r.jti, exp: Number(r.exp) }
+            : { jti: r.jti, exp: Number(r.exp), user_id: r.user_id, not_before: Number(r.not_before) },
+        )
+        return { cursor, reset, more, revoked }
       })
     },
 

@@ -47,6 +47,12 @@ export interface UsersRepository {
   findById(id: string): Promise<User | null>
   /** An internal upgrade, not a profile change: updated_at stays. */
   updatePasswordHash(id: string, passwordHash: string): Promise<void>
+  /**
+   * Delete the account, and in the same transaction revoke every token of it
+   * (a per-user cutoff, live as long as a token can be) and record the task
+   * purge in the outbox. False when there was no such account.
+   */
+  deleteAccount(id: string, tokenTtlSeconds: number, requestId: string): Promise<boolean>
 }
 
 export function createUsersRepository(pool: pg.Pool): UsersRepository {
@@ -78,6 +84,38 @@ export function createUsersRepository(pool: pg.Pool): UsersRepository {
       if (!UUID.test(id)) return null
       const { rows } = await runQuery(() => pool.query<UserRow>(`SELECT ${COLUMNS} FROM users WHERE id = $1`, [id]))
       return rows[0] ? toUser(rows[0]) : null
+    },
+
+    async deleteAccount(id, tokenTtlSeconds, requestId) {
+      if (!UUID.test(id)) return false
+      return runQuery(async () => {
+        const client = await pool.connect()
+        try {
+          await client.query('BEGIN')
+          const { rowCount } = await client.query('DELETE FROM users WHERE id = $1', [id])
+          if (!rowCount) {
+            await client.query('ROLLBACK')
+            return false
+          }
+          await client.query(
+            `INSERT INTO revoked_tokens (jti, user_id, expires_at, not_before)
+             VALUES ('user:' || $1, $1, now() + make_interval(secs => $2), now())
+             ON CONFLICT (jti) DO UPDATE SET expires_at = excluded.expires_at, not_before = excluded.not_before,
+               revoked_at = now(), seq = nextval(pg_get_serial_sequence('revoked_tokens', 'seq'))`,
+            [id, tokenTtlSeconds],
+          )
+          await client.query(`INSERT INTO outbox (kind, payload) VALUES ('purge-tasks', $1)`, [
+            JSON.stringify({ user_id: id, request_id: requestId }),
+          ])
+          await client.query('COMMIT')
+          return true
+        } catch (err) {
+          await client.query('ROLLBACK').catch(() => {})
+          throw err
+        } finally {
+          client.release()
+        }
+      })
     },
 
     async updatePasswordHash(id, passwordHash) {

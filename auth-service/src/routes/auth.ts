@@ -13,6 +13,10 @@ import type { TokenIssuer } from '../plugins/token-issuer.js'
 import { CreatedUser, ErrorBody, Me, SigninBody, SigninResult, SignupBody } from '../schemas.js'
 
 export interface AuthRoutesOptions {
+  /** Token lifetime: an account cutoff must outlive every token of the account. */
+  tokenTtlSeconds: number
+  /** Called after an account deletion commits (delivers its outbox message now). */
+  onAccountDeleted: () => void
   users: UsersRepository
   revocations: RevocationsRepository
   passwords: PasswordManager
@@ -80,10 +84,10 @@ export const authRoutes: FastifyPluginAsyncTypebox<AuthRoutesOptions> = async (a
     },
     async (request) => {
       const { email, password } = request.body
-      const user = await users.findByEmail(email)
-      // Unknown email and wrong password: same bcrypt work, same answer.
-      const ok = await passwords.verify(password, user?.password_hash ?? null)
-      if (!user || !ok) {
+      // Unknown email and wrong password: same bcrypt work, same answer. A
+      // flood beyond the bcrypt limit is refused (503) before the lookup.
+      const user = await passwords.authenticate(password, () => users.findByEmail(email))
+      if (!user) {
         request.log.info({ event: 'signin', outcome: 'failure' }, 'sign-in failed')
         throw errors.invalidCredentials()
       }
@@ -132,6 +136,20 @@ export const authRoutes: FastifyPluginAsyncTypebox<AuthRoutesOptions> = async (a
       if (claims.sub !== request.identity!.userId) throw errors.invalidToken()
       await revocations.revoke({ jti: claims.jti, userId: claims.sub, exp: claims.exp })
       request.log.info({ event: 'signout', userId: claims.sub, jti: claims.jti }, 'token revoked')
+      return reply.code(204).send(null)
+    },
+  )
+
+  app.delete(
+    '/me',
+    { onRequest: userCaller, schema: { response: { 204: Type.Null(), ...errorResponses } } },
+    async (request, reply) => {
+      const userId = request.identity!.userId
+      // One transaction: the account, a cutoff revoking all its tokens, and the task purge to deliver.
+      const deleted = await users.deleteAccount(userId, opts.tokenTtlSeconds, request.id)
+      if (!deleted) throw errors.invalidToken()
+      request.log.info({ event: 'account-deleted', userId }, 'account deleted; task purge queued')
+      opts.onAccountDeleted()
       return reply.code(204).send(null)
     },
   )

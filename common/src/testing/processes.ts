@@ -107,7 +107,9 @@ export function loggedStatuses(stdout: string): number[] {
   for (const line of stdout.split('\n')) {
     if (!line.includes('"request completed"')) continue
     try {
-      const status = (JSON.parse(line) as { res?: { statusCode?: number } }).res?.statusCode
+      // The service's access line carries `status`; Fastify's own carries `res.statusCode`.
+      const entry = JSON.parse(line) as { status?: number; res?: { statusCode?: number } }
+      const status = entry.status ?? entry.res?.statusCode
       if (typeof status === 'number') statuses.push(status)
     } catch {
       // not a JSON line

@@ -158,8 +158,9 @@ export async function startThrowawayPostgres(opts: ThrowawayOptions = {}): Promi
   let destroyed = false
 
   const removeNow = () => {
-    // Synchronous: also used from the 'exit' handler.
-    if (running) spawnSync(...as.wrap(join(bin, 'pg_ctl'), ['-D', dataDir, '-m', 'immediate', '-w', 'stop']), { cwd: dir, stdio: 'ignore' })
+    // Synchronous: also used from the 'exit' handler. The pid file, not our
+    // flag, says whether a server may be up (a start that timed out may have).
+    if (existsSync(join(dataDir, 'postmaster.pid'))) spawnSync(...as.wrap(join(bin, 'pg_ctl'), ['-D', dataDir, '-m', 'immediate', '-w', 'stop']), { cwd: dir, stdio: 'ignore' })
     running = false
     rmSync(dir, { recursive: true, force: true })
   }

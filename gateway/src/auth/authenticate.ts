@@ -45,7 +45,7 @@ export function authenticate(
     const result = await verifier.verify(token as string)
     if (result instanceof HttpError) refuse(result)
     const verified = result as VerifiedToken
-    const status = revocations.check(verified.jti)
+    const status = revocations.check(verified)
     if (status === 'revoked') refuse(errors.tokenRevoked())
     if (status === 'unavailable') refuse(errors.unavailable('Token revocation status unavailable'))
     if (access === 'owner') {

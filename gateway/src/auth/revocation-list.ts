@@ -13,7 +13,12 @@ export interface RevocationPage {
   cursor: number
   reset: boolean
   more: boolean
-  revoked: Array<{ jti: string; exp: number }>
+  /**
+   * A signed-out token (jti), or with user_id and not_before, every token of
+   * that user issued before not_before (account deleted). exp: when the entry
+   * stops mattering (epoch seconds).
+   */
+  revoked: Array<{ jti: string; exp: number; user_id?: string; not_before?: number }>
 }
 
 export interface RevocationListOptions {
@@ -28,6 +33,8 @@ export type RevocationStatus = 'ok' | 'revoked' | 'unavailable'
 
 export class RevocationList {
   private readonly revoked = new Map<string, number>()
+  /** user id -> [not_before, exp], epoch seconds */
+  private readonly userCutoffs = new Map<string, [number, number]>()
   private cursor = 0
   private lastSyncAt = 0
   private timer: NodeJS.Timeout | undefined
@@ -37,17 +44,22 @@ export class RevocationList {
   constructor(private readonly opts: RevocationListOptions) {}
 
   get size(): number {
-    return this.revoked.size
+    return this.revoked.size + this.userCutoffs.size
   }
 
   get fresh(): boolean {
     return Date.now() - this.lastSyncAt <= this.opts.maxStalenessMs
   }
 
-  /** The per-request check: jti revoked, or the list too stale to trust. */
-  check(jti: string | undefined): RevocationStatus {
+  /** The per-request check: token revoked (by jti, or by its user's cutoff), or the list too stale to trust. */
+  check(token: { jti: string | undefined; sub: string; iat: number }): RevocationStatus {
     if (!this.fresh && !this.opts.failOpen) return 'unavailable'
-    return jti !== undefined && this.revoked.has(jti) ? 'revoked' : 'ok'
+    if (token.jti !== undefined && this.revoked.has(token.jti)) return 'revoked'
+    if (this.userCutoffs.size > 0) {
+      const cutoff = this.userCutoffs.get(token.sub)
+      if (cutoff && token.iat <= cutoff[0]) return 'revoked'
+    }
+    return 'ok'
   }
 
   /** One round of the feed, all pages. */
@@ -55,9 +67,16 @@ export class RevocationList {
     let page: RevocationPage
     do {
       page = await this.opts.fetchPage(this.cursor)
-      if (page.reset) this.revoked.clear()
+      if (page.reset) {
+        this.revoked.clear()
+        this.userCutoffs.clear()
+      }
       const nowS = Date.now() / 1000
-      for (const { jti, exp } of page.revoked) if (exp > nowS) this.revoked.set(jti, exp)
+      for (const entry of page.revoked) {
+        if (entry.exp <= nowS) continue
+        if (entry.user_id && typeof entry.not_before === 'number') this.userCutoffs.set(entry.user_id, [entry.not_before, entry.exp])
+        else this.revoked.set(entry.jti, entry.exp)
+      }
       this.cursor = page.cursor
     } while (page.more && !this.stopped)
     this.lastSyncAt = Date.now()
@@ -92,5 +111,6 @@ export class RevocationList {
   private prune(): void {
     const nowS = Date.now() / 1000
     for (const [jti, exp] of this.revoked) if (exp <= nowS) this.revoked.delete(jti)
+    for (const [user, [, exp]] of this.userCutoffs) if (exp <= nowS) this.userCutoffs.delete(user)
   }
 }

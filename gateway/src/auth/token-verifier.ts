@@ -19,6 +19,8 @@ type CryptoKey = import('node:crypto').webcrypto.CryptoKey
 export interface VerifiedToken {
   sub: string
   jti: string | undefined
+  /** Issued at, epoch seconds (0 when absent): per-user revocations cut by it. */
+  iat: number
   /** Expiry, epoch milliseconds, tolerance included. */
   expiresAt: number
 }
@@ -108,6 +110,7 @@ export function createTokenVerifier(opts: VerifierOptions): TokenVerifier {
       const v: VerifiedToken = {
         sub,
         jti: typeof payload.jti === 'string' ? payload.jti : undefined,
+        iat: typeof payload.iat === 'number' ? payload.iat : 0,
         expiresAt: payload.exp! * 1000 + toleranceMs,
       }
       remember(token, v)

@@ -69,53 +69,68 @@ function emailOf(req: FastifyRequest): string | undefined {
   return normalised.length > 0 && normalised.length <= 320 ? normalised : undefined
 }
 
+/** @fastify/rate-limit on `app`, counting in `Store`; limiters are then made with `makeLimiter`. */
+export async function registerRateLimitPlugin(app: FastifyInstance, Store: new (params: Record<string, unknown>) => unknown): Promise<void> {
+  await app.register(rateLimit, { global: false, store: Store as never })
+  app.decorateRequest('rateLimitFields', null)
+}
+
+export type Limiter = (req: FastifyRequest, reply: FastifyReply, mode?: 'enforce' | 'guard' | 'count') => Promise<void>
+
+/**
+ * One policy as a hook-ready function. Requests whose key is undefined are
+ * not counted. Modes:
+ *   enforce: count this request and refuse it past the limit;
+ *   guard:   refuse if the limit is already reached, without counting;
+ *   count:   count only (the answer is already on its way).
+ */
+export function makeLimiter(
+  app: FastifyInstance,
+  policy: Policy,
+  key: (req: FastifyRequest) => string | undefined,
+  onRejected: (policy: string) => void,
+): Limiter {
+  const check = app.createRateLimit({
+    max: policy.max,
+    timeWindow: policy.windowMs,
+    keyGenerator: (req: FastifyRequest) => `${policy.name}:${key(req) ?? ''}`,
+  }) as unknown as Check
+  const windowS = Math.ceil(policy.windowMs / 1000)
+  const policyField = `"${policy.name}";q=${policy.max};w=${windowS}`
+
+  return async function apply(req, reply, mode = 'enforce') {
+    if (key(req) === undefined) return
+    const result = await check(req, mode === 'guard' ? { increment: false } : undefined)
+    if (result.isAllowed || mode === 'count') return
+    const remaining = result.isExceeded ? 0 : result.remaining
+    const exceeded = mode === 'guard' ? result.remaining <= 0 && result.ttlInSeconds > 0 : result.isExceeded
+    if (mode === 'enforce' || exceeded) {
+      const fields = (req.rateLimitFields ??= { policy: [], state: [] })
+      fields.policy.push(policyField)
+      fields.state.push(`"${policy.name}";r=${exceeded ? 0 : remaining};t=${result.ttlInSeconds}`)
+      reply.header('ratelimit-policy', fields.policy.join(', '))
+      reply.header('ratelimit', fields.state.join(', '))
+    }
+    if (exceeded) {
+      onRejected(policy.name)
+      // A little jitter so refused clients do not all come back in the same second.
+      const retryAfter = Math.max(1, result.ttlInSeconds) + Math.floor(Math.random() * 2)
+      throw new HttpError(429, ErrorCode.RATE_LIMITED, 'Rate limit exceeded, retry later', {
+        'retry-after': String(retryAfter),
+        'cache-control': 'no-store',
+      })
+    }
+  }
+}
+
 export async function registerRateLimits(
   app: FastifyInstance,
   config: LimitsConfig,
   Store: new (params: Record<string, unknown>) => unknown,
   onRejected: (policy: string) => void,
 ): Promise<Limits> {
-  await app.register(rateLimit, { global: false, store: Store as never })
-  app.decorateRequest('rateLimitFields', null)
-
-  function limiter(policy: Policy, key: (req: FastifyRequest) => string | undefined) {
-    const check = app.createRateLimit({
-      max: policy.max,
-      timeWindow: policy.windowMs,
-      keyGenerator: (req: FastifyRequest) => `${policy.name}:${key(req) ?? ''}`,
-    }) as unknown as Check
-    const windowS = Math.ceil(policy.windowMs / 1000)
-    const policyField = `"${policy.name}";q=${policy.max};w=${windowS}`
-
-    /**
-     * enforce: count this request and refuse it past the limit;
-     * guard: refuse if the limit is already reached, without counting;
-     * count: count only (the answer is already on its way).
-     */
-    return async function apply(req: FastifyRequest, reply: FastifyReply, mode: 'enforce' | 'guard' | 'count' = 'enforce') {
-      if (key(req) === undefined) return
-      const result = await check(req, mode === 'guard' ? { increment: false } : undefined)
-      if (result.isAllowed || mode === 'count') return
-      const remaining = result.isExceeded ? 0 : result.remaining
-      const exceeded = mode === 'guard' ? result.remaining <= 0 && result.ttlInSeconds > 0 : result.isExceeded
-      if (mode === 'enforce' || exceeded) {
-        const fields = (req.rateLimitFields ??= { policy: [], state: [] })
-        fields.policy.push(policyField)
-        fields.state.push(`"${policy.name}";r=${exceeded ? 0 : remaining};t=${result.ttlInSeconds}`)
-        reply.header('ratelimit-policy', fields.policy.join(', '))
-        reply.header('ratelimit', fields.state.join(', '))
-      }
-      if (exceeded) {
-        onRejected(policy.name)
-        // A little jitter so refused clients do not all come back in the same second.
-        const retryAfter = Math.max(1, result.ttlInSeconds) + Math.floor(Math.random() * 2)
-        throw new HttpError(429, ErrorCode.RATE_LIMITED, 'Rate limit exceeded, retry later', {
-          'retry-after': String(retryAfter),
-          'cache-control': 'no-store',
-        })
-      }
-    }
-  }
+  await registerRateLimitPlugin(app, Store)
+  const limiter = (policy: Policy, key: (req: FastifyRequest) => string | undefined) => makeLimiter(app, policy, key, onRejected)
 
   const ip = limiter(config.ip, clientKey)
   const user = limiter(config.user, (req) => req.auth?.sub)

@@ -7,18 +7,22 @@ import type { IncomingHttpHeaders } from 'node:http'
 import type { FastifyRequest } from 'fastify'
 import { isReservedHeader, signIdentity, REQUEST_ID_HEADER, type Identity } from '@tollgate/common'
 
+/** Who the gateway vouches for on the public listener: the verified user, or nobody. */
+export const publicIdentity = (request: FastifyRequest): Identity =>
+  request.auth ? { caller: 'user', userId: request.auth.sub } : { caller: 'anonymous', userId: '' }
+
 export function forwardedHeaders(
   request: FastifyRequest,
   headers: IncomingHttpHeaders,
   proofKey: Buffer,
   forwardAuthorization: boolean,
+  identity: Identity,
 ): IncomingHttpHeaders {
   for (const name of Object.keys(headers)) {
     if (isReservedHeader(name)) delete headers[name]
   }
   if (!forwardAuthorization) delete headers.authorization
   delete headers.cookie
-  const identity: Identity = request.auth ? { caller: 'user', userId: request.auth.sub } : { caller: 'anonymous', userId: '' }
   Object.assign(headers, signIdentity(proofKey, identity, request.method, upstreamPath(request.url), request.id))
   headers[REQUEST_ID_HEADER] = request.id
   headers['x-forwarded-for'] = request.ip

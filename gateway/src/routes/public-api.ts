@@ -22,7 +22,7 @@ export interface RouteGroup {
 export const publicRoutes: RouteGroup[] = [
   { upstream: 'auth', access: 'anonymous', methods: ['POST'], urls: ['/api/auth/signup'], limits: 'signup' },
   { upstream: 'auth', access: 'anonymous', methods: ['POST'], urls: ['/api/auth/signin'], limits: 'signin' },
-  { upstream: 'auth', access: 'user', methods: ['GET'], urls: ['/api/auth/me'] },
+  { upstream: 'auth', access: 'user', methods: ['GET', 'DELETE'], urls: ['/api/auth/me'] },
   {
     upstream: 'auth',
     access: 'user',

@@ -127,6 +127,12 @@ export function createTasksRepository(pool: pg.Pool) {
       const { rowCount } = await run('DELETE FROM tasks WHERE id = $1 AND user_id = $2', [id, userId])
       return (rowCount ?? 0) > 0
     },
+
+    /** Every task of one user (their account was deleted). Idempotent: a second purge deletes nothing. */
+    async purgeUser(userId: string): Promise<number> {
+      const { rowCount } = await run('DELETE FROM tasks WHERE user_id = $1', [userId])
+      return rowCount ?? 0
+    },
   }
 }
 

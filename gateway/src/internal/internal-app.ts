@@ -1,0 +1,97 @@
+/**
+ * The gateway's internal listener (INTERNAL_PORT, never public): the path for
+ * service-to-service calls, with the same guarantees as public traffic. It
+ * accepts only service tokens (user tokens get 401), enforces a deny-by-default
+ * allowlist of routes per calling service (403), limits each service's rate,
+ * and forwards the caller with the same signed proof users get, so a service
+ * can tell a service call from a user call.
+ */
+import proxy from '@fastify/http-proxy'
+import type { FastifyInstance, FastifyRequest } from 'fastify'
+import type { Pool } from 'undici'
+import { Counter } from 'prom-client'
+import { createService, serviceTokenKey, type App } from '@tollgate/common'
+import type { Config } from '../config.js'
+import { clientKey, makeLimiter, registerRateLimitPlugin } from '../limits/rate-limits.js'
+import { forwardedHeaders } from '../proxy/forwarded-headers.js'
+import { retryDelay, upstreamErrorHandler } from '../proxy/upstream.js'
+import type { UpstreamName } from '../routes/public-api.js'
+import { internalRoutes } from './routes.js'
+import { authenticateService, parseAllowlist } from './service-auth.js'
+
+export interface InternalDeps {
+  upstreams: Record<UpstreamName, { url: string; pool: Pool }>
+  proofKey: Buffer
+  Store: new (params: Record<string, unknown>) => unknown
+  logStream?: NodeJS.WritableStream
+}
+
+export async function buildInternalApp(config: Config, deps: InternalDeps): Promise<App> {
+  const allowlist = parseAllowlist(config.INTERNAL_ALLOWLIST)
+  const app = createService({
+    name: 'gateway-internal',
+    logLevel: config.LOG_LEVEL,
+    logStream: deps.logStream,
+    openapi: false,
+    bodyLimit: config.BODY_LIMIT_BYTES,
+  })
+  app.decorateRequest('auth', null)
+  app.decorateRequest('service', null)
+
+  const metric = (name: string, help: string, labelNames: string[]) => new Counter({ name, help, labelNames, registers: [app.metrics] })
+  const authFailures = metric('gateway_internal_auth_failures_total', 'Internal calls refused, by error code', ['reason'])
+  const rejections = metric('gateway_internal_rate_limit_rejections_total', 'Internal calls refused with 429, by policy', ['policy'])
+  const upstreamErrors = metric('gateway_upstream_errors_total', 'Upstream failures answered 502/503/504', ['upstream', 'status', 'cause'])
+
+  await registerRateLimitPlugin(app as unknown as FastifyInstance, deps.Store)
+  const perService = makeLimiter(
+    app as unknown as FastifyInstance,
+    { name: 'service', max: config.RATE_LIMIT_SERVICE_MAX, windowMs: config.RATE_LIMIT_SERVICE_WINDOW_S * 1000 },
+    (req) => req.service ?? undefined,
+    (policy) => rejections.inc({ policy }),
+  )
+  // Asking for a token proves a credential: limited per address like a sign-in.
+  const credentialAttempts = makeLimiter(
+    app as unknown as FastifyInstance,
+    { name: 'service-credential', max: config.RATE_LIMIT_SIGNIN_IP_MAX, windowMs: config.RATE_LIMIT_SIGNIN_IP_WINDOW_S * 1000 },
+    clientKey,
+    (policy) => rejections.inc({ policy }),
+  )
+  const authenticate = authenticateService(
+    serviceTokenKey(config.BETTER_AUTH_SECRET, config.SERVICE_TOKEN_SECRET),
+    config.JWT_ISSUER,
+    config.JWT_CLOCK_TOLERANCE_S,
+    allowlist,
+    (reason) => authFailures.inc({ reason }),
+  )
+
+  for (const group of internalRoutes) {
+    const upstream = deps.upstreams[group.upstream]
+    await app.register(async (scope) => {
+      if (group.access === 'service') {
+        scope.addHook('onRequest', authenticate)
+        scope.addHook('onRequest', (req, reply) => perService(req, reply))
+      } else {
+        scope.addHook('onRequest', (req, reply) => credentialAttempts(req, reply))
+      }
+      await scope.register(proxy, {
+        upstream: upstream.url,
+        undici: upstream.pool as never,
+        routes: group.urls,
+        httpMethods: group.methods,
+        disableRequestLogging: true,
+        replyOptions: {
+          rewriteRequestHeaders: (request, headers) => {
+            const req = request as FastifyRequest
+            const identity = req.service ? ({ caller: `service:${req.service}`, userId: '' } as const) : ({ caller: 'anonymous', userId: '' } as const)
+            return forwardedHeaders(req, headers, deps.proofKey, false, identity)
+          },
+          rewriteHeaders: (headers) => ({ ...headers, 'cache-control': 'no-store' }),
+          onError: upstreamErrorHandler(group.upstream, (labels) => upstreamErrors.inc(labels)) as never,
+          retryDelay: retryDelay as never,
+        },
+      })
+    })
+  }
+  return app
+}
