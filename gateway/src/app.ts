@@ -14,7 +14,7 @@ import type { FastifyRequest } from 'fastify'
 import type { Pool } from 'undici'
 import { createService, proofKey, type App } from '@tollgate/common'
 import { Counter, Gauge } from 'prom-client'
-import { corsOrigins, limitsConfig, trustedIssuers, trustProxy, type Config } from './config.js'
+import { corsOrigins, limitsConfig, readPem, tlsOptions, trustedIssuers, trustProxy, type Config } from './config.js'
 import { createCounterStore, type CounterBackend } from './limits/store.js'
 import { registerRateLimits } from './limits/rate-limits.js'
 import { authenticate } from './auth/authenticate.js'
@@ -40,6 +40,7 @@ async function ping(pool: Pool): Promise<void> {
 
 export async function buildApp(config: Config, opts: BuildOptions = {}): Promise<App> {
   const upstreamOptions = {
+    ca: config.UPSTREAM_CA_FILE ? readPem('UPSTREAM_CA_FILE', config.UPSTREAM_CA_FILE) : undefined,
     connectTimeoutMs: config.UPSTREAM_CONNECT_TIMEOUT_MS,
     timeoutMs: config.UPSTREAM_TIMEOUT_MS,
     connections: config.UPSTREAM_CONNECTIONS,
@@ -50,6 +51,7 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
   }
   const key = proofKey(config.BETTER_AUTH_SECRET, config.INTERNAL_PROOF_SECRET)
 
+  const https = tlsOptions(config)
   const app = createService({
     name: 'gateway',
     logLevel: config.LOG_LEVEL,
@@ -67,7 +69,7 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
       // Never fails readiness: without Redis the limits still hold, per replica.
       'rate-limit-counters': async () => counters.backend(),
     },
-    fastify: { trustProxy: trustProxy(config) as never },
+    fastify: { trustProxy: trustProxy(config) as never, ...(https ? { https } : {}) },
   })
   const revocations = new RevocationList({
     fetchPage: revocationFeed(upstreams.auth.pool, key, Math.min(config.UPSTREAM_TIMEOUT_MS, 2000)),

@@ -1,5 +1,6 @@
 /** The gateway's configuration, validated once at start (see README for each variable). */
 import { Type, type Static } from 'typebox'
+import { readFileSync } from 'node:fs'
 import { commonConfig, ConfigError } from '@tollgate/common'
 import { DEFAULT_ALLOWLIST } from './internal/routes.js'
 
@@ -69,6 +70,11 @@ export const configSchema = Type.Object({
   UPSTREAM_CONNECT_TIMEOUT_MS: Type.Integer({ minimum: 50, maximum: 60_000, default: 1000 }),
   UPSTREAM_TIMEOUT_MS: Type.Integer({ minimum: 100, maximum: 300_000, default: 10_000 }),
   UPSTREAM_CONNECTIONS: Type.Integer({ minimum: 1, maximum: 10_000, default: 128 }),
+  /** Serve HTTPS: PEM certificate (chain) and private key files; both or neither. */
+  TLS_CERT_FILE: Type.Optional(Type.String({ minLength: 1 })),
+  TLS_KEY_FILE: Type.Optional(Type.String({ minLength: 1 })),
+  /** Extra CA (PEM) trusted for https upstream URLs; certificates are always verified. */
+  UPSTREAM_CA_FILE: Type.Optional(Type.String({ minLength: 1 })),
   /** Slow clients: time to send the headers, and the whole request. */
   HEADERS_TIMEOUT_MS: Type.Integer({ minimum: 100, maximum: 300_000, default: 10_000 }),
   REQUEST_TIMEOUT_MS: Type.Integer({ minimum: 100, maximum: 600_000, default: 30_000 }),
@@ -137,4 +143,19 @@ export function trustedIssuers(config: Pick<Config, 'JWT_TRUSTED_ISSUERS' | 'JWT
     }
     return { issuer, audience: str('audience'), jwksUrl, algorithms: algorithms as string[] }
   })
+}
+
+/** The HTTPS options for the public listener, or undefined for plain HTTP; a bad file is a ConfigError. */
+export function tlsOptions(config: Pick<Config, 'TLS_CERT_FILE' | 'TLS_KEY_FILE'>): { cert: Buffer; key: Buffer } | undefined {
+  if (!config.TLS_CERT_FILE && !config.TLS_KEY_FILE) return undefined
+  if (!config.TLS_CERT_FILE || !config.TLS_KEY_FILE) throw new ConfigError('TLS_CERT_FILE and TLS_KEY_FILE go together')
+  return { cert: readPem('TLS_CERT_FILE', config.TLS_CERT_FILE), key: readPem('TLS_KEY_FILE', config.TLS_KEY_FILE) }
+}
+
+export function readPem(name: string, file: string): Buffer {
+  try {
+    return readFileSync(file)
+  } catch {
+    throw new ConfigError(`${name} cannot be read: ${file}`)
+  }
 }

@@ -109,10 +109,11 @@ try {
     INTERNAL_PORT: String(internalPort),
   }, onExit('gateway'))
   children.push(gateway)
-  const probeHost = gatewayHost === 'localhost' || gatewayHost === '0.0.0.0' || gatewayHost === '::' ? '127.0.0.1' : gatewayHost
-  await waitForHealth(`http://${probeHost.includes(':') ? `[${probeHost}]` : probeHost}:${gatewayPort}/health`, gateway, 30_000)
+  // Probed on the internal listener: plain HTTP on loopback even when the public one serves HTTPS.
+  await waitForHealth(`${internalUrl}/health`, gateway, 30_000)
   const publicHost = gatewayHost === '127.0.0.1' || gatewayHost === '0.0.0.0' || gatewayHost === '::' ? 'localhost' : gatewayHost
-  say(`Tollgate is up at http://${publicHost}:${gatewayPort} (Ctrl-C to stop)`)
+  const scheme = env.TLS_CERT_FILE ? 'https' : 'http'
+  say(`Tollgate is up at ${scheme}://${publicHost}:${gatewayPort} (Ctrl-C to stop)`)
 } catch (err) {
   process.stderr.write(`[tollgate] failed to start: ${(err as Error).message}\n`)
   await shutdown(1)

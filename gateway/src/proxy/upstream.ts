@@ -9,6 +9,8 @@ import type { FastifyReply } from 'fastify'
 import { envelope, ErrorCode } from '@tollgate/common'
 
 export interface UpstreamOptions {
+  /** Extra CA certificates (PEM) for https upstreams; verification is never off. */
+  ca?: Buffer
   connectTimeoutMs: number
   timeoutMs: number
   connections: number
@@ -22,7 +24,8 @@ export function createUpstreamPool(url: string, opts: UpstreamOptions): Pool {
     connectTimeout: opts.connectTimeoutMs,
     headersTimeout: opts.timeoutMs,
     bodyTimeout: opts.timeoutMs,
-    connect: { rejectUnauthorized: true },
+    // reply-from's own default is rejectUnauthorized: false; ours verifies.
+    connect: { rejectUnauthorized: true, ...(opts.ca ? { ca: opts.ca } : {}) },
   })
 }
 
