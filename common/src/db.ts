@@ -32,8 +32,11 @@ export function createPool(opts: PoolOptions, log: FastifyBaseLogger): pg.Pool {
 }
 
 /** SQLSTATE classes and driver errors that mean "the database is not reachable now". */
-const UNAVAILABLE_SQLSTATE = /^(08|53|57P0[1-3])/
-const UNAVAILABLE_NODE = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH'])
+const UNAVAILABLE_SQLSTATE = /^(08|53|57P0[1-5])/
+const UNAVAILABLE_NODE = new Set([
+  'ECONNREFUSED', 'ECONNRESET', 'ECONNABORTED', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', 'EAI_AGAIN',
+  'EHOSTUNREACH', 'EHOSTDOWN', 'ENETUNREACH', 'ENETDOWN', 'EADDRNOTAVAIL', 'ENOENT',
+])
 
 export function isDatabaseUnavailable(err: unknown): boolean {
   const e = err as { code?: string; message?: string }

@@ -19,6 +19,8 @@ export interface MigrateOptions {
 
 export async function migrate(opts: MigrateOptions): Promise<string[]> {
   const client = new pg.Client({ connectionString: opts.databaseUrl, connectionTimeoutMillis: 10_000 })
+  // A connection dying mid-migration is reported by the failing query; unheard, it would crash the process.
+  client.on('error', () => {})
   await client.connect()
   try {
     const applied = await runner({
