@@ -3,7 +3,8 @@
  * requests, and the error listener that keeps it from crashing the process.
  */
 import pg from 'pg'
-import type { FastifyBaseLogger } from 'fastify'
+import type { FastifyBaseLogger, FastifyInstance } from 'fastify'
+import { installPoolMetrics } from './metrics.js'
 import { errors } from './errors.js'
 
 export interface PoolOptions {
@@ -61,4 +62,33 @@ export async function withDatabase<T>(fn: () => Promise<T>): Promise<T> {
     if (isDatabaseUnavailable(err)) throw errors.unavailable('Database unavailable')
     throw err
   }
+}
+
+export interface DatabaseSettings {
+  DATABASE_URL: string
+  DB_POOL_MAX: number
+  DB_CONNECT_TIMEOUT_MS: number
+  DB_STATEMENT_TIMEOUT_MS: number
+}
+
+/**
+ * A service's pool from its configuration: pool metrics on /metrics, and
+ * closed when the app closes (after in-flight requests have finished).
+ */
+export function attachDatabase(app: FastifyInstance, config: DatabaseSettings, applicationName: string): pg.Pool {
+  const pool = createPool(
+    {
+      connectionString: config.DATABASE_URL,
+      max: config.DB_POOL_MAX,
+      connectTimeoutMs: config.DB_CONNECT_TIMEOUT_MS,
+      statementTimeoutMs: config.DB_STATEMENT_TIMEOUT_MS,
+      applicationName,
+    },
+    app.log,
+  )
+  installPoolMetrics(app, pool)
+  app.addHook('onClose', async () => {
+    await pool.end()
+  })
+  return pool
 }

@@ -10,7 +10,6 @@ import swaggerUi from '@fastify/swagger-ui'
 import { openApiDocument } from './docs/openapi.js'
 import { buildInternalApp } from './internal/internal-app.js'
 import proxy from '@fastify/http-proxy'
-import type { FastifyRequest } from 'fastify'
 import type { Pool } from 'undici'
 import { createService, proofKey, type App } from '@tollgate/common'
 import { Counter, Gauge } from 'prom-client'
@@ -23,7 +22,7 @@ import { createJwksKeySource, type JwksKeySource } from './auth/jwks-key-source.
 import { RevocationList } from './auth/revocation-list.js'
 import { revocationFeed } from './auth/revocation-feed.js'
 import { forwardedHeaders, publicIdentity } from './proxy/forwarded-headers.js'
-import { createUpstreamPool, retryDelay, upstreamErrorHandler } from './proxy/upstream.js'
+import { createUpstreamPool, proxyOptions } from './proxy/upstream.js'
 import { publicRoutes, type UpstreamName } from './routes/public-api.js'
 
 const MAX_URL_LENGTH = 4096
@@ -208,22 +207,19 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
         scope.addHook('preHandler', limits.signinEmailGuard)
         scope.addHook('onResponse', limits.signinEmailCount)
       }
-      await scope.register(proxy, {
-        // Sign-in and sign-up bodies are parsed here (the email is a rate-limit key); others stream through.
-        proxyPayloads: group.limits === undefined,
-        upstream: upstream.url,
-        undici: upstream.pool as never,
-        routes: group.urls,
-        httpMethods: group.methods,
-        disableRequestLogging: true,
-        replyOptions: {
-          rewriteRequestHeaders: (request, headers) =>
-            forwardedHeaders(request as FastifyRequest, headers, key, group.forwardAuthorization ?? false, publicIdentity(request as FastifyRequest)),
-          rewriteHeaders: (headers) => ({ ...headers, 'cache-control': 'no-store' }),
-          onError: upstreamErrorHandler(group.upstream, (labels) => upstreamErrors.inc(labels)) as never,
-          retryDelay: retryDelay as never,
-        },
-      })
+      // Sign-in and sign-up bodies are parsed here (the email is a rate-limit key); others stream through.
+      await scope.register(
+        proxy,
+        proxyOptions({
+          upstream: { name: group.upstream, ...upstream },
+          urls: group.urls,
+          methods: group.methods,
+          streamBodies: group.limits === undefined,
+          headers: (request, headers) =>
+            forwardedHeaders(request, headers, key, group.forwardAuthorization ?? false, publicIdentity(request)),
+          countError: (labels) => upstreamErrors.inc(labels),
+        }),
+      )
     })
   }
 

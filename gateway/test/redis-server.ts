@@ -1,20 +1,12 @@
 /** A private redis-server on a free loopback port, for tests that stop and start Redis. */
 import { spawn, type ChildProcess } from 'node:child_process'
-import { createServer } from 'node:net'
 import { Redis } from 'ioredis'
 
 type Tap = { teardown(fn: () => unknown): void }
 
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer()
-    srv.on('error', reject)
-    srv.listen(0, '127.0.0.1', () => {
-      const addr = srv.address()
-      srv.close(() => (addr && typeof addr === 'object' ? resolve(addr.port) : reject(new Error('no port'))))
-    })
-  })
-}
+import { freePort } from '../../infra/src/processes.js'
+
+export { freePort }
 
 export interface PrivateRedis {
   url: string

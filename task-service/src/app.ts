@@ -3,7 +3,7 @@
  * logs, /health, /ready, /metrics), a database pool, and the task routes.
  * It never listens; server.ts does, and tests use app.inject.
  */
-import { createPool, createService, installPoolMetrics, proofKey, type App } from '@tollgate/common'
+import { attachDatabase, createService, proofKey, type App } from '@tollgate/common'
 import type { Config } from './config.js'
 import { createTasksRepository } from './plugins/tasks-repository.js'
 import { tasksRoutes } from './routes/tasks.js'
@@ -22,21 +22,8 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
     readiness: { database: () => pool.query('select 1') },
   })
 
-  const pool = createPool(
-    {
-      connectionString: config.DATABASE_URL,
-      max: config.DB_POOL_MAX,
-      connectTimeoutMs: config.DB_CONNECT_TIMEOUT_MS,
-      statementTimeoutMs: config.DB_STATEMENT_TIMEOUT_MS,
-      applicationName: 'task-service',
-    },
-    app.log,
-  )
-  // Runs after the server stopped taking requests and in-flight ones finished.
-  installPoolMetrics(app as never, pool)
-  app.addHook('onClose', async () => {
-    await pool.end()
-  })
+  // Metrics on /metrics; closed with the app, after in-flight requests.
+  const pool = attachDatabase(app as never, config, 'task-service')
 
   // Every answer is per user (or about this instance): no cache may keep one.
   app.addHook('onRequest', async (_request, reply) => {

@@ -1,6 +1,5 @@
 /** Starts the real launcher (`npm start`'s entry) as a child process, for end-to-end tests. */
 import { spawn, type ChildProcess } from 'node:child_process'
-import { createServer } from 'node:net'
 import { fileURLToPath } from 'node:url'
 
 export const repoRoot = fileURLToPath(new URL('../../', import.meta.url))
@@ -15,16 +14,9 @@ export interface Cluster {
   stop(signal?: NodeJS.Signals): Promise<number | null>
 }
 
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer()
-    srv.on('error', reject)
-    srv.listen(0, '127.0.0.1', () => {
-      const addr = srv.address()
-      srv.close(() => (addr && typeof addr === 'object' ? resolve(addr.port) : reject(new Error('no port'))))
-    })
-  })
-}
+import { freePort } from '../../infra/src/processes.js'
+
+export { freePort }
 
 export function runLauncher(env: Record<string, string>): { proc: ChildProcess; output: () => string; exited: Promise<number | null> } {
   let out = ''

@@ -7,14 +7,14 @@
  * can tell a service call from a user call.
  */
 import proxy from '@fastify/http-proxy'
-import type { FastifyInstance, FastifyRequest } from 'fastify'
+import type { FastifyInstance } from 'fastify'
 import type { Pool } from 'undici'
 import { Counter } from 'prom-client'
 import { createService, serviceTokenKey, type App } from '@tollgate/common'
 import type { Config } from '../config.js'
 import { clientKey, makeLimiter, registerRateLimitPlugin } from '../limits/rate-limits.js'
 import { forwardedHeaders } from '../proxy/forwarded-headers.js'
-import { retryDelay, upstreamErrorHandler } from '../proxy/upstream.js'
+import { proxyOptions } from '../proxy/upstream.js'
 import type { UpstreamName } from '../routes/public-api.js'
 import { internalRoutes } from './routes.js'
 import { authenticateService, parseAllowlist } from './service-auth.js'
@@ -74,23 +74,20 @@ export async function buildInternalApp(config: Config, deps: InternalDeps): Prom
       } else {
         scope.addHook('onRequest', (req, reply) => credentialAttempts(req, reply))
       }
-      await scope.register(proxy, {
-        upstream: upstream.url,
-        undici: upstream.pool as never,
-        routes: group.urls,
-        httpMethods: group.methods,
-        disableRequestLogging: true,
-        replyOptions: {
-          rewriteRequestHeaders: (request, headers) => {
-            const req = request as FastifyRequest
-            const identity = req.service ? ({ caller: `service:${req.service}`, userId: '' } as const) : ({ caller: 'anonymous', userId: '' } as const)
-            return forwardedHeaders(req, headers, deps.proofKey, false, identity)
+      await scope.register(
+        proxy,
+        proxyOptions({
+          upstream: { name: group.upstream, ...upstream },
+          urls: group.urls,
+          methods: group.methods,
+          streamBodies: true,
+          headers: (request, headers) => {
+            const identity = request.service ? ({ caller: `service:${request.service}`, userId: '' } as const) : ({ caller: 'anonymous', userId: '' } as const)
+            return forwardedHeaders(request, headers, deps.proofKey, false, identity)
           },
-          rewriteHeaders: (headers) => ({ ...headers, 'cache-control': 'no-store' }),
-          onError: upstreamErrorHandler(group.upstream, (labels) => upstreamErrors.inc(labels)) as never,
-          retryDelay: retryDelay as never,
-        },
-      })
+          countError: (labels) => upstreamErrors.inc(labels),
+        }),
+      )
     })
   }
   return app

@@ -5,7 +5,8 @@
  * put the upstream's address in the body.
  */
 import { Pool } from 'undici'
-import type { FastifyReply } from 'fastify'
+import type { IncomingHttpHeaders } from 'node:http'
+import type { FastifyReply, FastifyRequest } from 'fastify'
 import { envelope, ErrorCode } from '@tollgate/common'
 
 export interface UpstreamOptions {
@@ -87,4 +88,33 @@ const RETRYABLE = new Set(['UND_ERR_SOCKET', 'ECONNRESET'])
 export function retryDelay({ err, req, attempt }: { err?: { code?: string } | null; req: { method: string }; attempt: number }): number | null {
   if (attempt >= 1 || !err || !RETRYABLE.has(err.code ?? '')) return null
   return req.method === 'GET' || req.method === 'HEAD' ? 0 : null
+}
+
+export interface ProxyRouteOptions {
+  upstream: { name: string; url: string; pool: Pool }
+  urls: string[]
+  methods: string[]
+  /** Stream bodies through untouched (true), or parse them here first (false). */
+  streamBodies: boolean
+  /** The upstream request's headers: identity, proof, request id. */
+  headers: (request: FastifyRequest, headers: IncomingHttpHeaders) => IncomingHttpHeaders
+  countError: (labels: { upstream: string; status: string; cause: string }) => void
+}
+
+/** @fastify/http-proxy options shared by both listeners: pooled upstream, our errors, no caching, bounded retries. */
+export function proxyOptions(o: ProxyRouteOptions) {
+  return {
+    proxyPayloads: o.streamBodies,
+    upstream: o.upstream.url,
+    undici: o.upstream.pool as never,
+    routes: o.urls,
+    httpMethods: o.methods,
+    disableRequestLogging: true,
+    replyOptions: {
+      rewriteRequestHeaders: (request: unknown, headers: IncomingHttpHeaders) => o.headers(request as FastifyRequest, headers),
+      rewriteHeaders: (headers: Record<string, unknown>) => ({ ...headers, 'cache-control': 'no-store' }),
+      onError: upstreamErrorHandler(o.upstream.name, o.countError) as never,
+      retryDelay: retryDelay as never,
+    },
+  }
 }
