@@ -3,11 +3,13 @@
  * internal routes (revocation feed, service tokens) and the outbox delivery.
  * Config in, app out; server.ts is the only caller that listens.
  */
-import { createPool, createService, installPoolMetrics, proofKey, type App } from '@tollgate/common'
+import { attachDatabase, createService, proofKey, type App } from '@tollgate/common'
 import type { Config } from './config.js'
 import { createPasswordManager } from './plugins/password-manager.js'
 import { createRevocationsRepository } from './plugins/revocations-repository.js'
 import { createTokenIssuer } from './plugins/token-issuer.js'
+import { createSigningKeyStore, signingKeyEncryptionKey } from './plugins/signing-keys.js'
+import { jwksRoutes } from './routes/jwks.js'
 import { createUsersRepository } from './plugins/users-repository.js'
 import { authRoutes } from './routes/auth.js'
 import { revocationFeedRoutes, serviceTokenRoutes } from './routes/internal.js'
@@ -29,19 +31,26 @@ export async function buildApp(config: Config, opts: { logStream?: NodeJS.Writab
     logStream: opts.logStream,
     readiness: { database: () => pool.query('select 1') },
   })
-  const pool = createPool(
-    {
-      connectionString: config.DATABASE_URL,
-      max: config.DB_POOL_MAX,
-      connectTimeoutMs: config.DB_CONNECT_TIMEOUT_MS,
-      statementTimeoutMs: config.DB_STATEMENT_TIMEOUT_MS,
-      applicationName: 'auth-service',
-    },
-    app.log,
-  )
-  installPoolMetrics(app as never, pool)
-  app.addHook('onClose', async () => {
-    await pool.end()
+  // Metrics on /metrics; closed with the app, after in-flight requests.
+  const pool = attachDatabase(app as never, config, 'auth-service')
+
+  // JWT_ALG=EdDSA: the Ed25519 keys, shared by the replicas through the database.
+  const signingKeys =
+    config.JWT_ALG === 'EdDSA'
+      ? createSigningKeyStore({
+          pool,
+          encryptionKey: signingKeyEncryptionKey(config.BETTER_AUTH_SECRET, config.SIGNING_KEY_SECRET),
+          tokenTtlS: config.TOKEN_TTL_S,
+          refreshMs: config.JWT_KEY_REFRESH_S * 1000,
+          publishAheadS: config.JWT_KEY_PUBLISH_AHEAD_S,
+          rotationDays: config.JWT_KEY_ROTATION_DAYS,
+          log: app.log,
+        })
+      : undefined
+  app.addHook('onClose', async () => signingKeys?.stop())
+  await signingKeys?.start().catch(async (err) => {
+    await app.close().catch(() => {})
+    throw err
   })
 
   const revocations = createRevocationsRepository(pool)
@@ -75,12 +84,15 @@ export async function buildApp(config: Config, opts: { logStream?: NodeJS.Writab
       issuer: config.JWT_ISSUER,
       audience: config.JWT_AUDIENCE,
       ttlSeconds: config.TOKEN_TTL_S,
+      alg: config.JWT_ALG,
+      keys: signingKeys,
     }),
     proofKey: key,
     proofWindowMs,
     tokenTtlSeconds: config.TOKEN_TTL_S,
     onAccountDeleted: () => void delivery.kick(),
   })
+  await app.register(jwksRoutes, { keys: signingKeys })
   await app.register(revocationFeedRoutes, { prefix: '/internal', revocations, proofKey: key, proofWindowMs })
   await app.register(serviceTokenRoutes, { prefix: '/internal', serviceTokens, proofKey: key, proofWindowMs })
 

@@ -37,6 +37,25 @@ export const configSchema = Type.Object({
   SERVICE_TOKEN_TTL_S: Type.Integer({ minimum: 30, maximum: 3600, default: 300 }),
   /** Credentials of services that may ask for a service token: {"name": {"secret": "...", "scope": [...]}}. */
   SERVICE_CREDENTIALS: Type.String({ default: '{}' }),
+  /**
+   * How user tokens are signed: HS256 with BETTER_AUTH_SECRET, or EdDSA
+   * (Ed25519) with keys kept in the database and published at
+   * /.well-known/jwks.json. The gateway must be set the same way.
+   */
+  JWT_ALG: Type.Union([Type.Literal('HS256'), Type.Literal('EdDSA')], { default: 'HS256' }),
+  /** Key that encrypts the stored private signing keys; derived from BETTER_AUTH_SECRET when unset. Must not change while keys exist. */
+  SIGNING_KEY_SECRET: Type.Optional(Type.String({ minLength: 32 })),
+  /**
+   * A rotated-in key is published this long before it signs. It must cover
+   * the replicas' reload (JWT_KEY_REFRESH_S, 30 s), the gateways' unknown-kid
+   * cooldown (JWKS_COOLDOWN_MS, 30 s) and the JWKS max-age (60 s) any HTTP
+   * cache between them may honour: 120 s. 0 only with one replica and no cache.
+   */
+  JWT_KEY_PUBLISH_AHEAD_S: Type.Integer({ minimum: 0, maximum: 86_400, default: 120 }),
+  /** Automatic rotation when the newest key is this many days old (checked at each reload); 0 = off. */
+  JWT_KEY_ROTATION_DAYS: Type.Integer({ minimum: 0, maximum: 3650, default: 0 }),
+  /** How often each replica reloads the signing keys (rotations by others, retirements). */
+  JWT_KEY_REFRESH_S: Type.Integer({ minimum: 1, maximum: 3600, default: 30 }),
 })
 
 export type Config = Static<typeof configSchema>

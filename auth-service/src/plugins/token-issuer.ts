@@ -1,16 +1,26 @@
 /**
- * Access tokens: HS256 JWTs signed with BETTER_AUTH_SECRET (API.md), with the
- * claims the gateway checks. The same issuer verifies a token at signout.
+ * Access tokens: JWTs with the claims the gateway checks (API.md). Signed
+ * HS256 with BETTER_AUTH_SECRET (the default), or, with JWT_ALG=EdDSA, with
+ * the current Ed25519 key of the signing-key store (header `kid`), whose
+ * public keys the gateways read from /.well-known/jwks.json. The same issuer
+ * verifies a token at signout, pinned to the one algorithm in use: with EdDSA
+ * an HS256 token is refused, and the reverse.
  */
 import { randomUUID } from 'node:crypto'
-import { SignJWT, jwtVerify, errors as joseErrors } from 'jose'
-import { errors } from '@tollgate/common'
+import { SignJWT, jwtVerify, errors as joseErrors, type JWSHeaderParameters } from 'jose'
+import { errors, HttpError } from '@tollgate/common'
+import type { SigningKeyStore } from './signing-keys.js'
+
+export type TokenAlg = 'HS256' | 'EdDSA'
 
 export interface TokenIssuerOptions {
   secret: string
   issuer: string
   audience: string
   ttlSeconds: number
+  /** Default HS256. EdDSA needs `keys`. */
+  alg?: TokenAlg
+  keys?: SigningKeyStore
 }
 
 export interface IssuedToken {
@@ -28,22 +38,45 @@ export interface VerifiedToken {
 
 export interface TokenIssuer {
   issue(user: { id: string; email: string; name: string | null }): Promise<IssuedToken>
-  /** Resolves with the claims, or throws a 401 HttpError. */
+  /** Resolves with the claims, or throws a 401 HttpError (503 when the keys cannot be read). */
   verify(token: string): Promise<VerifiedToken>
 }
 
-const ALG = 'HS256'
+interface Signer {
+  alg: TokenAlg
+  /** The key to sign with now, and the header's kid if any. */
+  signingKey(): Promise<{ key: Uint8Array | CryptoKey; kid?: string }>
+  verificationKey: Uint8Array | ((header: JWSHeaderParameters) => Promise<CryptoKey>)
+}
+
+type CryptoKey = import('node:crypto').webcrypto.CryptoKey
+
+function signer(opts: TokenIssuerOptions): Signer {
+  if ((opts.alg ?? 'HS256') === 'HS256') {
+    // Encoded once at startup, not per request.
+    const key = new TextEncoder().encode(opts.secret)
+    return { alg: 'HS256', signingKey: async () => ({ key }), verificationKey: key }
+  }
+  const keys = opts.keys
+  if (!keys) throw new Error('JWT_ALG=EdDSA needs a signing-key store')
+  return {
+    alg: 'EdDSA',
+    signingKey: () => keys.signingKey(),
+    // Only a kid among the published keys selects a key; nothing else in the header is followed.
+    verificationKey: (header) => keys.verificationKey(header.kid),
+  }
+}
 
 export function createTokenIssuer(opts: TokenIssuerOptions): TokenIssuer {
-  // Encoded once at startup, not per request.
-  const key = new TextEncoder().encode(opts.secret)
+  const s = signer(opts)
   return {
     async issue(user) {
+      const { key, kid } = await s.signingKey()
       const iat = Math.floor(Date.now() / 1000)
       const exp = iat + opts.ttlSeconds
       const jti = randomUUID()
       const token = await new SignJWT({ email: user.email, name: user.name })
-        .setProtectedHeader({ alg: ALG, typ: 'JWT' })
+        .setProtectedHeader(kid ? { alg: s.alg, typ: 'JWT', kid } : { alg: s.alg, typ: 'JWT' })
         .setSubject(user.id)
         .setIssuedAt(iat)
         .setExpirationTime(exp)
@@ -55,8 +88,8 @@ export function createTokenIssuer(opts: TokenIssuerOptions): TokenIssuer {
     },
     async verify(token) {
       try {
-        const { payload } = await jwtVerify(token, key, {
-          algorithms: [ALG], // pinned: the header's alg is never trusted
+        const { payload } = await jwtVerify(token, s.verificationKey as Uint8Array, {
+          algorithms: [s.alg], // pinned: the header's alg is never trusted
           issuer: opts.issuer,
           audience: opts.audience,
           requiredClaims: ['sub', 'jti', 'exp', 'iat'],
@@ -69,6 +102,7 @@ export function createTokenIssuer(opts: TokenIssuerOptions): TokenIssuer {
         return { sub, jti, exp }
       } catch (err) {
         if (err instanceof joseErrors.JWTExpired) throw errors.tokenExpired()
+        if (err instanceof HttpError && err.statusCode === 503) throw err
         throw errors.invalidToken()
       }
     },

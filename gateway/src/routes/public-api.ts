@@ -23,6 +23,8 @@ export const publicRoutes: RouteGroup[] = [
   { upstream: 'auth', access: 'anonymous', methods: ['POST'], urls: ['/api/auth/signup'], limits: 'signup' },
   { upstream: 'auth', access: 'anonymous', methods: ['POST'], urls: ['/api/auth/signin'], limits: 'signin' },
   { upstream: 'auth', access: 'user', methods: ['GET', 'DELETE'], urls: ['/api/auth/me'] },
+  // Public keys (JWT_ALG=EdDSA), for anyone who wants to verify our tokens themselves.
+  { upstream: 'auth', access: 'anonymous', methods: ['GET'], urls: ['/.well-known/jwks.json'] },
   {
     upstream: 'auth',
     access: 'user',
