@@ -3,7 +3,8 @@
  * internal routes (revocation feed, service tokens) and the outbox delivery.
  * Config in, app out; server.ts is the only caller that listens.
  */
-import { attachDatabase, createService, proofKey, type App } from '@tollgate/common'
+import { createService, proofKey, type App } from '@tollgate/common'
+import { attachDatabase } from '@tollgate/common/db'
 import type { Config } from './config.js'
 import { createPasswordManager } from './plugins/password-manager.js'
 import { createRevocationsRepository } from './plugins/revocations-repository.js'

@@ -4,7 +4,7 @@
  * the task-service's.
  */
 import { fileURLToPath } from 'node:url'
-import { migrate } from '@tollgate/common'
+import { migrate } from '@tollgate/common/migrate'
 
 // Resolves to auth-service/migrations from both src/ (tests) and dist/ (built).
 export const MIGRATIONS_DIR = fileURLToPath(new URL('../migrations', import.meta.url))

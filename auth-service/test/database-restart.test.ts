@@ -7,7 +7,8 @@
 import { fileURLToPath } from 'node:url'
 import pg from 'pg'
 import t from 'tap'
-import { testing, type Identity } from '@tollgate/common'
+import { type Identity } from '@tollgate/common'
+import * as testing from '@tollgate/common/testing'
 import { anonymous, asUser, PASSWORD, PROOF_KEY, SECRET, uniqueEmail } from './helper.js'
 
 const { loggedStatuses, signedFetch, startServiceProcess, throwawayPostgresOrSkip, waitUntil } = testing

@@ -6,7 +6,7 @@
 import { fileURLToPath } from 'node:url'
 import pg from 'pg'
 import t from 'tap'
-import { testing } from '@tollgate/common'
+import * as testing from '@tollgate/common/testing'
 import { DATABASE_URL, SECRET } from './helper.js'
 
 const cli = fileURLToPath(new URL('../dist/migrate-cli.js', import.meta.url))

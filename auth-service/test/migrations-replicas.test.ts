@@ -8,7 +8,7 @@ import { readdirSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import pg from 'pg'
 import t from 'tap'
-import { testing } from '@tollgate/common'
+import * as testing from '@tollgate/common/testing'
 import { MIGRATIONS_DIR, runMigrations } from '../src/migrations.js'
 import { DATABASE_URL, SECRET } from './helper.js'
 

@@ -1,11 +1,13 @@
+/**
+ * What every Tollgate process shares. Database and migration helpers live at
+ * '@tollgate/common/db' and '@tollgate/common/migrate' (the gateway never loads
+ * pg), test utilities at '@tollgate/common/testing'.
+ */
 export * from './errors.js'
 export * from './config.js'
 export * from './logging.js'
-export * from './db.js'
-export * from './migrate.js'
 export * from './service.js'
 export * from './server.js'
 export * from './identity.js'
 export * from './metrics.js'
-export * as testing from './testing/index.js'
 export * from './service-token.js'

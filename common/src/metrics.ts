@@ -33,12 +33,21 @@ export function installMetrics(app: FastifyInstance, service: string): void {
   })
 
   app.decorate('metrics', registry)
-  app.addHook('onResponse', async (request, reply) => {
+  // One labelled child per (method, route, status), made once: no label hashing per request.
+  const children = new Map<string, { count: { inc(): void }; time: { observe(v: number): void } }>()
+  app.addHook('onResponse', (request, reply, done) => {
     // The route pattern, never the raw URL: bounded label cardinality.
     const route = request.routeOptions.url ?? 'unmatched'
-    const labels = { method: request.method, route, status: String(reply.statusCode) }
-    requests.inc(labels)
-    duration.observe(labels, reply.elapsedTime / 1000)
+    const key = `${request.method} ${route} ${reply.statusCode}`
+    let child = children.get(key)
+    if (!child) {
+      const labels = { method: request.method, route, status: String(reply.statusCode) }
+      child = { count: requests.labels(labels), time: duration.labels(labels) }
+      children.set(key, child)
+    }
+    child.count.inc()
+    child.time.observe(reply.elapsedTime / 1000)
+    done()
   })
   app.get('/metrics', { logLevel: 'warn' }, async (_request, reply) => {
     reply.type(registry.contentType)

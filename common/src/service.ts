@@ -5,6 +5,7 @@
  * clients. Each service's buildApp starts here and adds its own routes.
  */
 import Fastify, {
+  LogController,
   type FastifyBaseLogger,
   type FastifyInstance,
   type FastifyServerOptions,
@@ -56,7 +57,8 @@ export function createService(opts: ServiceOptions): App {
   const app = Fastify({
     logger: opts.logStream && typeof logger === 'object' ? { ...logger, stream: opts.logStream } : logger,
     genReqId,
-    disableRequestLogging: true,
+    // One access line of our own per request instead of Fastify's two.
+    logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: opts.bodyLimit ?? ONE_MIB,
     // Slowloris and stuck clients: bounded time to send headers and the whole request.
     connectionTimeout: 0,
@@ -85,8 +87,10 @@ export function createService(opts: ServiceOptions): App {
 
   installErrorEnvelope(app as unknown as FastifyInstance)
 
-  app.addHook('onRequest', async (request, reply) => {
+  // Callback-style hooks on the hot path: cheaper than async ones.
+  app.addHook('onRequest', (request, reply, done) => {
     reply.header(REQUEST_ID_HEADER, request.id)
+    done()
   })
   // Draining: answers to requests still in flight tell the client to close the
   // connection, so keep-alive sockets do not hold the shutdown open.
@@ -94,17 +98,19 @@ export function createService(opts: ServiceOptions): App {
   app.addHook('preClose', async () => {
     draining = true
   })
-  app.addHook('onSend', async (_request, reply) => {
+  app.addHook('onSend', (_request, reply, payload, done) => {
     if (draining) reply.header('connection', 'close')
+    done(null, payload)
   })
 
   // One access-log line per request, at the end (Fastify's own two lines are off).
   // Routes declared with logLevel 'warn' (probes, polls) stay quiet.
-  app.addHook('onResponse', async (request, reply) => {
+  app.addHook('onResponse', (request, reply, done) => {
     request.log.info(
       { method: request.method, url: redactUrl(request.url), status: reply.statusCode, ms: Math.round(reply.elapsedTime * 10) / 10 },
       'request completed',
     )
+    done()
   })
 
 

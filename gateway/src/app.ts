@@ -4,10 +4,10 @@
  * client identity headers and signs the verified one.
  */
 import cors from '@fastify/cors'
-import helmet from '@fastify/helmet'
 import swagger from '@fastify/swagger'
 import swaggerUi from '@fastify/swagger-ui'
 import { openApiDocument } from './docs/openapi.js'
+import { securityHeaders } from './security-headers.js'
 import { buildInternalApp } from './internal/internal-app.js'
 import proxy from '@fastify/http-proxy'
 import type { Pool } from 'undici'
@@ -134,7 +134,7 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
     labelNames: ['backend'] as const,
     registers: [app.metrics],
   })
-  const counters = createCounterStore(config.REDIS_URL, app.log, (backend: CounterBackend) => {
+  const counters = await createCounterStore(config.REDIS_URL, app.log, (backend: CounterBackend) => {
     backendGauge.reset()
     backendGauge.set({ backend }, 1)
   })
@@ -148,26 +148,25 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
   })
 
   // Bodies are streamed to the service, not parsed here: refuse an oversized
-  // one up front when it declares its length.
+  // one up front when it declares its length. URLs are bounded well below
+  // Node's header limit. Both before any other work.
   const bodyLimit = config.BODY_LIMIT_BYTES
-  app.addHook('onRequest', async (request) => {
+  app.addHook('onRequest', (request, _reply, done) => {
+    if (request.url.length > MAX_URL_LENGTH) return done(Object.assign(new Error('uri too long'), { statusCode: 414 }))
     const length = request.headers['content-length']
     if (length !== undefined && Number(length) > bodyLimit) {
-      throw Object.assign(new Error('body too large'), { code: 'FST_ERR_CTP_BODY_TOO_LARGE', statusCode: 413 })
+      return done(Object.assign(new Error('body too large'), { code: 'FST_ERR_CTP_BODY_TOO_LARGE', statusCode: 413 }))
     }
+    done()
   })
 
-  // URLs are bounded well below Node's header limit; a longer one is refused before any work.
-  app.addHook('onRequest', async (request) => {
-    if (request.url.length > MAX_URL_LENGTH) throw Object.assign(new Error('uri too long'), { statusCode: 414 })
+  // Browser-facing hardening headers, computed once (helmet), copied onto every answer.
+  const security = securityHeaders()
+  app.addHook('onRequest', (_request, reply, done) => {
+    reply.headers(security)
+    done()
   })
 
-  // Browser-facing hardening headers (nosniff, frame-ancestors, no referrer, HSTS...) on every answer.
-  await app.register(helmet, {
-    global: true,
-    contentSecurityPolicy: { directives: { defaultSrc: ["'none'"], frameAncestors: ["'none'"] } },
-    crossOriginResourcePolicy: { policy: 'cross-origin' }, // an API called from allowed origins
-  })
 
   await app.register(cors, {
     origin: corsOrigins(config),
@@ -200,6 +199,18 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
       if (group.access !== 'anonymous') {
         scope.addHook('onRequest', authenticate(verifier, revocations, group.access, (reason) => authFailures.inc({ reason })))
         scope.addHook('onRequest', limits.user)
+      }
+      if (group.revokes) {
+        const revokes = group.revokes
+        scope.addHook('onResponse', (request, reply, done) => {
+          const auth = request.auth
+          if (auth && reply.statusCode >= 200 && reply.statusCode < 300) {
+            const expS = Math.ceil(auth.expiresAt / 1000)
+            if (revokes === 'user') revocations.revokeUser(auth.sub, Math.floor(Date.now() / 1000), expS + config.JWT_CLOCK_TOLERANCE_S)
+            else if (auth.jti) revocations.revokeToken(auth.jti, expS)
+          }
+          done()
+        })
       }
       if (group.limits === 'signup') scope.addHook('onRequest', limits.signupIp)
       if (group.limits === 'signin') {

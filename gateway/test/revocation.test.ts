@@ -96,3 +96,18 @@ t.test('the list is bounded: entries leave with their tokens, and a reset starts
   t.equal(list.check(tok(undefined, 'deleted-user', nowS - 100)), 'revoked', 'with or without a jti')
   t.equal(list.check(tok('e', 'someone-else', nowS - 100)), 'ok', 'other users are untouched')
 })
+
+t.test('the replica that forwards a signout or an account deletion refuses at once, before any poll', async (t) => {
+  const auth = await startUpstream(t)
+  const tasks = await startUpstream(t)
+  const gw = await buildGateway(t, { AUTH_SERVICE_URL: auth.url, TASK_SERVICE_URL: tasks.url, REVOCATION_POLL_MS: 60_000 })
+  const sub = randomUUID()
+  const [a, b, c] = await Promise.all([token({ sub }), token({ sub }), token({ sub })])
+  auth.behave.status = 204
+  t.equal((await gw.inject({ method: 'POST', url: '/api/auth/signout', headers: { authorization: `Bearer ${a}` } })).statusCode, 204)
+  const url = `/api/${sub}/tasks`
+  t.equal((await gw.inject({ url, headers: { authorization: `Bearer ${a}` } })).json().error_code, 'TOKEN_REVOKED', 'the signed-out token')
+  t.equal((await gw.inject({ url, headers: { authorization: `Bearer ${b}` } })).statusCode, 200, 'another token of the user')
+  t.equal((await gw.inject({ method: 'DELETE', url: '/api/auth/me', headers: { authorization: `Bearer ${b}` } })).statusCode, 204)
+  t.equal((await gw.inject({ url, headers: { authorization: `Bearer ${c}` } })).json().error_code, 'TOKEN_REVOKED', 'every token of a deleted account')
+})

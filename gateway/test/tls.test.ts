@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Agent, request } from 'undici'
 import pg from 'pg'
-import { testing } from '@tollgate/common'
+import * as testing from '@tollgate/common/testing'
 import { buildGateway, subOf, token } from './helper.js'
 import { build as buildTasks } from '../../task-service/test/helper.js'
 

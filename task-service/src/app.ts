@@ -3,7 +3,8 @@
  * logs, /health, /ready, /metrics), a database pool, and the task routes.
  * It never listens; server.ts does, and tests use app.inject.
  */
-import { attachDatabase, createService, proofKey, type App } from '@tollgate/common'
+import { createService, proofKey, type App } from '@tollgate/common'
+import { attachDatabase } from '@tollgate/common/db'
 import type { Config } from './config.js'
 import { createTasksRepository } from './plugins/tasks-repository.js'
 import { tasksRoutes } from './routes/tasks.js'

@@ -3,7 +3,7 @@
  * advisory lock, so it never mixes with the auth-service's in a shared database.
  */
 import { fileURLToPath } from 'node:url'
-import { migrate } from '@tollgate/common'
+import { migrate } from '@tollgate/common/migrate'
 
 /** Resolves to task-service/migrations from both src/ (tests) and dist/ (production). */
 export const MIGRATIONS_DIR = fileURLToPath(new URL('../migrations', import.meta.url))

@@ -7,7 +7,7 @@
 import { fileURLToPath } from 'node:url'
 import pg from 'pg'
 import t from 'tap'
-import { testing } from '@tollgate/common'
+import * as testing from '@tollgate/common/testing'
 import { KEY, newUserId, SECRET } from './helper.js'
 
 const { loggedStatuses, signedFetch, startServiceProcess, throwawayPostgresOrSkip, waitUntil } = testing

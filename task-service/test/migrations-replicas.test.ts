@@ -9,7 +9,7 @@ import { readdirSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import pg from 'pg'
 import t from 'tap'
-import { testing } from '@tollgate/common'
+import * as testing from '@tollgate/common/testing'
 import { MIGRATIONS_DIR, runMigrations } from '../src/migrations.js'
 import { SECRET, testDatabaseUrl } from './helper.js'
 

@@ -34,7 +34,7 @@ t.test('a signed-out token is refused on two gateway processes, also after one r
   t.equal(res.status, 401)
   t.equal(res.json.error_code, 'TOKEN_REVOKED')
   t.ok(took < 1000, `replica B refuses it ${took} ms after signout`)
-  t.equal((await call(a, 'GET', '/api/auth/me', undefined, token)).json.error_code, 'TOKEN_REVOKED', 'replica A too')
+  t.equal((await call(a, 'GET', '/api/auth/me', undefined, token)).json.error_code, 'TOKEN_REVOKED', 'replica A (which forwarded the signout) at once')
   t.equal((await call(b.url, 'GET', path, undefined, other)).status, 200, 'the same user’s other session still works')
 
   t.equal(await b.stop(), 0, 'replica B stops cleanly')

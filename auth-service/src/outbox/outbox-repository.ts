@@ -4,7 +4,7 @@
  * message at once) and retried with backoff until delivered.
  */
 import type pg from 'pg'
-import { withDatabase } from '@tollgate/common'
+import { withDatabase } from '@tollgate/common/db'
 
 export interface OutboxMessage {
   id: number

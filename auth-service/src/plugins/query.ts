@@ -3,7 +3,8 @@
  * 503, and a value the column cannot hold becomes a 400, never a 500. (Schemas
  * reject such values first; this is the backstop.)
  */
-import { errors, withDatabase } from '@tollgate/common'
+import { errors } from '@tollgate/common'
+import { withDatabase } from '@tollgate/common/db'
 
 /** SQLSTATE 22001 string too long, 22021 bad byte (NUL), 22P02 bad text for the type. */
 const BAD_VALUE = new Set(['22001', '22021', '22P02'])

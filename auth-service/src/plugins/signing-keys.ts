@@ -21,7 +21,8 @@ import { createCipheriv, createDecipheriv, hkdfSync, randomBytes } from 'node:cr
 import { calculateJwkThumbprint, exportJWK, generateKeyPair, importJWK, type JWK } from 'jose'
 import type pg from 'pg'
 import type { FastifyBaseLogger } from 'fastify'
-import { ConfigError, errors, isDatabaseUnavailable } from '@tollgate/common'
+import { ConfigError, errors } from '@tollgate/common'
+import { isDatabaseUnavailable } from '@tollgate/common/db'
 
 type CryptoKey = import('node:crypto').webcrypto.CryptoKey
 

@@ -62,6 +62,18 @@ export class RevocationList {
     return 'ok'
   }
 
+  /**
+   * What this replica just saw succeed (a signout, an account deletion),
+   * applied at once here; the feed brings it to the other replicas.
+   */
+  revokeToken(jti: string, expS: number): void {
+    this.revoked.set(jti, expS)
+  }
+
+  revokeUser(userId: string, notBeforeS: number, expS: number): void {
+    this.userCutoffs.set(userId, [notBeforeS, expS])
+  }
+
   /** One round of the feed, all pages. */
   async sync(): Promise<void> {
     let page: RevocationPage

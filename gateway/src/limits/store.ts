@@ -6,7 +6,7 @@
  * Redis by itself when it is back.
  */
 import { createRequire } from 'node:module'
-import { Redis } from 'ioredis'
+import type { Redis as RedisClient } from 'ioredis'
 import type { FastifyBaseLogger } from 'fastify'
 
 // The plugin's own stores, so the Lua script and window semantics are exactly its.
@@ -33,7 +33,7 @@ export interface CounterState {
 const NAMESPACE = 'tollgate:rl:'
 const LOCAL_ENTRIES = 50_000
 
-export function createCounterStore(redisUrl: string | undefined, log: FastifyBaseLogger, onChange: (b: CounterBackend) => void): CounterState {
+export async function createCounterStore(redisUrl: string | undefined, log: FastifyBaseLogger, onChange: (b: CounterBackend) => void): Promise<CounterState> {
   if (!redisUrl) {
     class MemoryStore {
       constructor(params: Record<string, unknown>) {
@@ -44,7 +44,9 @@ export function createCounterStore(redisUrl: string | undefined, log: FastifyBas
     return { backend: () => 'memory', close: async () => {}, Store: MemoryStore as never }
   }
 
-  const redis = new Redis(redisUrl, {
+  // Loaded only when configured: a gateway without Redis never pays for the client.
+  const { Redis } = await import('ioredis')
+  const redis: RedisClient = new Redis(redisUrl, {
     // Fail fast instead of queueing: a command while Redis is away errors at once.
     enableOfflineQueue: false,
     maxRetriesPerRequest: 1,

@@ -15,6 +15,8 @@ export interface RouteGroup {
   urls: string[]
   /** Send the client's bearer token upstream (signout and account deletion revoke it). */
   forwardAuthorization?: boolean
+  /** A 2xx answer here revokes the caller's token, or all of the user's tokens: apply it on this replica at once. */
+  revokes?: 'token' | 'user'
   /** Extra limits on top of the per-address and per-user ones; these routes' JSON bodies are parsed here. */
   limits?: 'signin' | 'signup'
 }
@@ -22,7 +24,8 @@ export interface RouteGroup {
 export const publicRoutes: RouteGroup[] = [
   { upstream: 'auth', access: 'anonymous', methods: ['POST'], urls: ['/api/auth/signup'], limits: 'signup' },
   { upstream: 'auth', access: 'anonymous', methods: ['POST'], urls: ['/api/auth/signin'], limits: 'signin' },
-  { upstream: 'auth', access: 'user', methods: ['GET', 'DELETE'], urls: ['/api/auth/me'] },
+  { upstream: 'auth', access: 'user', methods: ['GET'], urls: ['/api/auth/me'] },
+  { upstream: 'auth', access: 'user', methods: ['DELETE'], urls: ['/api/auth/me'], revokes: 'user' },
   // Public keys (JWT_ALG=EdDSA), for anyone who wants to verify our tokens themselves.
   { upstream: 'auth', access: 'anonymous', methods: ['GET'], urls: ['/.well-known/jwks.json'] },
   {
@@ -31,6 +34,7 @@ export const publicRoutes: RouteGroup[] = [
     methods: ['POST'],
     urls: ['/api/auth/signout'],
     forwardAuthorization: true,
+    revokes: 'token',
   },
   { upstream: 'tasks', access: 'owner', methods: ['GET', 'POST'], urls: ['/api/:user_id/tasks'] },
   { upstream: 'tasks', access: 'owner', methods: ['GET', 'PUT', 'DELETE'], urls: ['/api/:user_id/tasks/:id'] },

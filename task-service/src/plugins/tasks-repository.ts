@@ -4,7 +4,8 @@
  * rows; "not yours" and "does not exist" are the same null.
  */
 import type pg from 'pg'
-import { errors, withDatabase } from '@tollgate/common'
+import { errors } from '@tollgate/common'
+import { withDatabase } from '@tollgate/common/db'
 import type { ListQuery, Task } from '../schemas.js'
 
 interface TaskRow {
