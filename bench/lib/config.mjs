@@ -1,0 +1,54 @@
+/**
+ * What to run and for how long: command-line mode plus BENCH_* overrides.
+ *   (default)  throughput a/b/c, sign-in under load, faults (i)-(iv)
+ *   --quick    the same with short durations (~1 min smoke); writes quick.*
+ *   --soak     5 minutes of (c), sampling the gateway's RSS
+ *   --profile  a short CPU profile of the gateway under (c)
+ *   --only=throughput,signin,faults,ledger   a subset (combinable with --quick)
+ */
+const SUITES = ['throughput', 'signin', 'faults', 'ledger']
+
+export function readConfig(argv = process.argv.slice(2), env = process.env) {
+  const flags = new Set(argv.filter((a) => a.startsWith('--') && !a.includes('=')))
+  const only = argv.find((a) => a.startsWith('--only='))?.slice(7).split(',').filter(Boolean)
+  const unknown = [...flags].filter((f) => !['--quick', '--soak', '--profile', '--help'].includes(f))
+  if (unknown.length || (only && only.some((s) => !SUITES.includes(s)))) {
+    throw new Error(`unknown option ${unknown.join(' ') || `--only=${only}`}; see bench/lib/config.mjs`)
+  }
+  const quick = flags.has('--quick')
+  const num = (name, normal, short) => {
+    const v = env[name]
+    if (v !== undefined && v !== '') {
+      const n = Number(v)
+      if (!Number.isFinite(n) || n < 0) throw new Error(`${name} must be a number of seconds (or a count), got ${v}`)
+      return n
+    }
+    return quick ? short : normal
+  }
+  let suites = only ?? SUITES
+  if (flags.has('--soak')) suites = ['soak']
+  if (flags.has('--profile')) suites = ['profile']
+  return {
+    help: flags.has('--help'),
+    quick,
+    suites,
+    // Quick runs never overwrite the figures the README quotes.
+    outName: quick ? 'quick' : 'latest',
+    connections: num('BENCH_CONNECTIONS', 50, 50),
+    warmupS: num('BENCH_WARMUP_S', 10, 2),
+    durationS: num('BENCH_DURATION_S', 20, 6),
+    // The measured time per target is taken in this many interleaved slices (a, b, c, a, b, c...).
+    rounds: Math.max(1, Math.round(num('BENCH_ROUNDS', 4, 2))),
+    soakS: num('BENCH_SOAK_S', 300, 60),
+    soakSampleS: num('BENCH_SOAK_SAMPLE_S', 5, 5),
+    profileS: num('BENCH_PROFILE_S', 15, 5),
+    signinS: num('BENCH_SIGNIN_DURATION_S', 20, 5),
+    signinConnections: num('BENCH_SIGNIN_CONNECTIONS', 16, 16),
+    faultS: num('BENCH_FAULT_DURATION_S', 10, 4),
+    bigConnections: num('BENCH_BIG_CONNECTIONS', 1000, 1000),
+    settleS: num('BENCH_SETTLE_S', 10, 3),
+    recoverS: num('BENCH_RECOVER_S', 60, 10),
+    // The machine may be shared: wait this long at most for idle CPUs before each measurement.
+    quietWaitS: num('BENCH_QUIET_WAIT_S', 30, 5),
+  }
+}
