@@ -24,7 +24,8 @@ function owner(url) {
 
 function location(frame) {
   const url = frame.url.replace(/^file:\/\//, '')
-  const short = url.startsWith(ROOT) ? url.slice(ROOT.length) : url.replace(/.*node_modules\//, '')
+  // Inside a package: its own path, wherever the copy is installed (so two profiles compare).
+  const short = url.includes('node_modules/') ? url.replace(/.*node_modules\//, '') : url.startsWith(ROOT) ? url.slice(ROOT.length) : url
   return short ? `${short}:${frame.lineNumber + 1}` : ''
 }
 
