@@ -1,12 +1,14 @@
 /**
  * Tollgate benchmark: `npm run bench` (builds first).
- *   npm run bench                  throughput a/b/c, sign-in under load, faults (i)-(iv)  (~10 min)
- *   npm run bench -- --quick       the same, short (~1-2 min smoke); writes results/quick.*
+ *   npm run bench                  throughput a/b/c, sign-in under load, faults (i)-(iv)  (6-10 min)
+ *   npm run bench -- --quick       the same, short (about 1.5 min smoke); writes results/quick.*
  *   npm run bench -- --soak        5 min of (c), gateway RSS every 5 s
- *   npm run bench -- --profile     CPU profile of the gateway under (c), top self-time functions
+ *   npm run bench -- --profile     CPU profiles of (b) and (c) under the same load: what the gateway adds per request
  *   npm run bench -- --only=throughput,signin,faults,ledger
  * Durations: BENCH_WARMUP_S, BENCH_DURATION_S, BENCH_CONNECTIONS, BENCH_SOAK_S, BENCH_SIGNIN_DURATION_S,
  * BENCH_FAULT_DURATION_S, BENCH_SETTLE_S, ... (bench/lib/config.mjs). Results: bench/results/latest.{json,md}.
+ * Sign-in and the write ledger need PostgreSQL: BENCH_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/test).
+ * Other variables in the environment reach the servers it starts (e.g. BCRYPT_MAX_CONCURRENCY=1).
  * Exits 0 when targets are missed (it measures); 1 only when a scenario could not run.
  */
 import { loadavg } from 'node:os'

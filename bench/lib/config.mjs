@@ -1,9 +1,9 @@
 /**
  * What to run and for how long: command-line mode plus BENCH_* overrides.
  *   (default)  throughput a/b/c, sign-in under load, faults (i)-(iv)
- *   --quick    the same with short durations (~1 min smoke); writes quick.*
+ *   --quick    the same with short durations (about 1.5 min smoke); writes quick.*
  *   --soak     5 minutes of (c), sampling the gateway's RSS
- *   --profile  a short CPU profile of the gateway under (c)
+ *   --profile  CPU profiles of (b) and (c) under the same load: what the gateway adds per request
  *   --only=throughput,signin,faults,ledger   a subset (combinable with --quick)
  */
 const SUITES = ['throughput', 'signin', 'faults', 'ledger']
@@ -44,11 +44,11 @@ export function readConfig(argv = process.argv.slice(2), env = process.env) {
     profileS: num('BENCH_PROFILE_S', 15, 5),
     signinS: num('BENCH_SIGNIN_DURATION_S', 20, 5),
     signinConnections: num('BENCH_SIGNIN_CONNECTIONS', 16, 16),
-    faultS: num('BENCH_FAULT_DURATION_S', 10, 4),
+    faultS: num('BENCH_FAULT_DURATION_S', 10, 3),
     bigConnections: num('BENCH_BIG_CONNECTIONS', 1000, 1000),
     settleS: num('BENCH_SETTLE_S', 10, 3),
-    recoverS: num('BENCH_RECOVER_S', 60, 10),
+    recoverS: num('BENCH_RECOVER_S', 60, 3),
     // The machine may be shared: wait this long at most for idle CPUs before each measurement.
-    quietWaitS: num('BENCH_QUIET_WAIT_S', 30, 5),
+    quietWaitS: num('BENCH_QUIET_WAIT_S', 30, 2),
   }
 }
