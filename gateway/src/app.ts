@@ -9,7 +9,6 @@ import swaggerUi from '@fastify/swagger-ui'
 import { openApiDocument } from './docs/openapi.js'
 import { securityHeaders } from './security-headers.js'
 import { buildInternalApp } from './internal/internal-app.js'
-import proxy from '@fastify/http-proxy'
 import type { Pool } from 'undici'
 import { createService, proofKey, type App } from '@tollgate/common'
 import { Counter, Gauge } from 'prom-client'
@@ -21,8 +20,10 @@ import { createTokenVerifier, importHmacKey, type KeySource } from './auth/token
 import { createJwksKeySource, type JwksKeySource } from './auth/jwks-key-source.js'
 import { RevocationList } from './auth/revocation-list.js'
 import { revocationFeed } from './auth/revocation-feed.js'
-import { forwardedHeaders, publicIdentity } from './proxy/forwarded-headers.js'
-import { createUpstreamPool, proxyOptions } from './proxy/upstream.js'
+import { publicIdentity } from './proxy/forwarded-headers.js'
+import { createUpstreamPool } from './proxy/upstream.js'
+import { forwardersFor } from './proxy/forwarder.js'
+import { registerProxyRoutes } from './proxy/proxy-routes.js'
 import { publicRoutes, type UpstreamName } from './routes/public-api.js'
 
 const MAX_URL_LENGTH = 4096
@@ -191,8 +192,8 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
     uiConfig: { deepLinking: true },
   })
 
+  const forwarders = forwardersFor(upstreams, config.UPSTREAM_TIMEOUT_MS, (labels) => upstreamErrors.inc(labels))
   for (const group of publicRoutes) {
-    const upstream = upstreams[group.upstream]
     await app.register(async (scope) => {
       // Order matters: the address limit counts failed authentications too; the user limit needs a verified user.
       scope.addHook('onRequest', limits.ip)
@@ -219,18 +220,15 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
         scope.addHook('onResponse', limits.signinEmailCount)
       }
       // Sign-in and sign-up bodies are parsed here (the email is a rate-limit key); others stream through.
-      await scope.register(
-        proxy,
-        proxyOptions({
-          upstream: { name: group.upstream, ...upstream },
-          urls: group.urls,
-          methods: group.methods,
-          streamBodies: group.limits === undefined,
-          headers: (request, headers) =>
-            forwardedHeaders(request, headers, key, group.forwardAuthorization ?? false, publicIdentity(request)),
-          countError: (labels) => upstreamErrors.inc(labels),
-        }),
-      )
+      registerProxyRoutes(scope as never, {
+        forward: forwarders[group.upstream],
+        urls: group.urls,
+        methods: group.methods,
+        streamBodies: group.limits === undefined,
+        proofKey: key,
+        forwardAuthorization: group.forwardAuthorization ?? false,
+        identity: publicIdentity,
+      })
     })
   }
 

@@ -6,15 +6,14 @@
  * and forwards the caller with the same signed proof users get, so a service
  * can tell a service call from a user call.
  */
-import proxy from '@fastify/http-proxy'
 import type { FastifyInstance } from 'fastify'
 import type { Pool } from 'undici'
 import { Counter } from 'prom-client'
 import { createService, serviceTokenKey, type App } from '@tollgate/common'
 import type { Config } from '../config.js'
 import { clientKey, makeLimiter, registerRateLimitPlugin } from '../limits/rate-limits.js'
-import { forwardedHeaders } from '../proxy/forwarded-headers.js'
-import { proxyOptions } from '../proxy/upstream.js'
+import { registerProxyRoutes } from '../proxy/proxy-routes.js'
+import { forwardersFor } from '../proxy/forwarder.js'
 import type { UpstreamName } from '../routes/public-api.js'
 import { internalRoutes } from './routes.js'
 import { authenticateService, parseAllowlist } from './service-auth.js'
@@ -65,8 +64,8 @@ export async function buildInternalApp(config: Config, deps: InternalDeps): Prom
     (reason) => authFailures.inc({ reason }),
   )
 
+  const forwarders = forwardersFor(deps.upstreams, config.UPSTREAM_TIMEOUT_MS, (labels) => upstreamErrors.inc(labels))
   for (const group of internalRoutes) {
-    const upstream = deps.upstreams[group.upstream]
     await app.register(async (scope) => {
       if (group.access === 'service') {
         scope.addHook('onRequest', authenticate)
@@ -74,20 +73,15 @@ export async function buildInternalApp(config: Config, deps: InternalDeps): Prom
       } else {
         scope.addHook('onRequest', (req, reply) => credentialAttempts(req, reply))
       }
-      await scope.register(
-        proxy,
-        proxyOptions({
-          upstream: { name: group.upstream, ...upstream },
-          urls: group.urls,
-          methods: group.methods,
-          streamBodies: true,
-          headers: (request, headers) => {
-            const identity = request.service ? ({ caller: `service:${request.service}`, userId: '' } as const) : ({ caller: 'anonymous', userId: '' } as const)
-            return forwardedHeaders(request, headers, deps.proofKey, false, identity)
-          },
-          countError: (labels) => upstreamErrors.inc(labels),
-        }),
-      )
+      registerProxyRoutes(scope as never, {
+        forward: forwarders[group.upstream],
+        urls: group.urls,
+        methods: group.methods,
+        streamBodies: true,
+        proofKey: deps.proofKey,
+        forwardAuthorization: false,
+        identity: (request) => (request.service ? { caller: `service:${request.service}`, userId: '' } : { caller: 'anonymous', userId: '' }),
+      })
     })
   }
   return app

@@ -1,7 +1,8 @@
 /**
- * What a forwarded request carries upstream: never a client-sent identity or
- * internal header, the gateway's signed identity instead, the request id, and
- * the bearer token only where the service needs it (to revoke it).
+ * What a forwarded request carries upstream: the client's own headers minus
+ * hop-by-hop ones, never a client-sent identity or internal header, the
+ * gateway's signed identity instead, the request id, and the bearer token
+ * only where the service needs it (to revoke it).
  */
 import type { IncomingHttpHeaders } from 'node:http'
 import type { FastifyRequest } from 'fastify'
@@ -11,34 +12,75 @@ import { isReservedHeader, signIdentity, REQUEST_ID_HEADER, type Identity } from
 export const publicIdentity = (request: FastifyRequest): Identity =>
   request.auth ? { caller: 'user', userId: request.auth.sub } : { caller: 'anonymous', userId: '' }
 
-export function forwardedHeaders(
-  request: FastifyRequest,
-  headers: IncomingHttpHeaders,
-  proofKey: Buffer,
-  forwardAuthorization: boolean,
-  identity: Identity,
-): IncomingHttpHeaders {
-  for (const name of Object.keys(headers)) {
-    if (isReservedHeader(name)) delete headers[name]
-  }
-  if (!forwardAuthorization) delete headers.authorization
-  delete headers.cookie
-  Object.assign(headers, signIdentity(proofKey, identity, request.method, upstreamPath(request.url), request.id))
-  headers[REQUEST_ID_HEADER] = request.id
-  headers['x-forwarded-for'] = request.ip
-  return headers
+/**
+ * Never copied from the client: hop-by-hop fields (RFC 9110 7.6.1), the
+ * framing we set ourselves, credentials the services do not take, and
+ * forwarding fields only the gateway may write.
+ */
+const NOT_FORWARDED = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'proxy-authorization',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+  'expect', // Node answers 100-continue itself; undici refuses to send it
+  'host',
+  'cookie',
+  'authorization',
+  'forwarded',
+  'x-forwarded-for',
+  'x-forwarded-host',
+  'x-forwarded-proto',
+  'x-real-ip',
+  REQUEST_ID_HEADER,
+])
+
+export interface ForwardedHeaderOptions {
+  proofKey: Buffer
+  /** Send the client's bearer token upstream (signout and account deletion revoke it). */
+  forwardAuthorization: boolean
+  /** The body was parsed here and is re-serialised: its length and type are ours to set. */
+  reserialisedBody: boolean
 }
 
-const PLAIN_PATH = /^[A-Za-z0-9/_~:@!$&'()*+,;=%-]*(?:\.[A-Za-z0-9/_~:@!$&'()*+,;=%-]+)*$/
+export function forwardedHeaders(request: FastifyRequest, identity: Identity, opts: ForwardedHeaderOptions): IncomingHttpHeaders {
+  const incoming = request.headers
+  const out: IncomingHttpHeaders = {}
+  // Fields the client names in Connection are hop-by-hop too (and could otherwise strip ours).
+  const connection = incoming.connection
+  const listed = connection && connection !== 'keep-alive' && connection !== 'close' ? connectionFields(connection) : null
+  for (const name in incoming) {
+    if (NOT_FORWARDED.has(name) || isReservedHeader(name) || (listed !== null && listed.has(name))) continue
+    out[name] = incoming[name]
+  }
+  if (opts.forwardAuthorization && incoming.authorization !== undefined) out.authorization = incoming.authorization
+  if (opts.reserialisedBody) {
+    delete out['content-length']
+    out['content-type'] = 'application/json'
+  }
+  const proof = signIdentity(opts.proofKey, identity, request.method, upstreamPath(request.url), request.id)
+  for (const name in proof) out[name] = proof[name]
+  out[REQUEST_ID_HEADER] = request.id
+  out['x-forwarded-for'] = request.ip
+  out['x-forwarded-proto'] = request.protocol
+  return out
+}
 
-/**
- * The path exactly as the service will receive it: the proxy builds the
- * upstream URL with WHATWG URL rules, which re-encode a few characters and
- * resolve dot segments. Plain paths (nearly all) are already in that form.
- */
+function connectionFields(value: string): Set<string> {
+  return new Set(
+    value
+      .toLowerCase()
+      .split(',')
+      .map((s) => s.trim())
+      .filter(Boolean),
+  )
+}
+
+/** The path the service receives: the client's, byte for byte (the query is not signed). */
 export function upstreamPath(url: string): string {
   const q = url.indexOf('?')
-  const path = q === -1 ? url : url.slice(0, q)
-  if (PLAIN_PATH.test(path) && !path.includes('/.')) return path
-  return new URL(path, 'http://upstream.invalid').pathname
+  return q === -1 ? url : url.slice(0, q)
 }
