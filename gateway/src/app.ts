@@ -14,7 +14,7 @@ import { createService, proofKey, type App } from '@tollgate/common'
 import { Counter, Gauge } from 'prom-client'
 import { corsOrigins, limitsConfig, readPem, tlsOptions, trustedIssuers, trustProxy, type Config } from './config.js'
 import { createCounterStore, type CounterBackend } from './limits/store.js'
-import { registerRateLimits } from './limits/rate-limits.js'
+import { createLimits, sequence, type Step } from './limits/rate-limits.js'
 import { authenticate } from './auth/authenticate.js'
 import { createTokenVerifier, importHmacKey, type KeySource } from './auth/token-verifier.js'
 import { createJwksKeySource, type JwksKeySource } from './auth/jwks-key-source.js'
@@ -139,7 +139,8 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
     backendGauge.reset()
     backendGauge.set({ backend }, 1)
   })
-  const limits = await registerRateLimits(app as never, limitsConfig(config), counters.Store, (policy) => rejections.inc({ policy }))
+  const limits = createLimits(limitsConfig(config), counters.newStore, (policy) => rejections.inc({ policy }))
+  app.decorateRequest('rateLimitFields', null)
 
   app.addHook('onClose', async () => {
     for (const source of jwksSources) source.stop()
@@ -151,8 +152,11 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
   // Bodies are streamed to the service, not parsed here: refuse an oversized
   // one up front when it declares its length. URLs are bounded well below
   // Node's header limit. Both before any other work.
+  // Browser-facing hardening headers, computed once (helmet), copied onto every answer.
   const bodyLimit = config.BODY_LIMIT_BYTES
-  app.addHook('onRequest', (request, _reply, done) => {
+  const security = securityHeaders()
+  app.addHook('onRequest', (request, reply, done) => {
+    reply.headers(security)
     if (request.url.length > MAX_URL_LENGTH) return done(Object.assign(new Error('uri too long'), { statusCode: 414 }))
     const length = request.headers['content-length']
     if (length !== undefined && Number(length) > bodyLimit) {
@@ -160,14 +164,6 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
     }
     done()
   })
-
-  // Browser-facing hardening headers, computed once (helmet), copied onto every answer.
-  const security = securityHeaders()
-  app.addHook('onRequest', (_request, reply, done) => {
-    reply.headers(security)
-    done()
-  })
-
 
   await app.register(cors, {
     origin: corsOrigins(config),
@@ -195,12 +191,14 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
   const forwarders = forwardersFor(upstreams, config.UPSTREAM_TIMEOUT_MS, (labels) => upstreamErrors.inc(labels))
   for (const group of publicRoutes) {
     await app.register(async (scope) => {
-      // Order matters: the address limit counts failed authentications too; the user limit needs a verified user.
-      scope.addHook('onRequest', limits.ip)
+      // One hook, in this order: the address limit counts failed authentications too; the user limit needs a verified user.
+      const steps: Step[] = [limits.ip]
       if (group.access !== 'anonymous') {
-        scope.addHook('onRequest', authenticate(verifier, revocations, group.access, (reason) => authFailures.inc({ reason })))
-        scope.addHook('onRequest', limits.user)
+        steps.push(authenticate(verifier, revocations, group.access, (reason) => authFailures.inc({ reason })), limits.user)
       }
+      if (group.limits === 'signup') steps.push(limits.signupIp)
+      if (group.limits === 'signin') steps.push(limits.signinIp)
+      scope.addHook('onRequest', sequence(steps))
       if (group.revokes) {
         const revokes = group.revokes
         scope.addHook('onResponse', (request, reply, done) => {
@@ -213,9 +211,7 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
           done()
         })
       }
-      if (group.limits === 'signup') scope.addHook('onRequest', limits.signupIp)
       if (group.limits === 'signin') {
-        scope.addHook('onRequest', limits.signinIp)
         scope.addHook('preHandler', limits.signinEmailGuard)
         scope.addHook('onResponse', limits.signinEmailCount)
       }
@@ -233,7 +229,7 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
   }
 
   // The internal listener shares the upstream connections and the counters' store.
-  const internal = await buildInternalApp(config, { upstreams, proofKey: key, Store: counters.Store, logStream: opts.logStream })
+  const internal = await buildInternalApp(config, { upstreams, proofKey: key, newStore: counters.newStore, logStream: opts.logStream })
   app.decorate('internal', internal)
   app.addHook('onClose', async () => {
     await internal.close()

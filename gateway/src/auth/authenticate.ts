@@ -1,17 +1,18 @@
 /**
- * The gateway's access rules, as onRequest hooks: who may call a route
- * (anyone, a signed-in user, or only the user the path names).
+ * The gateway's access rules, as a hook step: who may call a route (anyone,
+ * a signed-in user, or only the user the path names).
  */
-import type { FastifyReply, FastifyRequest } from 'fastify'
+import type { FastifyRequest } from 'fastify'
 import { errors, HttpError } from '@tollgate/common'
-import type { TokenVerifier, VerifiedToken } from './token-verifier.js'
+import type { TokenResult, TokenVerifier, VerifiedToken } from './token-verifier.js'
 import type { RevocationList } from './revocation-list.js'
+import type { Step } from '../limits/rate-limits.js'
 
 export type Access = 'anonymous' | 'user' | 'owner'
 
 declare module 'fastify' {
   interface FastifyRequest {
-    /** The verified token, set by the authenticate hook; null on anonymous routes. */
+    /** The verified token, set by the authenticate step; null on anonymous routes. */
     auth: VerifiedToken | null
   }
 }
@@ -29,29 +30,44 @@ export function bearerToken(header: string | undefined): string | HttpError {
   return m[1]!
 }
 
+/**
+ * Verify the bearer token (a token verified before is answered from the
+ * cache without a promise), check revocation and, for `owner`, that the
+ * path's user is the token's subject.
+ */
 export function authenticate(
   verifier: TokenVerifier,
   revocations: RevocationList,
   access: Exclude<Access, 'anonymous'>,
   onFailure: (code: string) => void,
-) {
-  const refuse = (err: HttpError): never => {
-    onFailure(err.errorCode)
-    throw err
+): Step {
+  const decide = (request: FastifyRequest, result: TokenResult): HttpError | undefined => {
+    if (result instanceof HttpError) return result
+    const status = revocations.check(result)
+    if (status === 'revoked') return errors.tokenRevoked()
+    if (status === 'unavailable') return errors.unavailable('Token revocation status unavailable')
+    if (access === 'owner' && (request.params as { user_id?: string }).user_id !== result.sub) return errors.forbidden()
+    request.auth = result
+    return undefined
   }
-  return async function authenticateHook(request: FastifyRequest, _reply: FastifyReply): Promise<void> {
+  const refuse = (err: HttpError): HttpError => {
+    onFailure(err.errorCode)
+    return err
+  }
+  return function authenticateStep(request, _reply, done) {
     const token = bearerToken(request.headers.authorization)
-    if (token instanceof HttpError) refuse(token)
-    const result = await verifier.verify(token as string)
-    if (result instanceof HttpError) refuse(result)
-    const verified = result as VerifiedToken
-    const status = revocations.check(verified)
-    if (status === 'revoked') refuse(errors.tokenRevoked())
-    if (status === 'unavailable') refuse(errors.unavailable('Token revocation status unavailable'))
-    if (access === 'owner') {
-      const pathUser = (request.params as { user_id?: string }).user_id
-      if (pathUser !== verified.sub) refuse(errors.forbidden())
+    if (token instanceof HttpError) return done(refuse(token))
+    const hit = verifier.cached(token)
+    if (hit !== undefined) {
+      const err = decide(request, hit)
+      return done(err && refuse(err))
     }
-    request.auth = verified
+    verifier.verify(token).then(
+      (result) => {
+        const err = decide(request, result)
+        done(err && refuse(err))
+      },
+      (err: Error) => done(err),
+    )
   }
 }

@@ -6,12 +6,12 @@
  * and forwards the caller with the same signed proof users get, so a service
  * can tell a service call from a user call.
  */
-import type { FastifyInstance } from 'fastify'
 import type { Pool } from 'undici'
 import { Counter } from 'prom-client'
 import { createService, serviceTokenKey, type App } from '@tollgate/common'
 import type { Config } from '../config.js'
-import { clientKey, makeLimiter, registerRateLimitPlugin } from '../limits/rate-limits.js'
+import { asyncStep, clientKey, makeLimiter, sequence } from '../limits/rate-limits.js'
+import type { CounterStore } from '../limits/store.js'
 import { registerProxyRoutes } from '../proxy/proxy-routes.js'
 import { forwardersFor } from '../proxy/forwarder.js'
 import type { UpstreamName } from '../routes/public-api.js'
@@ -21,7 +21,7 @@ import { authenticateService, parseAllowlist } from './service-auth.js'
 export interface InternalDeps {
   upstreams: Record<UpstreamName, { url: string; pool: Pool }>
   proofKey: Buffer
-  Store: new (params: Record<string, unknown>) => unknown
+  newStore: () => CounterStore
   logStream?: NodeJS.WritableStream
 }
 
@@ -42,16 +42,16 @@ export async function buildInternalApp(config: Config, deps: InternalDeps): Prom
   const rejections = metric('gateway_internal_rate_limit_rejections_total', 'Internal calls refused with 429, by policy', ['policy'])
   const upstreamErrors = metric('gateway_upstream_errors_total', 'Upstream failures answered 502/503/504', ['upstream', 'status', 'cause'])
 
-  await registerRateLimitPlugin(app as unknown as FastifyInstance, deps.Store)
+  app.decorateRequest('rateLimitFields', null)
   const perService = makeLimiter(
-    app as unknown as FastifyInstance,
+    deps.newStore(),
     { name: 'service', max: config.RATE_LIMIT_SERVICE_MAX, windowMs: config.RATE_LIMIT_SERVICE_WINDOW_S * 1000 },
     (req) => req.service ?? undefined,
     (policy) => rejections.inc({ policy }),
   )
   // Asking for a token proves a credential: limited per address like a sign-in.
   const credentialAttempts = makeLimiter(
-    app as unknown as FastifyInstance,
+    deps.newStore(),
     { name: 'service-credential', max: config.RATE_LIMIT_SIGNIN_IP_MAX, windowMs: config.RATE_LIMIT_SIGNIN_IP_WINDOW_S * 1000 },
     clientKey,
     (policy) => rejections.inc({ policy }),
@@ -67,12 +67,7 @@ export async function buildInternalApp(config: Config, deps: InternalDeps): Prom
   const forwarders = forwardersFor(deps.upstreams, config.UPSTREAM_TIMEOUT_MS, (labels) => upstreamErrors.inc(labels))
   for (const group of internalRoutes) {
     await app.register(async (scope) => {
-      if (group.access === 'service') {
-        scope.addHook('onRequest', authenticate)
-        scope.addHook('onRequest', (req, reply) => perService(req, reply))
-      } else {
-        scope.addHook('onRequest', (req, reply) => credentialAttempts(req, reply))
-      }
+      scope.addHook('onRequest', group.access === 'service' ? sequence([asyncStep(authenticate), perService]) : credentialAttempts)
       registerProxyRoutes(scope as never, {
         forward: forwarders[group.upstream],
         urls: group.urls,

@@ -11,13 +11,13 @@ import type { FastifyBaseLogger } from 'fastify'
 
 // The plugin's own stores, so the Lua script and window semantics are exactly its.
 const require = createRequire(import.meta.url)
-type Callback = (err: Error | null, res?: { current: number; ttl: number }) => void
-interface Store {
+export type Callback = (err: Error | null, res?: { current: number; ttl: number }) => void
+/** @fastify/rate-limit's store contract: count (incr) or peek (read) a key's fixed window. */
+export interface CounterStore {
   incr(key: string, cb: Callback, timeWindow: number, max: number): void
   read(key: string, cb: Callback, timeWindow: number, max: number): void
-  child(routeOptions: Record<string, unknown>): Store
 }
-type StoreCtor = new (...args: unknown[]) => Store
+type StoreCtor = new (...args: unknown[]) => CounterStore
 const LocalStore: StoreCtor = require('@fastify/rate-limit/store/LocalStore')
 const RedisStore: StoreCtor = require('@fastify/rate-limit/store/RedisStore')
 
@@ -26,8 +26,8 @@ export type CounterBackend = 'redis' | 'memory' | 'memory-fallback'
 export interface CounterState {
   backend(): CounterBackend
   close(): Promise<void>
-  /** The @fastify/rate-limit `store` option. */
-  Store: new (params: Record<string, unknown>) => Store
+  /** A store for one policy (its keys are prefixed with the policy's name). */
+  newStore(): CounterStore
 }
 
 const NAMESPACE = 'tollgate:rl:'
@@ -35,13 +35,8 @@ const LOCAL_ENTRIES = 50_000
 
 export async function createCounterStore(redisUrl: string | undefined, log: FastifyBaseLogger, onChange: (b: CounterBackend) => void): Promise<CounterState> {
   if (!redisUrl) {
-    class MemoryStore {
-      constructor(params: Record<string, unknown>) {
-        return new LocalStore(params.continueExceeding, params.exponentialBackoff, LOCAL_ENTRIES)
-      }
-    }
     onChange('memory')
-    return { backend: () => 'memory', close: async () => {}, Store: MemoryStore as never }
+    return { backend: () => 'memory', close: async () => {}, newStore: () => new LocalStore(false, false, LOCAL_ENTRIES) }
   }
 
   // Loaded only when configured: a gateway without Redis never pays for the client.
@@ -69,13 +64,9 @@ export async function createCounterStore(redisUrl: string | undefined, log: Fast
   redis.on('close', () => setHealthy(false, 'connection closed'))
   redis.on('end', () => setHealthy(false, 'connection ended'))
 
-  class FailoverStore implements Store {
-    private readonly shared: Store
-    private readonly local: Store
-    constructor(params: Record<string, unknown>) {
-      this.shared = new RedisStore(params.continueExceeding, params.exponentialBackoff, redis, NAMESPACE)
-      this.local = new LocalStore(params.continueExceeding, params.exponentialBackoff, LOCAL_ENTRIES)
-    }
+  class FailoverStore implements CounterStore {
+    private readonly shared: CounterStore = new RedisStore(false, false, redis, NAMESPACE)
+    private readonly local: CounterStore = new LocalStore(false, false, LOCAL_ENTRIES)
     private run(op: 'incr' | 'read', key: string, cb: Callback, timeWindow: number, max: number) {
       if (!healthy) return this.local[op](key, cb, timeWindow, max)
       this.shared[op](
@@ -95,10 +86,6 @@ export async function createCounterStore(redisUrl: string | undefined, log: Fast
     read(key: string, cb: Callback, timeWindow: number, max: number) {
       this.run('read', key, cb, timeWindow, max)
     }
-    child(routeOptions: Record<string, unknown>): Store {
-      // Policies prefix their own keys, so one namespace serves them all.
-      return new FailoverStore(routeOptions)
-    }
   }
 
   return {
@@ -106,6 +93,6 @@ export async function createCounterStore(redisUrl: string | undefined, log: Fast
     close: async () => {
       redis.disconnect()
     },
-    Store: FailoverStore,
+    newStore: () => new FailoverStore(),
   }
 }
