@@ -5,6 +5,7 @@
  * shared secret and the token the load sends.
  */
 import { randomUUID } from 'node:crypto'
+import { readFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import { SignJWT } from 'jose'
 import { freePort, startNode, waitHttp } from './procs.mjs'
@@ -60,8 +61,16 @@ export async function startBareProxy({ upstreamUrl, nodeArgs = [] }) {
   return { proc, port, url: base(port) }
 }
 
+/** The node flags of the gateway's `npm start` (e.g. --max-semi-space-size), so the bench runs it as users do. */
+export function gatewayNodeFlags() {
+  const start = JSON.parse(readFileSync(`${ROOT}gateway/package.json`, 'utf8')).scripts.start
+  const m = /^node((?: --[\w-]+(?:=\S+)?)*) dist\/server\.js$/.exec(start)
+  if (!m) throw new Error(`gateway/package.json start script not understood: ${start}`)
+  return m[1].trim().split(' ').filter(Boolean)
+}
+
 /**
- * The gateway alone (node gateway/dist/server.js) with everything on, logs at
+ * The gateway alone (node gateway/dist/server.js, with its `npm start` flags) with everything on, logs at
  * info to /dev/null. `env` overrides; `nodeArgs` e.g. --cpu-prof. Ready once
  * /ready answers 200 (upstreams reachable, revocation list loaded).
  */
@@ -69,7 +78,7 @@ export async function startGateway({ tasksUrl, authUrl, env = {}, nodeArgs = [],
   const port = await freePort()
   const proc = await startNode({
     name: 'gateway',
-    args: [...nodeArgs, `${ROOT}gateway/dist/server.js`],
+    args: [...gatewayNodeFlags(), ...nodeArgs, `${ROOT}gateway/dist/server.js`],
     env: {
       HOST: '127.0.0.1',
       PORT: String(port),

@@ -8,13 +8,16 @@ export interface Child {
   exited: Promise<number | null>
 }
 
+/** As in the Dockerfile's CMD and each workspace's `npm start`: smaller young generation, same speed, ~50 MB less RSS at load. */
+export const NODE_FLAGS = ['--max-semi-space-size=8', '--enable-source-maps']
+
 export function startProcess(
   name: string,
   entry: string,
   env: Record<string, string | undefined>,
   onExit: (code: number | null) => void,
 ): Child {
-  const proc = spawn(process.execPath, ['--enable-source-maps', entry], {
+  const proc = spawn(process.execPath, [...NODE_FLAGS, entry], {
     env: env as NodeJS.ProcessEnv,
     stdio: ['ignore', 'inherit', 'inherit'],
   })

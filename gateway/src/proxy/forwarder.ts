@@ -133,17 +133,25 @@ export function createForwarder(opts: ForwarderOptions): Forward {
       this.status = statusCode
       this.resumeUpstream = resume
       const reply = this.reply
+      const hopByHop = connectionFields(rawHeaders)
+      const upstreamKeys: string[] = []
       for (let i = 0; i < rawHeaders.length; i += 2) {
         const key = rawHeaders[i]!.toString('latin1').toLowerCase()
         if (key === 'content-length') {
           this.declaredLength = rawHeaders[i + 1]!.toString('latin1')
           continue
         }
-        if (DROPPED_RESPONSE_HEADERS.has(key)) continue
+        if (DROPPED_RESPONSE_HEADERS.has(key) || (hopByHop !== null && hopByHop.includes(key))) continue
         const value = rawHeaders[i + 1]!.toString('latin1')
-        // Repeated fields keep every value (Fastify makes set-cookie an array, the rest we join).
         const prior = key === 'set-cookie' ? undefined : reply.getHeader(key)
-        reply.header(key, prior === undefined ? value : `${String(prior)}, ${value}`)
+        if (prior === undefined) {
+          reply.header(key, value) // set-cookie: Fastify keeps each one
+          upstreamKeys.push(key)
+        } else if (key === 'vary' || upstreamKeys.includes(key)) {
+          // A field the upstream repeats, or Vary (ours and theirs both apply): every value is kept.
+          reply.header(key, `${String(prior)}, ${value}`)
+        }
+        // Otherwise the gateway set it (security headers, rate-limit fields, CORS): ours stands.
       }
       if (this.declaredLength !== undefined && Number(this.declaredLength) > MAX_BUFFERED_BYTES) this.startStreaming()
       return true
@@ -206,6 +214,18 @@ export function createForwarder(opts: ForwarderOptions): Forward {
   }
 
   return (reply, outgoing) => new Exchange(reply, outgoing).start()
+}
+
+/** Extra field names the upstream's Connection header lists (hop-by-hop too), or null (nearly always). */
+function connectionFields(rawHeaders: Buffer[]): string[] | null {
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    const key = rawHeaders[i]!
+    if (key.length !== 10 || key.toString('latin1').toLowerCase() !== 'connection') continue
+    const value = rawHeaders[i + 1]!.toString('latin1').toLowerCase()
+    if (value === 'keep-alive' || value === 'close') return null
+    return value.split(',').map((f) => f.trim())
+  }
+  return null
 }
 
 /** One forwarder per upstream service. */

@@ -1,0 +1,237 @@
+/**
+ * The proxy itself, against plain node:http and raw TCP upstreams: bodies
+ * both ways byte for byte (buffered and streamed), hop-by-hop headers, the
+ * headers deadline, a client that leaves, a stale pooled connection.
+ */
+import t from 'tap'
+import http from 'node:http'
+import net from 'node:net'
+import { createHash, randomBytes } from 'node:crypto'
+import { buildGateway, subOf, token } from './helper.js'
+import { MAX_BUFFERED_BYTES } from '../src/proxy/forwarder.js'
+
+type Tap = Parameters<typeof buildGateway>[0]
+type Handler = (req: http.IncomingMessage, res: http.ServerResponse, body: Buffer) => void
+
+/** A node:http upstream that reads each body whole, then calls `handle`. */
+async function plainUpstream(t: Tap, handle: Handler) {
+  const closed: string[] = []
+  const server = http.createServer((req, res) => {
+    const chunks: Buffer[] = []
+    req.on('data', (c: Buffer) => chunks.push(c))
+    req.on('end', () => handle(req, res, Buffer.concat(chunks)))
+    res.on('close', () => {
+      if (!res.writableFinished) closed.push(req.url ?? '')
+    })
+  })
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
+  t.teardown(() => {
+    server.closeAllConnections()
+    server.close()
+  })
+  return { url: `http://127.0.0.1:${(server.address() as net.AddressInfo).port}`, closed }
+}
+
+async function listeningGateway(t: Tap, overrides: Record<string, unknown>) {
+  const gw = await buildGateway(t, overrides)
+  await gw.listen({ port: 0, host: '127.0.0.1' })
+  return { gw, base: `http://127.0.0.1:${(gw.server.address() as net.AddressInfo).port}` }
+}
+
+const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex')
+
+t.test('answers small and large, with and without a length, arrive byte for byte', async (t) => {
+  const small = randomBytes(1000)
+  const large = randomBytes(MAX_BUFFERED_BYTES * 5 + 17)
+  const up = await plainUpstream(t, (req, res) => {
+    const body = req.url!.includes('large') ? large : small
+    const chunked = req.url!.includes('chunked')
+    res.writeHead(200, { 'content-type': 'application/octet-stream', ...(chunked ? {} : { 'content-length': body.length }) })
+    if (!chunked) return res.end(body)
+    // Unknown length, in pieces: the forwarder must switch from buffering to streaming mid-answer.
+    let at = 0
+    const next = () => {
+      if (at >= body.length) return res.end()
+      res.write(body.subarray(at, at + 16_384))
+      at += 16_384
+      setImmediate(next)
+    }
+    next()
+  })
+  const { base } = await listeningGateway(t, { TASK_SERVICE_URL: up.url })
+  const jwt = await token()
+  const user = subOf(jwt)
+  for (const variant of ['small', 'large', 'small-chunked', 'large-chunked']) {
+    const res = await fetch(`${base}/api/${user}/tasks?${variant}`, { headers: { authorization: `Bearer ${jwt}` } })
+    const got = Buffer.from(await res.arrayBuffer())
+    t.equal(res.status, 200, variant)
+    t.equal(sha(got), sha(variant.startsWith('large') ? large : small), `${variant}: same bytes`)
+    t.equal(res.headers.get('cache-control'), 'no-store', `${variant}: not cacheable`)
+    t.equal(res.headers.get('x-content-type-options'), 'nosniff', `${variant}: security headers`)
+    if (!variant.endsWith('chunked')) t.equal(res.headers.get('content-length'), String(got.length), `${variant}: length kept`)
+  }
+})
+
+t.test('request bodies stream through byte for byte, with a length or chunked', async (t) => {
+  const up = await plainUpstream(t, (req, res, body) => {
+    res.writeHead(201, { 'content-type': 'application/json' })
+    res.end(JSON.stringify({ sha: sha(body), length: body.length, te: req.headers['transfer-encoding'] ?? null }))
+  })
+  const { base } = await listeningGateway(t, { TASK_SERVICE_URL: up.url })
+  const jwt = await token()
+  const body = Buffer.from(JSON.stringify({ title: 'ünïcödé "quotes" \'; DROP TABLE tasks; --', description: 'x'.repeat(200_000) }))
+  const withLength = await fetch(`${base}/api/${subOf(jwt)}/tasks`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${jwt}`, 'content-type': 'application/json' },
+    body,
+  })
+  t.equal(withLength.status, 201)
+  t.same(await withLength.json(), { sha: sha(body), length: body.length, te: null })
+
+  // A chunked upload of unknown length.
+  const chunked = await new Promise<{ status: number; json: { sha: string; length: number } }>((resolve, reject) => {
+    const req = http.request(`${base}/api/${subOf(jwt)}/tasks`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${jwt}`, 'content-type': 'application/json', 'transfer-encoding': 'chunked' },
+    })
+    req.on('response', (res) => {
+      let text = ''
+      res.on('data', (c) => (text += c))
+      res.on('end', () => resolve({ status: res.statusCode!, json: JSON.parse(text) }))
+    })
+    req.on('error', reject)
+    for (let i = 0; i < body.length; i += 10_000) req.write(body.subarray(i, i + 10_000))
+    req.end()
+  })
+  t.equal(chunked.status, 201)
+  t.equal(chunked.json.sha, sha(body), 'chunked body intact')
+  t.equal(chunked.json.length, body.length)
+})
+
+t.test('hop-by-hop headers stop at the gateway, both ways; repeated answer fields are kept', async (t) => {
+  let seen: http.IncomingHttpHeaders = {}
+  const up = await plainUpstream(t, (req, res) => {
+    seen = req.headers
+    res.setHeader('set-cookie', ['a=1; HttpOnly', 'b=2; HttpOnly'])
+    res.setHeader('x-upstream-secret-hop', 'no')
+    res.setHeader('connection', 'keep-alive, x-upstream-secret-hop')
+    res.setHeader('content-type', 'application/json')
+    res.setHeader('x-powered-by', 'Express')
+    res.setHeader('x-request-id', 'upstream-made-this-up')
+    res.setHeader('x-frame-options', 'ALLOWALL')
+    res.setHeader('x-repeated', ['one', 'two'])
+    res.end('{}')
+  })
+  const { base } = await listeningGateway(t, { TASK_SERVICE_URL: up.url })
+  const jwt = await token()
+  const res = await new Promise<http.IncomingMessage>((resolve, reject) => {
+    const req = http.request(`${base}/api/${subOf(jwt)}/tasks`, {
+      headers: {
+        authorization: `Bearer ${jwt}`,
+        connection: 'keep-alive, x-drop-me',
+        'x-drop-me': 'hop',
+        'keep-alive': 'timeout=5',
+        te: 'trailers',
+        'proxy-authorization': 'Basic eDp5',
+        forwarded: 'for=6.6.6.6',
+        'x-forwarded-for': '6.6.6.6',
+        'x-real-ip': '6.6.6.6',
+        'x-request-id': 'client-id-1',
+        'accept-language': 'fr',
+      },
+    })
+    req.on('response', (r) => {
+      r.resume()
+      r.on('end', () => resolve(r))
+    })
+    req.on('error', reject)
+    req.end()
+  })
+  t.equal(res.statusCode, 200)
+  for (const name of ['x-drop-me', 'keep-alive', 'te', 'proxy-authorization', 'forwarded', 'x-real-ip', 'authorization']) {
+    t.notOk(seen[name], `${name} not forwarded`)
+  }
+  t.equal(seen['x-forwarded-for'], '127.0.0.1', 'the gateway writes X-Forwarded-For from the socket, not the client')
+  t.equal(seen['x-request-id'], 'client-id-1')
+  t.equal(seen['accept-language'], 'fr', 'end-to-end headers pass')
+  t.same(res.headers['set-cookie'], ['a=1; HttpOnly', 'b=2; HttpOnly'], 'both cookies')
+  t.notOk(res.headers['x-upstream-secret-hop'], 'upstream hop-by-hop header dropped')
+  t.notOk(res.headers['x-powered-by'], 'upstream banner dropped')
+  t.equal(res.headers['x-request-id'], 'client-id-1', "the gateway's request id, not the upstream's")
+  t.equal(res.headers['x-frame-options'], 'DENY', "the gateway's security headers win over the upstream's")
+  t.equal(res.headers['x-repeated'], 'one, two', 'a repeated field keeps both values')
+})
+
+t.test('an upstream that never answers is a 504 at the deadline; the gateway lets go of it', async (t) => {
+  const up = await plainUpstream(t, () => {
+    // never answers
+  })
+  const { gw } = await listeningGateway(t, { TASK_SERVICE_URL: up.url, UPSTREAM_TIMEOUT_MS: 300 })
+  const jwt = await token()
+  const started = performance.now()
+  const res = await gw.inject({ url: `/api/${subOf(jwt)}/tasks`, headers: { authorization: `Bearer ${jwt}` } })
+  const took = performance.now() - started
+  t.equal(res.statusCode, 504)
+  t.same(res.json(), { detail: 'Upstream service timed out', error_code: 'GATEWAY_TIMEOUT', status_code: 504 })
+  // Our own timer, not undici's ~0.5 s tick (which answered a 500 ms deadline at up to 1,040 ms).
+  t.ok(took >= 290 && took < 800, `answered at the deadline (${Math.round(took)} ms)`)
+  await new Promise((r) => setTimeout(r, 100))
+  t.same(up.closed.length, 1, 'the upstream request was cancelled, not left open')
+})
+
+t.test('a client that leaves before the answer cancels the upstream request; the gateway carries on', async (t) => {
+  const up = await plainUpstream(t, (req, res) => {
+    if (req.url!.includes('slow')) return // answered never; the client gives up first
+    res.writeHead(200, { 'content-type': 'application/json' })
+    res.end('{"ok":true}')
+  })
+  const { base } = await listeningGateway(t, { TASK_SERVICE_URL: up.url, UPSTREAM_TIMEOUT_MS: 10_000 })
+  const jwt = await token()
+  const url = `${base}/api/${subOf(jwt)}/tasks`
+  for (let i = 0; i < 20; i++) {
+    const aborted = await fetch(`${url}?slow=${i}`, { headers: { authorization: `Bearer ${jwt}` }, signal: AbortSignal.timeout(50) }).catch(
+      (err: Error) => err,
+    )
+    t.ok(aborted instanceof Error, `client ${i} gave up`)
+  }
+  await new Promise((r) => setTimeout(r, 200))
+  t.equal(up.closed.length, 20, 'every abandoned upstream request was cancelled')
+  const after = await fetch(url, { headers: { authorization: `Bearer ${jwt}` } })
+  t.equal(after.status, 200, 'still serving')
+})
+
+t.test('a pooled connection that broke before any answer: GET is retried once, POST never', async (t) => {
+  // Raw TCP upstream: answers the first request on each connection, then drops the
+  // connection on the second without a word (an idle keep-alive socket closed under us).
+  let requests = 0
+  const server = net.createServer((socket) => {
+    let served = 0
+    socket.on('data', (d) => {
+      if (!d.toString('latin1').includes('\r\n\r\n')) return
+      requests++
+      if (served++ === 0) {
+        socket.write('HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\nconnection: keep-alive\r\n\r\n{}')
+      } else {
+        socket.destroy()
+      }
+    })
+    socket.on('error', () => {})
+  })
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
+  t.teardown(() => server.close())
+  const upstream = `http://127.0.0.1:${(server.address() as net.AddressInfo).port}`
+  const { gw } = await listeningGateway(t, { TASK_SERVICE_URL: upstream, UPSTREAM_CONNECTIONS: 1 })
+  const jwt = await token()
+  const url = `/api/${subOf(jwt)}/tasks`
+  const headers = { authorization: `Bearer ${jwt}` }
+  t.equal((await gw.inject({ url, headers })).statusCode, 200, 'first GET on a fresh connection')
+  const before = requests
+  const retried = await gw.inject({ url, headers })
+  t.equal(retried.statusCode, 200, 'second GET: the reused connection broke, the retry on a new one succeeded')
+  t.equal(requests - before, 2, 'exactly one retry')
+  const postBefore = requests
+  const post = await gw.inject({ method: 'POST', url, headers: { ...headers, 'content-type': 'application/json' }, payload: '{"title":"x"}' })
+  t.equal(post.statusCode, 502, 'a POST on a broken connection is not retried')
+  t.same(post.json(), { detail: 'Upstream service error', error_code: 'BAD_GATEWAY', status_code: 502 })
+  t.equal(requests - postBefore, 1, 'sent once')
+})
