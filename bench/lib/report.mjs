@@ -182,8 +182,8 @@ function faultsMd(f) {
     `**(ii) Slow upstream** (answers after ${s.config.upstreamDelayMs} ms, UPSTREAM_TIMEOUT_MS=${s.config.upstreamTimeoutMs}), ${s.config.connections} connections for ${s.config.durationS} s:`,
     '',
     table(
-      ['answers', 'latency min / p50 / p99 / max ms', 'fds baseline / max / after', 'fds after, by kind', 'RSS MB baseline / max / after'],
-      [[codes(s.run.statusCounts), `${s.run.latencyMs.min} / ${s.run.latencyMs.p50} / ${s.run.latencyMs.p99} / ${s.run.latencyMs.max}`, `${s.baseline.fds} / ${s.during.fdMax} / ${s.after.fds}`, fdKinds(s.after), `${s.baseline.rssMB} / ${s.during.rssMaxMB} / ${s.after.rssMB}`]],
+      ['answers', 'latency min / p50 / p99 / max ms', 'fds baseline / max / after / after a second run', 'fds after, by kind', 'RSS MB baseline / max / after / after a second run'],
+      [[codes(s.run.statusCounts), `${s.run.latencyMs.min} / ${s.run.latencyMs.p50} / ${s.run.latencyMs.p99} / ${s.run.latencyMs.max}`, `${s.baseline.fds} / ${s.during.fdMax} / ${s.after.fds} / ${s.secondAfter?.fds ?? '-'}`, fdKinds(s.after), `${s.baseline.rssMB} / ${s.during.rssMaxMB} / ${s.after.rssMB} / ${s.secondAfter?.rssMB ?? '-'}`]],
     ),
     '',
     `**(iii) ${m.connections} concurrent connections** for ${m.run.durationS} s, twice (ulimit -n ${m.openFilesLimit}); "after" is ${m.settleS} s later. Baseline: ${m.baseline.rssMB} MB RSS, ${m.baseline.fds} fds (${fdKinds(m.baseline)}).`,

