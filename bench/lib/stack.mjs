@@ -61,11 +61,11 @@ export async function startBareProxy({ upstreamUrl, nodeArgs = [] }) {
   return { proc, port, url: base(port) }
 }
 
-/** The node flags of the gateway's `npm start` (e.g. --max-semi-space-size), so the bench runs it as users do. */
-export function gatewayNodeFlags() {
-  const start = JSON.parse(readFileSync(`${ROOT}gateway/package.json`, 'utf8')).scripts.start
+/** The node flags of a workspace's `npm start` (V8 heap sizing), so the bench runs each process as users do. */
+export function nodeFlags(workspace = 'gateway') {
+  const start = JSON.parse(readFileSync(`${ROOT}${workspace}/package.json`, 'utf8')).scripts.start
   const m = /^node((?: --[\w-]+(?:=\S+)?)*) dist\/server\.js$/.exec(start)
-  if (!m) throw new Error(`gateway/package.json start script not understood: ${start}`)
+  if (!m) throw new Error(`${workspace}/package.json start script not understood: ${start}`)
   return m[1].trim().split(' ').filter(Boolean)
 }
 
@@ -78,7 +78,7 @@ export async function startGateway({ tasksUrl, authUrl, env = {}, nodeArgs = [],
   const port = await freePort()
   const proc = await startNode({
     name: 'gateway',
-    args: [...gatewayNodeFlags(), ...nodeArgs, `${ROOT}gateway/dist/server.js`],
+    args: [...nodeFlags('gateway'), ...nodeArgs, `${ROOT}gateway/dist/server.js`],
     env: {
       HOST: '127.0.0.1',
       PORT: String(port),
@@ -107,7 +107,7 @@ export async function startAuthService({ env = {} } = {}) {
   const port = await freePort()
   const proc = await startNode({
     name: 'auth-service',
-    args: [`${ROOT}auth-service/dist/server.js`],
+    args: [...nodeFlags('auth-service'), `${ROOT}auth-service/dist/server.js`],
     env: {
       HOST: '127.0.0.1',
       PORT: String(port),
@@ -130,7 +130,7 @@ export async function startTaskService({ port } = {}) {
   port ??= await freePort()
   const proc = await startNode({
     name: 'task-service',
-    args: [`${ROOT}task-service/dist/server.js`],
+    args: [...nodeFlags('task-service'), `${ROOT}task-service/dist/server.js`],
     env: {
       HOST: '127.0.0.1',
       PORT: String(port),
