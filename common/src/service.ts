@@ -17,7 +17,7 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import AjvCompiler from '@fastify/ajv-compiler'
 import swagger from '@fastify/swagger'
 import { clientErrorResponse, envelope, ErrorCode, installErrorEnvelope } from './errors.js'
-import { genReqId, loggerOptions, redactUrl, REQUEST_ID_HEADER } from './logging.js'
+import { genReqId, loggerOptions, redactUrl, REQUEST_ID_HEADER, stdoutDestination } from './logging.js'
 import { installMetrics } from './metrics.js'
 
 export type App = FastifyInstance<
@@ -55,7 +55,7 @@ export const ONE_MIB = 1024 * 1024
 export function createService(opts: ServiceOptions): App {
   const logger = loggerOptions(opts.logLevel, opts.name)
   const app = Fastify({
-    logger: opts.logStream && typeof logger === 'object' ? { ...logger, stream: opts.logStream } : logger,
+    logger: { ...(logger as object), stream: opts.logStream ?? stdoutDestination() },
     genReqId,
     // One access line of our own per request instead of Fastify's two.
     logController: new LogController({ disableRequestLogging: true }),
