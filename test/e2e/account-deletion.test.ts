@@ -56,10 +56,14 @@ t.test('through the real processes: account, tokens and tasks are gone; the requ
   const purgedIn = await eventually(async () => (await taskCount(user.id)) === 0, 5000)
   t.pass(`tasks purged ${purgedIn} ms after deletion`)
 
-  await eventually(async () => cluster.output().includes('tasks purged for a deleted account'), 2000)
-  const lines = cluster.output().split('\n').filter((l) => l.includes(requestId)).map((l) => JSON.parse(l))
-  const services = new Set(lines.map((l) => l.service))
-  t.same([...services].sort(), ['auth-service', 'gateway', 'gateway-internal', 'task-service'], 'the same request id in every hop’s logs')
+  // Every process writes its logs out at least once a second (buffered stdout): wait for all four hops.
+  const hops = () => {
+    const lines = cluster.output().split('\n').filter((l) => l.includes(requestId)).map((l) => JSON.parse(l))
+    return { lines, services: [...new Set(lines.map((l) => l.service))].sort() }
+  }
+  await eventually(async () => hops().services.length === 4, 3000).catch(() => undefined)
+  const { lines, services } = hops()
+  t.same(services, ['auth-service', 'gateway', 'gateway-internal', 'task-service'], 'the same request id in every hop’s logs')
   t.ok(lines.some((l) => l.service === 'task-service' && l.caller === 'service:auth-service'), 'the task-service saw a service call')
 })
 
