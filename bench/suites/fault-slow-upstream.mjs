@@ -6,10 +6,9 @@
 import { startGateway, startUpstream } from '../lib/stack.mjs'
 import { sleep, stop } from '../lib/procs.mjs'
 import { countOf, runLoad } from '../lib/load.mjs'
-import { sampler } from '../lib/proc-stats.mjs'
+import { round, sampler } from '../lib/proc-stats.mjs'
 import { backNear, footprint, pct, signed } from '../lib/footprint.mjs'
 import { benchUser, check, expectStatus, waitQuiet } from '../lib/scenario.mjs'
-import { round } from '../lib/proc-stats.mjs'
 
 const DELAY_MS = 2000
 const TIMEOUT_MS = 500

@@ -14,7 +14,8 @@ import { createService, proofKey, type App } from '@tollgate/common'
 import { Counter, Gauge } from 'prom-client'
 import { corsOrigins, limitsConfig, readPem, tlsOptions, trustedIssuers, trustProxy, type Config } from './config.js'
 import { createCounterStore, type CounterBackend } from './limits/store.js'
-import { createLimits, sequence, type Step } from './limits/rate-limits.js'
+import { createLimits } from './limits/rate-limits.js'
+import { sequence, type Step } from './hook-steps.js'
 import { authenticate } from './auth/authenticate.js'
 import { createTokenVerifier, importHmacKey, type KeySource } from './auth/token-verifier.js'
 import { createJwksKeySource, type JwksKeySource } from './auth/jwks-key-source.js'
@@ -149,10 +150,10 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
     await Promise.all(Object.values(upstreams).map((u) => u.pool.close()))
   })
 
-  // Bodies are streamed to the service, not parsed here: refuse an oversized
-  // one up front when it declares its length. URLs are bounded well below
-  // Node's header limit. Both before any other work.
-  // Browser-facing hardening headers, computed once (helmet), copied onto every answer.
+  // Before any other work: the browser-facing hardening headers (helmet's,
+  // computed once) go on every answer; URLs are bounded well below Node's
+  // header limit; bodies are streamed to the service, not parsed here, so an
+  // oversized one is refused up front when it declares its length.
   const bodyLimit = config.BODY_LIMIT_BYTES
   const security = securityHeaders()
   app.addHook('onRequest', (request, reply, done) => {

@@ -235,3 +235,24 @@ t.test('a pooled connection that broke before any answer: GET is retried once, P
   t.same(post.json(), { detail: 'Upstream service error', error_code: 'BAD_GATEWAY', status_code: 502 })
   t.equal(requests - postBefore, 1, 'sent once')
 })
+
+t.test('an answer that breaks before it is complete is a 502 without any of its headers', async (t) => {
+  // Raw TCP upstream: promises 1,000 bytes with a cookie, sends 10, then drops the connection.
+  const server = net.createServer((socket) => {
+    socket.once('data', () => {
+      socket.write('HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nset-cookie: sid=upstream\r\nlocation: /elsewhere\r\ncontent-length: 1000\r\n\r\n{"partial"')
+      setTimeout(() => socket.destroy(), 20)
+    })
+    socket.on('error', () => {})
+  })
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
+  t.teardown(() => server.close())
+  const { gw } = await listeningGateway(t, { TASK_SERVICE_URL: `http://127.0.0.1:${(server.address() as net.AddressInfo).port}` })
+  const jwt = await token()
+  const res = await gw.inject({ method: 'POST', url: `/api/${subOf(jwt)}/tasks`, headers: { authorization: `Bearer ${jwt}`, 'content-type': 'application/json' }, payload: '{}' })
+  t.equal(res.statusCode, 502)
+  t.same(res.json(), { detail: 'Upstream service error', error_code: 'BAD_GATEWAY', status_code: 502 })
+  t.notOk(res.headers['set-cookie'], "the broken answer's cookie is not passed on")
+  t.notOk(res.headers.location, 'nor its location')
+  t.equal(res.headers['x-content-type-options'], 'nosniff', "the gateway's own headers stay")
+})

@@ -6,7 +6,7 @@ import type { FastifyRequest } from 'fastify'
 import { errors, HttpError } from '@tollgate/common'
 import type { TokenResult, TokenVerifier, VerifiedToken } from './token-verifier.js'
 import type { RevocationList } from './revocation-list.js'
-import type { Step } from '../limits/rate-limits.js'
+import type { Step } from '../hook-steps.js'
 
 export type Access = 'anonymous' | 'user' | 'owner'
 

@@ -20,9 +20,10 @@
  * a 429 adds `Retry-After` and the envelope.
  */
 import { normalizeIP } from '@fastify/rate-limit'
-import type { FastifyReply, FastifyRequest } from 'fastify'
+import type { FastifyRequest } from 'fastify'
 import { ErrorCode, HttpError } from '@tollgate/common'
 import type { CounterStore } from './store.js'
+import type { Step } from '../hook-steps.js'
 
 export interface Policy {
   name: string
@@ -44,9 +45,6 @@ declare module 'fastify' {
     rateLimitFields: { policy: string; state: string } | null
   }
 }
-
-/** A callback-style hook step: `done()` to go on, `done(err)` to answer with err. */
-export type Step = (req: FastifyRequest, reply: FastifyReply, done: (err?: Error) => void) => void
 
 export interface Limits {
   ip: Step
@@ -130,26 +128,6 @@ export function makeLimiter(
       policy.windowMs,
       policy.max,
     )
-  }
-}
-
-/** Several steps as one callback-style hook, in order, stopping at the first refusal. */
-export function sequence(steps: Step[]): Step {
-  if (steps.length === 1) return steps[0]!
-  return function run(req, reply, done) {
-    let i = 0
-    const next = (err?: Error) => {
-      if (err !== undefined || i === steps.length) return done(err)
-      steps[i++]!(req, reply, next)
-    }
-    next()
-  }
-}
-
-/** An async check as a step. */
-export function asyncStep(fn: (req: FastifyRequest, reply: FastifyReply) => Promise<void>): Step {
-  return (req, reply, done) => {
-    fn(req, reply).then(() => done(), done)
   }
 }
 

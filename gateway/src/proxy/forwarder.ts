@@ -87,6 +87,8 @@ export function createForwarder(opts: ForwarderOptions): Forward {
     private stream: Readable | null = null
     private resumeUpstream: (() => void) | null = null
     private declaredLength: string | undefined
+    /** Headers copied from the upstream's answer: taken back if that answer fails before it is sent. */
+    private readonly upstreamKeys: string[] = []
     private done = false
     private attempt = 0
     /** The response closed before the upstream finished: the client went away. */
@@ -134,7 +136,7 @@ export function createForwarder(opts: ForwarderOptions): Forward {
       this.resumeUpstream = resume
       const reply = this.reply
       const hopByHop = connectionFields(rawHeaders)
-      const upstreamKeys: string[] = []
+      const upstreamKeys = this.upstreamKeys
       for (let i = 0; i < rawHeaders.length; i += 2) {
         const key = rawHeaders[i]!.toString('latin1').toLowerCase()
         if (key === 'content-length') {
@@ -196,6 +198,8 @@ export function createForwarder(opts: ForwarderOptions): Forward {
       }
       if (err instanceof ClientGone) return
       if (this.reply.sent || this.reply.raw.destroyed) return
+      // The answer broke before we sent it: none of its headers (cookies, location...) go on our error.
+      for (const key of this.upstreamKeys) this.reply.removeHeader(key)
       sendUpstreamFailure(this.reply, classifyUpstreamError(err), name, countError)
     }
 
