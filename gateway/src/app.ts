@@ -225,6 +225,7 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
         proofKey: key,
         forwardAuthorization: group.forwardAuthorization ?? false,
         identity: publicIdentity,
+        publicCache: group.cache === 'public',
       })
     })
   }

@@ -7,7 +7,9 @@ import t from 'tap'
 import http from 'node:http'
 import net from 'node:net'
 import { createHash, randomBytes } from 'node:crypto'
-import { buildGateway, subOf, token } from './helper.js'
+import { Writable } from 'node:stream'
+import { buildGateway, gatewayConfig, startUpstream, subOf, token } from './helper.js'
+import { buildApp } from '../src/app.js'
 import { MAX_BUFFERED_BYTES } from '../src/proxy/forwarder.js'
 
 type Tap = Parameters<typeof buildGateway>[0]
@@ -255,4 +257,213 @@ t.test('an answer that breaks before it is complete is a 502 without any of its 
   t.notOk(res.headers['set-cookie'], "the broken answer's cookie is not passed on")
   t.notOk(res.headers.location, 'nor its location')
   t.equal(res.headers['x-content-type-options'], 'nosniff', "the gateway's own headers stay")
+})
+
+/** A raw HTTP/1.1 exchange on its own socket: everything the gateway wrote, until it closed the connection (or `waitMs`). */
+function rawExchange(port: number, request: string, waitMs: number): Promise<{ text: string; closed: boolean }> {
+  return new Promise((resolve) => {
+    const socket = net.connect(port, '127.0.0.1')
+    let text = ''
+    const timer = setTimeout(() => {
+      socket.destroy()
+      resolve({ text, closed: false })
+    }, waitMs)
+    socket.on('data', (c: Buffer) => (text += c.toString('latin1')))
+    socket.on('error', () => {})
+    socket.on('close', () => {
+      clearTimeout(timer)
+      resolve({ text, closed: true })
+    })
+    socket.write(request)
+  })
+}
+
+t.test('no phantom writes: a request answered 504 while queued for a connection never reaches the upstream', async (t) => {
+  // One connection, 150 ms per request, ten at once, a 1 s deadline: the later ones time out in undici's queue.
+  const finished = new Set<string>()
+  const cancelled = new Set<string>()
+  const server = http.createServer((req, res) => {
+    const id = String(req.headers['x-test-id'])
+    req.resume()
+    req.on('end', () => {
+      const timer = setTimeout(() => {
+        res.writeHead(201, { 'content-type': 'application/json' })
+        res.end(`{"id":"${id}"}`)
+      }, req.method === 'POST' ? 150 : 0)
+      res.on('close', () => {
+        clearTimeout(timer)
+        if (res.writableFinished) finished.add(id)
+        else cancelled.add(id)
+      })
+    })
+  })
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
+  t.teardown(() => {
+    server.closeAllConnections()
+    server.close()
+  })
+  const upstream = `http://127.0.0.1:${(server.address() as net.AddressInfo).port}`
+  const { gw } = await listeningGateway(t, { TASK_SERVICE_URL: upstream, UPSTREAM_CONNECTIONS: 1, UPSTREAM_TIMEOUT_MS: 1000 })
+  const jwt = await token()
+  const url = `/api/${subOf(jwt)}/tasks`
+  const answers = await Promise.all(
+    Array.from({ length: 10 }, (_, i) =>
+      gw.inject({ method: 'POST', url, headers: { authorization: `Bearer ${jwt}`, 'content-type': 'application/json', 'x-test-id': `p${i}` }, payload: '{"title":"t"}' }),
+    ),
+  )
+  const timedOut = answers.flatMap((a, i) => (a.statusCode === 504 ? [`p${i}`] : []))
+  const served = answers.flatMap((a, i) => (a.statusCode === 201 ? [`p${i}`] : []))
+  t.ok(timedOut.length > 0, `some requests timed out in the queue (${timedOut.length})`)
+  t.equal(served.length + timedOut.length, 10, 'every answer is a 201 or a 504')
+  // The pool is first in, first out: once this one is answered, anything still queued has been written or dropped.
+  const probe = await gw.inject({ url, headers: { authorization: `Bearer ${jwt}`, 'x-test-id': 'probe' } })
+  t.equal(probe.statusCode, 201, 'the connection still serves')
+  const phantoms = timedOut.filter((id) => finished.has(id))
+  t.same(phantoms, [], 'no request answered 504 was executed to the end by the upstream')
+  t.same(served.filter((id) => !finished.has(id)), [], 'every 201 was executed')
+  t.ok(cancelled.size <= 1, `at most the one in flight at its deadline was cut short (${cancelled.size})`)
+})
+
+t.test('a client that disconnects while its request waits for a connection is never sent upstream', async (t) => {
+  const arrived: string[] = []
+  let release: () => void = () => {}
+  const server = http.createServer((req, res) => {
+    const id = String(req.headers['x-test-id'])
+    if (req.headers['x-test-id'] !== undefined) arrived.push(id) // not the gateway's own reads (/openapi.json)
+    const answer = () => {
+      res.writeHead(200, { 'content-type': 'application/json' })
+      res.end('{}')
+    }
+    if (id === 'holder') release = answer
+    else answer()
+  })
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
+  t.teardown(() => {
+    server.closeAllConnections()
+    server.close()
+  })
+  const upstream = `http://127.0.0.1:${(server.address() as net.AddressInfo).port}`
+  const { gw, base } = await listeningGateway(t, { TASK_SERVICE_URL: upstream, UPSTREAM_CONNECTIONS: 1, UPSTREAM_TIMEOUT_MS: 10_000 })
+  const jwt = await token()
+  const path = `/api/${subOf(jwt)}/tasks`
+  const headers = { authorization: `Bearer ${jwt}` }
+  const holder = gw.inject({ url: path, headers: { ...headers, 'x-test-id': 'holder' } })
+  while (!arrived.includes('holder')) await new Promise((r) => setTimeout(r, 5))
+  // This one queues behind the holder on the only connection; its client then leaves.
+  const leaver = http.request(`${base}${path}`, { headers: { ...headers, 'x-test-id': 'leaver' } })
+  leaver.on('error', () => {})
+  leaver.end()
+  await new Promise((r) => setTimeout(r, 100))
+  leaver.destroy()
+  await new Promise((r) => setTimeout(r, 20))
+  release()
+  t.equal((await holder).statusCode, 200)
+  const probe = await gw.inject({ url: path, headers: { ...headers, 'x-test-id': 'probe' } })
+  t.equal(probe.statusCode, 200)
+  t.same(arrived, ['holder', 'probe'], 'the abandoned request never reached the upstream')
+})
+
+t.test('an upstream status outside 100-599 is a 502 in the envelope, and logged', async (t) => {
+  const up = await plainUpstream(t, (_req, res) => {
+    res.statusCode = 888
+    res.end('non-standard status code')
+  })
+  const lines: string[] = []
+  const logStream = new Writable({
+    write(chunk, _enc, cb) {
+      lines.push(String(chunk))
+      cb()
+    },
+  })
+  const auth = await startUpstream(t)
+  const gw = await buildApp(gatewayConfig({ TASK_SERVICE_URL: up.url, AUTH_SERVICE_URL: auth.url, LOG_LEVEL: 'warn', UPSTREAM_TIMEOUT_MS: 2000 }), { logStream })
+  t.teardown(() => gw.close())
+  await gw.ready()
+  const jwt = await token()
+  const res = await gw.inject({ url: `/api/${subOf(jwt)}/tasks`, headers: { authorization: `Bearer ${jwt}` } })
+  t.equal(res.statusCode, 502)
+  t.same(res.json(), { detail: 'Upstream service error', error_code: 'BAD_GATEWAY', status_code: 502 })
+  await new Promise((r) => setTimeout(r, 1100)) // stdout lines are flushed within a second
+  t.ok(lines.some((l) => l.includes('invalid status') && l.includes('888')), 'a log line names the bad status')
+})
+
+t.test('a GET whose body was streamed is not retried on a broken connection', async (t) => {
+  let requests = 0
+  const server = net.createServer((socket) => {
+    let served = 0
+    socket.on('data', (d) => {
+      if (!d.toString('latin1').includes('\r\n\r\n')) return
+      requests++
+      if (served++ === 0) socket.write('HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\nconnection: keep-alive\r\n\r\n{}')
+      else socket.destroy()
+    })
+    socket.on('error', () => {})
+  })
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
+  t.teardown(() => server.close())
+  const { gw } = await listeningGateway(t, { TASK_SERVICE_URL: `http://127.0.0.1:${(server.address() as net.AddressInfo).port}`, UPSTREAM_CONNECTIONS: 1 })
+  const jwt = await token()
+  const url = `/api/${subOf(jwt)}/tasks`
+  const headers = { authorization: `Bearer ${jwt}` }
+  t.equal((await gw.inject({ url, headers })).statusCode, 200, 'first GET on a fresh connection')
+  const before = requests
+  const res = await gw.inject({ url, headers: { ...headers, 'content-type': 'text/plain' }, payload: 'a body on a GET' })
+  t.equal(res.statusCode, 502, 'a streamed body cannot be sent twice')
+  t.equal(requests - before, 1, 'sent once')
+})
+
+t.test('an upstream that answers before reading the request body: the client connection is closed after the answer', async (t) => {
+  // Answers at once, without reading the body (plainUpstream reads first, so a server of its own).
+  const server = http.createServer((_req, res) => res.end('early'))
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
+  t.teardown(() => {
+    server.closeAllConnections()
+    server.close()
+  })
+  const { gw } = await listeningGateway(t, { TASK_SERVICE_URL: `http://127.0.0.1:${(server.address() as net.AddressInfo).port}` })
+  const jwt = await token()
+  const port = (gw.server.address() as net.AddressInfo).port
+  const { text, closed } = await rawExchange(
+    port,
+    [
+      `POST /api/${subOf(jwt)}/tasks HTTP/1.1`,
+      'Host: localhost',
+      `Authorization: Bearer ${jwt}`,
+      'Content-Type: application/octet-stream',
+      'Content-Length: 500000',
+      'Connection: keep-alive',
+      '',
+      'a',
+    ].join('\r\n'),
+    3000,
+  )
+  t.match(text, /^HTTP\/1\.1 200 OK\r\n/, 'the early answer is delivered')
+  t.match(text, /\r\nconnection: close\r\n/i, 'with Connection: close')
+  t.match(text, /\r\n\r\nearly$/)
+  t.ok(closed, 'and the connection is closed (its unread body cannot be skipped)')
+})
+
+t.test("a public route keeps the upstream's cache headers; answers about one user stay no-store", async (t) => {
+  const server = http.createServer((req, res) => {
+    if (req.url!.startsWith('/internal/revocations')) {
+      res.writeHead(200, { 'content-type': 'application/json' })
+      return res.end('{"cursor":0,"reset":false,"more":false,"revoked":[]}')
+    }
+    res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'public, max-age=60', etag: '"v1"' })
+    res.end(req.url!.startsWith('/.well-known') ? '{"keys":[]}' : '{"id":"me"}')
+  })
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
+  t.teardown(() => {
+    server.closeAllConnections()
+    server.close()
+  })
+  const gw = await buildGateway(t, { AUTH_SERVICE_URL: `http://127.0.0.1:${(server.address() as net.AddressInfo).port}` })
+  const jwks = await gw.inject({ url: '/.well-known/jwks.json' })
+  t.equal(jwks.statusCode, 200)
+  t.equal(jwks.headers['cache-control'], 'public, max-age=60', "the JWKS keeps the auth-service's max-age")
+  t.equal(jwks.headers.etag, '"v1"')
+  const jwt = await token()
+  const me = await gw.inject({ url: '/api/auth/me', headers: { authorization: `Bearer ${jwt}` } })
+  t.equal(me.statusCode, 200)
+  t.equal(me.headers['cache-control'], 'no-store', "a user's own answer is never cacheable, whatever the upstream says")
 })

@@ -7,11 +7,15 @@
  *   - the upstream has UPSTREAM_TIMEOUT_MS to start answering, enforced by a
  *     timer of our own (undici checks its timeouts on a ~0.5 s tick), then the
  *     same again between body chunks (undici's bodyTimeout);
- *   - a client that goes away cancels its upstream request;
- *   - GET/HEAD are retried once, only when a pooled connection broke before
- *     any answer (the upstream closed an idle keep-alive socket under us);
- *   - every failure is a 502/503/504 in the envelope, never the upstream's
- *     address, never a crash.
+ *   - a client that goes away cancels its upstream request; a request that
+ *     was answered (504) or abandoned while it waited for a pooled
+ *     connection is never written to the upstream;
+ *   - bodiless GET/HEAD are retried once, only when a pooled connection broke
+ *     before any answer (the upstream closed an idle keep-alive socket under
+ *     us); a request with a body never is;
+ *   - HEAD goes upstream as HEAD; its answer keeps the declared length;
+ *   - every failure (an invalid status included) is a 502/503/504 in the
+ *     envelope, never the upstream's address, never a crash.
  *
  * Why not @fastify/http-proxy (reply-from): measured here, its per-request
  * stream plumbing costs more than everything else the gateway does (bare
@@ -37,15 +41,29 @@ const DROPPED_RESPONSE_HEADERS = new Set([
   'upgrade',
   'te',
   'trailer',
-  'content-length', // recomputed for buffered answers, restored for streamed ones
+  'content-length', // recomputed for buffered answers, restored for streamed ones and HEAD
   'date',
   'server',
   'x-powered-by',
   'x-request-id',
-  'cache-control', // always no-store: answers are per user
 ])
 
 const RETRYABLE = new Set(['UND_ERR_SOCKET', 'ECONNRESET'])
+
+/*
+ * Where one exchange stands. Every undici callback checks it first, so that a
+ * late callback can never touch an answer that is already settled.
+ */
+/** Handed to the pool, waiting for a connection: nothing written yet. */
+const QUEUED = 0
+/** On a connection: being written, or waiting for the answer's head. */
+const SENT = 1
+/** The answer's head arrived; its body is being collected. */
+const HEADERS = 2
+/** The answer is flowing to the client. */
+const STREAMING = 3
+/** Answered, failed or abandoned: nothing more goes up or down. */
+const DONE = 4
 
 export interface ForwarderOptions {
   /** Upstream name, for logs and metrics. */
@@ -63,6 +81,8 @@ export interface Outgoing {
   headers: IncomingHttpHeaders
   /** null (no body), a re-serialised body, or the client's request stream. */
   body: string | Buffer | Readable | null
+  /** The answer is the same for everyone (a route's `cache: 'public'`): the upstream's cache headers pass. */
+  publicCache: boolean
 }
 
 export type Forward = (reply: FastifyReply, outgoing: Outgoing) => void
@@ -73,12 +93,24 @@ class UpstreamTimeout extends Error {
 class ClientGone extends Error {
   code = 'CLIENT_GONE'
 }
+class BadStatus extends Error {
+  code = 'UPSTREAM_BAD_STATUS'
+}
+/**
+ * Thrown from onConnect when the exchange was settled while its request
+ * waited in the pool: undici (7.30, client-h1 writeH1) calls onConnect just
+ * before writing, turns the throw into onError and skips the request without
+ * writing a byte, and the connection stays open for the next one (calling
+ * `abort` there would drop the request too, but destroy the connection).
+ */
+const NOT_SENT = Object.assign(new Error('request settled while queued: not sent'), { code: 'NOT_SENT' })
 
 export function createForwarder(opts: ForwarderOptions): Forward {
   const { pool, timeoutMs, name, countError } = opts
 
   /** One upstream exchange, as an undici dispatch handler (legacy callbacks: undici 7). */
   class Exchange implements Dispatcher.DispatchHandler {
+    private state = QUEUED
     private abortUpstream: ((err?: Error) => void) | null = null
     private timer: NodeJS.Timeout | null = null
     private status = 0
@@ -89,7 +121,6 @@ export function createForwarder(opts: ForwarderOptions): Forward {
     private declaredLength: string | undefined
     /** Headers copied from the upstream's answer: taken back if that answer fails before it is sent. */
     private readonly upstreamKeys: string[] = []
-    private done = false
     private attempt = 0
     /** The response closed before the upstream finished: the client went away. */
     private readonly onClientClose = () => this.abort(new ClientGone('client closed the connection'))
@@ -107,34 +138,48 @@ export function createForwarder(opts: ForwarderOptions): Forward {
 
     private dispatch(): void {
       const o = this.outgoing
+      this.state = QUEUED
       pool.dispatch({ method: o.method as Dispatcher.HttpMethod, path: o.path, headers: o.headers as Record<string, string>, body: o.body }, this)
     }
 
+    /** Our deadline passed, or the client left. */
     private abort(err: Error): void {
-      if (this.done) return
-      if (this.abortUpstream) this.abortUpstream(err)
-      else this.onError(err)
+      const state = this.state
+      if (state === DONE) return
+      // On a connection: undici cancels it and calls onError at once. Still queued: settle now, onConnect drops it.
+      if (state !== QUEUED && this.abortUpstream !== null) this.abortUpstream(err)
+      if (this.state !== DONE) this.fail(err)
     }
 
     private finish(): void {
-      this.done = true
+      this.state = DONE
       if (this.timer) clearTimeout(this.timer)
       this.reply.raw.removeListener('close', this.onClientClose)
     }
 
     onConnect(abort: (err?: Error) => void): void {
+      if (this.state === DONE) throw NOT_SENT
       this.abortUpstream = abort
+      this.state = SENT
     }
 
     onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void): boolean {
-      if (statusCode < 200) return true // 1xx: the real answer follows
+      if (this.state !== SENT) return false
+      if (statusCode < 200 && statusCode >= 100) return true // 1xx: the real answer follows
+      const reply = this.reply
+      if (statusCode < 100 || statusCode > 599) {
+        reply.request.log.warn({ upstream: name, upstreamStatus: statusCode }, 'upstream answered with an invalid status')
+        this.abort(new BadStatus('invalid upstream status'))
+        return false
+      }
       if (this.timer) {
         clearTimeout(this.timer)
         this.timer = null
       }
+      this.state = HEADERS
       this.status = statusCode
       this.resumeUpstream = resume
-      const reply = this.reply
+      const publicCache = this.outgoing.publicCache
       const hopByHop = connectionFields(rawHeaders)
       const upstreamKeys = this.upstreamKeys
       for (let i = 0; i < rawHeaders.length; i += 2) {
@@ -144,6 +189,7 @@ export function createForwarder(opts: ForwarderOptions): Forward {
           continue
         }
         if (DROPPED_RESPONSE_HEADERS.has(key) || (hopByHop !== null && hopByHop.includes(key))) continue
+        if (key === 'cache-control' && !publicCache) continue // answers about one user: always no-store
         const value = rawHeaders[i + 1]!.toString('latin1')
         const prior = key === 'set-cookie' ? undefined : reply.getHeader(key)
         if (prior === undefined) {
@@ -155,12 +201,20 @@ export function createForwarder(opts: ForwarderOptions): Forward {
         }
         // Otherwise the gateway set it (security headers, rate-limit fields, CORS): ours stands.
       }
-      if (this.declaredLength !== undefined && Number(this.declaredLength) > MAX_BUFFERED_BYTES) this.startStreaming()
+      if (!publicCache) reply.header('cache-control', 'no-store')
+      // The upstream answered before it had the whole request body: the rest cannot be skipped on this connection.
+      const body = this.outgoing.body
+      if (body !== null && (body as { complete?: boolean }).complete === false) reply.header('connection', 'close')
+      if (this.declaredLength !== undefined && Number(this.declaredLength) > MAX_BUFFERED_BYTES && this.outgoing.method !== 'HEAD') {
+        this.startStreaming()
+      }
       return true
     }
 
     onData(chunk: Buffer): boolean {
-      if (this.stream) return this.stream.push(chunk)
+      const state = this.state
+      if (state === STREAMING) return this.stream!.push(chunk)
+      if (state !== HEADERS) return false
       this.chunks.push(chunk)
       this.size += chunk.length
       if (this.size > MAX_BUFFERED_BYTES) this.startStreaming()
@@ -168,39 +222,71 @@ export function createForwarder(opts: ForwarderOptions): Forward {
     }
 
     onComplete(): void {
-      this.finish()
-      if (this.stream) {
-        this.stream.push(null)
+      const state = this.state
+      if (state === STREAMING) {
+        this.finish()
+        this.stream!.push(null)
         return
       }
-      const reply = this.reply
-      reply.header('cache-control', 'no-store')
-      reply.code(this.status)
-      if (this.size === 0) reply.send(this.status === 204 || this.status === 304 ? undefined : '')
-      else reply.send(this.chunks.length === 1 ? this.chunks[0] : Buffer.concat(this.chunks, this.size))
+      if (state !== HEADERS) return
+      try {
+        const reply = this.reply
+        reply.code(this.status)
+        if (this.outgoing.method === 'HEAD') {
+          // The GET's head without its body: the length the upstream declared stands.
+          if (this.declaredLength !== undefined) reply.header('content-length', this.declaredLength)
+          reply.send()
+        } else if (this.size === 0) {
+          reply.send(this.status === 204 || this.status === 304 ? undefined : '')
+        } else {
+          reply.send(this.chunks.length === 1 ? this.chunks[0] : Buffer.concat(this.chunks, this.size))
+        }
+        this.finish()
+      } catch (err) {
+        this.reply.request.log.error({ err }, 'upstream answer could not be written')
+        this.fail(err as Error)
+      }
     }
 
     onError(err: Error): void {
-      if (this.done) return
+      if (this.state === DONE) return
       const code = (err as { code?: string }).code ?? ''
-      // A pooled connection that broke before any answer: safe to ask once more for GET/HEAD.
-      if (this.status === 0 && this.attempt === 0 && RETRYABLE.has(code) && (this.outgoing.method === 'GET' || this.outgoing.method === 'HEAD')) {
+      // A pooled connection broke before any answer: a bodiless GET/HEAD is safe to ask once more.
+      if (
+        this.state <= SENT &&
+        this.attempt === 0 &&
+        this.outgoing.body === null &&
+        RETRYABLE.has(code) &&
+        (this.outgoing.method === 'GET' || this.outgoing.method === 'HEAD')
+      ) {
         this.attempt++
         this.abortUpstream = null
         this.dispatch()
         return
       }
+      this.fail(err)
+    }
+
+    /** Settle the exchange on a failure: a 502/503/504 when nothing was sent yet, else cut the answer short. */
+    private fail(err: Error): void {
+      const streaming = this.state === STREAMING
       this.finish()
-      if (this.stream) {
+      const reply = this.reply
+      if (streaming) {
         // Headers are already on their way: all we can do is cut the answer short.
-        this.stream.destroy(err)
+        this.stream!.destroy(err)
         return
       }
-      if (err instanceof ClientGone) return
-      if (this.reply.sent || this.reply.raw.destroyed) return
+      if (err instanceof ClientGone || reply.raw.destroyed) return
+      if (reply.raw.headersSent) {
+        reply.raw.destroy(err)
+        return
+      }
+      if (reply.sent) return
       // The answer broke before we sent it: none of its headers (cookies, location...) go on our error.
-      for (const key of this.upstreamKeys) this.reply.removeHeader(key)
-      sendUpstreamFailure(this.reply, classifyUpstreamError(err), name, countError)
+      for (const key of this.upstreamKeys) reply.removeHeader(key)
+      reply.removeHeader('connection')
+      sendUpstreamFailure(reply, classifyUpstreamError(err), name, countError)
     }
 
     /** From here on, chunks flow to the client as they come, paced by the client. */
@@ -209,11 +295,11 @@ export function createForwarder(opts: ForwarderOptions): Forward {
       const stream = new Readable({ read: () => resume?.() })
       for (const chunk of this.chunks) stream.push(chunk)
       this.chunks = []
-      this.stream = stream
       const reply = this.reply
       if (this.declaredLength !== undefined) reply.header('content-length', this.declaredLength)
-      reply.header('cache-control', 'no-store')
       reply.code(this.status).send(stream)
+      this.stream = stream
+      this.state = STREAMING
     }
   }
 

@@ -5,11 +5,15 @@
  *
  * Bodies stream through untouched unless the group parses them (sign-in and
  * sign-up read the email for their limits): then the parsed JSON is sent on.
+ * Every GET route also answers HEAD, forwarded upstream as HEAD (as
+ * @fastify/reply-from does), so the upstream decides the head it sends.
+ * A path with a `..` segment, raw or percent-encoded, is refused (400): an
+ * upstream that normalises paths must never see one.
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest, HTTPMethods } from 'fastify'
-import type { Identity } from '@tollgate/common'
+import { errors, type Identity } from '@tollgate/common'
 import type { Forward } from './forwarder.js'
-import { forwardedHeaders } from './forwarded-headers.js'
+import { forwardedHeaders, upstreamPath } from './forwarded-headers.js'
 
 export interface ProxyRoutesOptions {
   forward: Forward
@@ -21,6 +25,8 @@ export interface ProxyRoutesOptions {
   forwardAuthorization: boolean
   /** Who the gateway vouches for on this request. */
   identity: (request: FastifyRequest) => Identity
+  /** The answers are the same for everyone: the upstream's cache headers pass (else `no-store`). */
+  publicCache?: boolean
 }
 
 /** Register in its own encapsulated scope: the pass-through body parsers must not leak to other routes. */
@@ -32,8 +38,10 @@ export function registerProxyRoutes(scope: FastifyInstance, o: ProxyRoutesOption
   }
   const headerOptions = { proofKey: o.proofKey, forwardAuthorization: o.forwardAuthorization, reserialisedBody: !o.streamBodies }
   const forward = o.forward
+  const publicCache = o.publicCache ?? false
 
   const handler = (request: FastifyRequest, reply: FastifyReply) => {
+    if (hasDotSegment(request.url)) throw errors.validation('Invalid path')
     const headers = forwardedHeaders(request, o.identity(request), headerOptions)
     let body: string | NodeJS.ReadableStream | null = null
     if (o.streamBodies) {
@@ -41,13 +49,30 @@ export function registerProxyRoutes(scope: FastifyInstance, o: ProxyRoutesOption
     } else if (request.body !== undefined && request.body !== null) {
       body = JSON.stringify(request.body)
     }
-    forward(reply, { method: request.method, path: request.url, headers, body: body as never })
+    forward(reply, { method: request.method, path: request.url, headers, body: body as never, publicCache })
   }
 
+  // HEAD is registered here rather than by Fastify's exposeHeadRoute, which would run GET upstream and drop the body.
+  const methods: HTTPMethods[] = o.methods.includes('GET') && !o.methods.includes('HEAD') ? [...o.methods, 'HEAD'] : o.methods
   for (const url of o.urls) {
-    scope.route({ method: o.methods, url, handler, exposeHeadRoute: false })
+    scope.route({ method: methods, url, handler, exposeHeadRoute: false })
   }
 }
+
+/** A `..` segment in the path, raw or percent-encoded (`%2e%2e`, `..%2f`). Most paths have neither a dot nor a `%`. */
+export function hasDotSegment(url: string): boolean {
+  let path = upstreamPath(url)
+  if (path.indexOf('.') === -1 && path.indexOf('%') === -1) return false
+  if (path.indexOf('%') !== -1) {
+    try {
+      path = decodeURIComponent(path)
+    } catch {
+      return true // undecodable: refused rather than guessed at
+    }
+  }
+  return DOT_SEGMENT.test(path)
+}
+const DOT_SEGMENT = /(?:^|[/\\])\.\.(?:[/\\]|$)/
 
 function hasBody(request: FastifyRequest): boolean {
   const h = request.headers

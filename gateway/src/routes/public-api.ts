@@ -19,6 +19,12 @@ export interface RouteGroup {
   revokes?: 'token' | 'user'
   /** Extra limits on top of the per-address and per-user ones; these routes' JSON bodies are parsed here. */
   limits?: 'signin' | 'signup'
+  /**
+   * Who may cache the answers. 'private' (the default): they are about one
+   * user, so `Cache-Control: no-store`. 'public': the same for everyone, so
+   * the upstream's own cache headers pass.
+   */
+  cache?: 'private' | 'public'
 }
 
 export const publicRoutes: RouteGroup[] = [
@@ -27,7 +33,7 @@ export const publicRoutes: RouteGroup[] = [
   { upstream: 'auth', access: 'user', methods: ['GET'], urls: ['/api/auth/me'] },
   { upstream: 'auth', access: 'user', methods: ['DELETE'], urls: ['/api/auth/me'], revokes: 'user' },
   // Public keys (JWT_ALG=EdDSA), for anyone who wants to verify our tokens themselves.
-  { upstream: 'auth', access: 'anonymous', methods: ['GET'], urls: ['/.well-known/jwks.json'] },
+  { upstream: 'auth', access: 'anonymous', methods: ['GET'], urls: ['/.well-known/jwks.json'], cache: 'public' },
   {
     upstream: 'auth',
     access: 'user',
