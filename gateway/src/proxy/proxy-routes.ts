@@ -13,7 +13,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest, HTTPMethods } from 'fastify'
 import { errors, type Identity } from '@tollgate/common'
 import type { Forward } from './forwarder.js'
-import { forwardedHeaders, upstreamPath } from './forwarded-headers.js'
+import { forwardedHeaders } from './forwarded-headers.js'
 
 export interface ProxyRoutesOptions {
   forward: Forward
@@ -59,11 +59,18 @@ export function registerProxyRoutes(scope: FastifyInstance, o: ProxyRoutesOption
   }
 }
 
-/** A `..` segment in the path, raw or percent-encoded (`%2e%2e`, `..%2f`). Most paths have neither a dot nor a `%`. */
+/** A `..` segment in the path, raw or percent-encoded (`%2e%2e`, `..%2f`). Most paths have neither a dot nor a `%`: one scan, no copy. */
 export function hasDotSegment(url: string): boolean {
-  let path = upstreamPath(url)
-  if (path.indexOf('.') === -1 && path.indexOf('%') === -1) return false
-  if (path.indexOf('%') !== -1) {
+  let end = url.indexOf('?')
+  if (end === -1) end = url.length
+  let i = 0
+  for (; i < end; i++) {
+    const c = url.charCodeAt(i)
+    if (c === 46 /* . */ || c === 37 /* % */) break
+  }
+  if (i === end) return false
+  let path = url.slice(0, end)
+  if (path.includes('%')) {
     try {
       path = decodeURIComponent(path)
     } catch {
