@@ -10,6 +10,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest, HTTPMethods } from 
 import type { Identity } from '@tollgate/common'
 import type { Forward } from './forwarder.js'
 import { forwardedHeaders } from './forwarded-headers.js'
+import { limitStreamedBody } from '../streamed-body-limit.js'
 
 export interface ProxyRoutesOptions {
   forward: Forward
@@ -21,6 +22,8 @@ export interface ProxyRoutesOptions {
   forwardAuthorization: boolean
   /** Who the gateway vouches for on this request. */
   identity: (request: FastifyRequest) => Identity
+  /** JSON schema a parsed body must match before anything else reads it (sign-in, sign-up). */
+  bodySchema?: object
 }
 
 /** Register in its own encapsulated scope: the pass-through body parsers must not leak to other routes. */
@@ -32,12 +35,13 @@ export function registerProxyRoutes(scope: FastifyInstance, o: ProxyRoutesOption
   }
   const headerOptions = { proofKey: o.proofKey, forwardAuthorization: o.forwardAuthorization, reserialisedBody: !o.streamBodies }
   const forward = o.forward
+  const bodyLimit = scope.initialConfig.bodyLimit ?? 1024 * 1024
 
   const handler = (request: FastifyRequest, reply: FastifyReply) => {
     const headers = forwardedHeaders(request, o.identity(request), headerOptions)
     let body: string | NodeJS.ReadableStream | null = null
     if (o.streamBodies) {
-      if (hasBody(request)) body = request.raw
+      if (hasBody(request)) body = limitStreamedBody(request, reply, bodyLimit)
     } else if (request.body !== undefined && request.body !== null) {
       body = JSON.stringify(request.body)
     }
@@ -45,7 +49,7 @@ export function registerProxyRoutes(scope: FastifyInstance, o: ProxyRoutesOption
   }
 
   for (const url of o.urls) {
-    scope.route({ method: o.methods, url, handler, exposeHeadRoute: false })
+    scope.route({ method: o.methods, url, handler, exposeHeadRoute: false, ...(o.bodySchema ? { schema: { body: o.bodySchema } } : {}) })
   }
 }
 
