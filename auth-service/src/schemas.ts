@@ -4,31 +4,8 @@
  */
 import { Type } from 'typebox'
 
-// Emails arrive trimmed and lower-cased (a preValidation hook) before this runs.
-const Email = Type.String({ format: 'email', maxLength: 255 })
-
-// `type: [string, null]` rather than anyOf: with ajv's type coercion an anyOf
-// would turn null into "" (or "" into null) depending on the branch order.
-const NullableName = Type.Unsafe<string | null>({ type: ['string', 'null'], maxLength: 100 })
-
-export const SignupBody = Type.Object(
-  {
-    email: Email,
-    // Characters here; the 72-byte bcrypt bound and NUL are checked after validation.
-    password: Type.String({ minLength: 8, maxLength: 72 }),
-    name: Type.Optional(NullableName),
-  },
-  { additionalProperties: false },
-)
-
-export const SigninBody = Type.Object(
-  {
-    email: Email,
-    // Only an input bound: a password that could never have been stored fails as a wrong one.
-    password: Type.String({ minLength: 1, maxLength: 1024 }),
-  },
-  { additionalProperties: false },
-)
+// The request bodies are shared with the gateway, which checks them first.
+export { SigninBody, SignupBody } from '@tollgate/common'
 
 const Id = Type.String()
 const Name = Type.Union([Type.String(), Type.Null()])

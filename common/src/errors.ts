@@ -5,6 +5,7 @@
  */
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { Type } from 'typebox'
+import { lingerOnRefusal } from './refused-upload.js'
 
 export const ErrorCode = {
   VALIDATION_ERROR: 'VALIDATION_ERROR',
@@ -140,6 +141,7 @@ const fastifyCodes: Record<string, [number, ErrorCode, string]> = {
   FST_ERR_CTP_BODY_TOO_LARGE: [413, ErrorCode.PAYLOAD_TOO_LARGE, 'Request body is too large'],
   FST_ERR_CTP_INVALID_MEDIA_TYPE: [415, ErrorCode.UNSUPPORTED_MEDIA_TYPE, 'Unsupported media type'],
   FST_ERR_BAD_URL: [400, ErrorCode.VALIDATION_ERROR, 'Malformed URL'],
+  FST_ERR_MAX_PARAM_LENGTH: [414, ErrorCode.URI_TOO_LONG, 'Request URI is too long'],
   FST_ERR_ASYNC_CONSTRAINT: [400, ErrorCode.VALIDATION_ERROR, 'Invalid request'],
 }
 
@@ -184,6 +186,8 @@ export function installErrorEnvelope(app: FastifyInstance): void {
     // ours win where both exist.
     for (const [k, v] of Object.entries(headers)) reply.header(k, v)
     if (status === 401 && !reply.hasHeader('www-authenticate')) reply.header('www-authenticate', challenge.missing)
+    // Refused before the body was read (413, a hook's 401...): let the client finish sending, bounded.
+    lingerOnRefusal(request, reply)
     reply.code(status).type('application/json; charset=utf-8').send(body)
   })
   app.setNotFoundHandler((_request, reply) => {

@@ -8,6 +8,8 @@ import Fastify, {
   LogController,
   type FastifyBaseLogger,
   type FastifyInstance,
+  type FastifyReply,
+  type FastifyRequest,
   type FastifyServerOptions,
   type RawReplyDefaultExpression,
   type RawRequestDefaultExpression,
@@ -16,7 +18,9 @@ import Fastify, {
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import AjvCompiler from '@fastify/ajv-compiler'
 import swagger from '@fastify/swagger'
-import { clientErrorResponse, envelope, ErrorCode, installErrorEnvelope } from './errors.js'
+import { clientErrorResponse, envelope, ErrorCode, installErrorEnvelope, toEnvelope } from './errors.js'
+import { installJsonBodyParser } from './json-body.js'
+import { lingerOnRefusal } from './refused-upload.js'
 import { genReqId, loggerOptions, redactUrl, REQUEST_ID_HEADER, stdoutDestination } from './logging.js'
 import { installMetrics } from './metrics.js'
 
@@ -46,6 +50,8 @@ export interface ServiceOptions {
   requestTimeoutMs?: number
   /** Publish the routes' OpenAPI document at /openapi.json (default true). */
   openapi?: boolean
+  /** Headers every answer carries, framework errors included (the gateway's security headers). */
+  responseHeaders?: Record<string, string>
   /** Extra Fastify options (https, etc.). */
   fastify?: Partial<FastifyServerOptions>
 }
@@ -54,6 +60,7 @@ export const ONE_MIB = 1024 * 1024
 
 export function createService(opts: ServiceOptions): App {
   const logger = loggerOptions(opts.logLevel, opts.name)
+  const responseHeaders = opts.responseHeaders ?? {}
   const app = Fastify({
     logger: { ...(logger as object), stream: opts.logStream ?? stdoutDestination() },
     genReqId,
@@ -80,15 +87,28 @@ export function createService(opts: ServiceOptions): App {
     return503OnClosing: true,
     forceCloseConnections: 'idle',
     routerOptions: { ignoreTrailingSlash: false, caseSensitive: true, maxParamLength: 200 },
+    // The router's own errors (a malformed percent-encoding, a path parameter over
+    // maxParamLength) skip every hook: answer them in the envelope here, without the input.
+    frameworkErrors(error: Error, request: FastifyRequest, reply: FastifyReply) {
+      const { status, body } = toEnvelope(error)
+      reply.headers(responseHeaders)
+      reply.header(REQUEST_ID_HEADER, request.id)
+      request.log.info({ method: request.method, code: body.error_code, status }, 'request rejected by the router')
+      lingerOnRefusal(request, reply)
+      reply.code(status).type('application/json; charset=utf-8').send(body)
+    },
     ajv: { customOptions: { removeAdditional: true, coerceTypes: 'array', allErrors: false } },
     schemaController: { compilersFactory: { buildValidator: strictBodyValidator() } },
     ...opts.fastify,
   } as FastifyServerOptions).withTypeProvider<TypeBoxTypeProvider>() as unknown as App
 
   installErrorEnvelope(app as unknown as FastifyInstance)
+  installJsonBodyParser(app as unknown as FastifyInstance)
 
   // Callback-style hooks on the hot path: cheaper than async ones.
+  const hasResponseHeaders = Object.keys(responseHeaders).length > 0
   app.addHook('onRequest', (request, reply, done) => {
+    if (hasResponseHeaders) reply.headers(responseHeaders)
     reply.header(REQUEST_ID_HEADER, request.id)
     done()
   })

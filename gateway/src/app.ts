@@ -10,7 +10,7 @@ import { openApiDocument } from './docs/openapi.js'
 import { securityHeaders } from './security-headers.js'
 import { buildInternalApp } from './internal/internal-app.js'
 import type { Pool } from 'undici'
-import { createService, proofKey, type App } from '@tollgate/common'
+import { createService, normaliseEmail, proofKey, type App } from '@tollgate/common'
 import { Counter, Gauge } from 'prom-client'
 import { corsOrigins, limitsConfig, readPem, tlsOptions, trustedIssuers, trustProxy, type Config } from './config.js'
 import { createCounterStore, type CounterBackend } from './limits/store.js'
@@ -54,6 +54,8 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
 
   const https = tlsOptions(config)
   const app = createService({
+    // Browser-facing hardening headers (helmet's, computed once) on every answer, router errors included.
+    responseHeaders: securityHeaders(),
     name: 'gateway',
     logLevel: config.LOG_LEVEL,
     logStream: opts.logStream,
@@ -150,14 +152,12 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
     await Promise.all(Object.values(upstreams).map((u) => u.pool.close()))
   })
 
-  // Before any other work: the browser-facing hardening headers (helmet's,
-  // computed once) go on every answer; URLs are bounded well below Node's
-  // header limit; bodies are streamed to the service, not parsed here, so an
-  // oversized one is refused up front when it declares its length.
+  // Before any other work: URLs are bounded well below Node's header limit;
+  // bodies are streamed to the service, not parsed here, so an oversized one
+  // is refused up front when it declares its length (a chunked one is counted
+  // as it streams). The security headers are set by createService.
   const bodyLimit = config.BODY_LIMIT_BYTES
-  const security = securityHeaders()
-  app.addHook('onRequest', (request, reply, done) => {
-    reply.headers(security)
+  app.addHook('onRequest', (request, _reply, done) => {
     if (request.url.length > MAX_URL_LENGTH) return done(Object.assign(new Error('uri too long'), { statusCode: 414 }))
     const length = request.headers['content-length']
     if (length !== undefined && Number(length) > bodyLimit) {
@@ -216,8 +216,11 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
         scope.addHook('preHandler', limits.signinEmailGuard)
         scope.addHook('onResponse', limits.signinEmailCount)
       }
-      // Sign-in and sign-up bodies are parsed here (the email is a rate-limit key); others stream through.
+      // Sign-in and sign-up bodies are parsed here (the email is a rate-limit key) and checked
+      // against the service's schema, email normalised as the service does; others stream through.
+      if (group.bodySchema) scope.addHook('preValidation', normaliseEmail)
       registerProxyRoutes(scope as never, {
+        bodySchema: group.bodySchema,
         forward: forwarders[group.upstream],
         urls: group.urls,
         methods: group.methods,

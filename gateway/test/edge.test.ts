@@ -82,10 +82,11 @@ t.test('bodies over the limit are 413 before reaching the service', async (t) =>
 t.test('request ids: a sane client id is kept, anything else replaced, and forwarded', async (t) => {
   const up = await startUpstream(t)
   const gw = await buildGateway(t, { AUTH_SERVICE_URL: up.url })
-  const kept = await gw.inject({ method: 'POST', url: '/api/auth/signin', headers: { 'x-request-id': 'abc-123' }, payload: {} })
+  const signin = { email: 'a@example.com', password: 'secret' }
+  const kept = await gw.inject({ method: 'POST', url: '/api/auth/signin', headers: { 'x-request-id': 'abc-123' }, payload: signin })
   t.equal(kept.headers['x-request-id'], 'abc-123')
   t.equal(up.seen[0]!.headers['x-request-id'], 'abc-123')
-  const replaced = await gw.inject({ method: 'POST', url: '/api/auth/signin', headers: { 'x-request-id': 'bad id\u00e9<script>' }, payload: {} })
+  const replaced = await gw.inject({ method: 'POST', url: '/api/auth/signin', headers: { 'x-request-id': 'bad id\u00e9<script>' }, payload: signin })
   t.match(replaced.headers['x-request-id'], /^[0-9a-f-]{36}$/)
   const none = await gw.inject({ url: '/nowhere' })
   t.match(none.headers['x-request-id'], /^[0-9a-f-]{36}$/, 'errors carry one too')

@@ -3,9 +3,8 @@
  * gateway: every route checks its signed identity proof first.
  */
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
-import type { FastifyRequest } from 'fastify'
 import { Type } from 'typebox'
-import { errors, requireGatewayIdentity, type Identity } from '@tollgate/common'
+import { errors, normaliseEmail, requireGatewayIdentity, type Identity } from '@tollgate/common'
 import type { UsersRepository } from '../plugins/users-repository.js'
 import type { RevocationsRepository } from '../plugins/revocations-repository.js'
 import { passwordProblem, type PasswordManager } from '../plugins/password-manager.js'
@@ -23,14 +22,6 @@ export interface AuthRoutesOptions {
   tokens: TokenIssuer
   proofKey: Buffer
   proofWindowMs: number
-}
-
-/** Trim and lower-case before validation, so " A@B.io " is valid and equals "a@b.io". */
-async function normaliseEmail(request: FastifyRequest): Promise<void> {
-  const body = request.body as { email?: unknown } | null | undefined
-  if (body && typeof body === 'object' && typeof body.email === 'string') {
-    body.email = body.email.trim().toLowerCase()
-  }
 }
 
 const BEARER = /^Bearer +([A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+) *$/i

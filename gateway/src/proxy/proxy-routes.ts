@@ -14,6 +14,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest, HTTPMethods } from 
 import { errors, type Identity } from '@tollgate/common'
 import type { Forward } from './forwarder.js'
 import { forwardedHeaders } from './forwarded-headers.js'
+import { limitStreamedBody } from '../streamed-body-limit.js'
 
 export interface ProxyRoutesOptions {
   forward: Forward
@@ -27,6 +28,8 @@ export interface ProxyRoutesOptions {
   identity: (request: FastifyRequest) => Identity
   /** The answers are the same for everyone: the upstream's cache headers pass (else `no-store`). */
   publicCache?: boolean
+  /** JSON schema a parsed body must match before anything else reads it (sign-in, sign-up). */
+  bodySchema?: object
 }
 
 /** Register in its own encapsulated scope: the pass-through body parsers must not leak to other routes. */
@@ -39,13 +42,14 @@ export function registerProxyRoutes(scope: FastifyInstance, o: ProxyRoutesOption
   const headerOptions = { proofKey: o.proofKey, forwardAuthorization: o.forwardAuthorization, reserialisedBody: !o.streamBodies }
   const forward = o.forward
   const publicCache = o.publicCache ?? false
+  const bodyLimit = scope.initialConfig.bodyLimit ?? 1024 * 1024
 
   const handler = (request: FastifyRequest, reply: FastifyReply) => {
     if (hasDotSegment(request.url)) throw errors.validation('Invalid path')
     const headers = forwardedHeaders(request, o.identity(request), headerOptions)
     let body: string | NodeJS.ReadableStream | null = null
     if (o.streamBodies) {
-      if (hasBody(request)) body = request.raw
+      if (hasBody(request)) body = limitStreamedBody(request, reply, bodyLimit)
     } else if (request.body !== undefined && request.body !== null) {
       body = JSON.stringify(request.body)
     }
@@ -55,7 +59,7 @@ export function registerProxyRoutes(scope: FastifyInstance, o: ProxyRoutesOption
   // HEAD is registered here rather than by Fastify's exposeHeadRoute, which would run GET upstream and drop the body.
   const methods: HTTPMethods[] = o.methods.includes('GET') && !o.methods.includes('HEAD') ? [...o.methods, 'HEAD'] : o.methods
   for (const url of o.urls) {
-    scope.route({ method: methods, url, handler, exposeHeadRoute: false })
+    scope.route({ method: methods, url, handler, exposeHeadRoute: false, ...(o.bodySchema ? { schema: { body: o.bodySchema } } : {}) })
   }
 }
 

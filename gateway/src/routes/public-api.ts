@@ -4,6 +4,7 @@
  * gateway and never reaches a service.
  */
 import type { HTTPMethods } from 'fastify'
+import { SigninBody, SignupBody } from '@tollgate/common'
 import type { Access } from '../auth/authenticate.js'
 
 export type UpstreamName = 'auth' | 'tasks'
@@ -25,11 +26,13 @@ export interface RouteGroup {
    * the upstream's own cache headers pass.
    */
   cache?: 'private' | 'public'
+  /** The service's own schema for the JSON body, checked here before the body is used or forwarded. */
+  bodySchema?: object
 }
 
 export const publicRoutes: RouteGroup[] = [
-  { upstream: 'auth', access: 'anonymous', methods: ['POST'], urls: ['/api/auth/signup'], limits: 'signup' },
-  { upstream: 'auth', access: 'anonymous', methods: ['POST'], urls: ['/api/auth/signin'], limits: 'signin' },
+  { upstream: 'auth', access: 'anonymous', methods: ['POST'], urls: ['/api/auth/signup'], limits: 'signup', bodySchema: SignupBody },
+  { upstream: 'auth', access: 'anonymous', methods: ['POST'], urls: ['/api/auth/signin'], limits: 'signin', bodySchema: SigninBody },
   { upstream: 'auth', access: 'user', methods: ['GET'], urls: ['/api/auth/me'] },
   { upstream: 'auth', access: 'user', methods: ['DELETE'], urls: ['/api/auth/me'], revokes: 'user' },
   // Public keys (JWT_ALG=EdDSA), for anyone who wants to verify our tokens themselves.
