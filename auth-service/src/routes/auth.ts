@@ -10,6 +10,7 @@ import type { UsersRepository } from '../plugins/users-repository.js'
 import type { RevocationsRepository } from '../plugins/revocations-repository.js'
 import { passwordProblem, type PasswordManager } from '../plugins/password-manager.js'
 import type { TokenIssuer } from '../plugins/token-issuer.js'
+import { isCommonPassword } from '../plugins/common-passwords.js'
 import { CreatedUser, ErrorBody, Me, SigninBody, SigninResult, SignupBody } from '../schemas.js'
 
 export interface AuthRoutesOptions {
@@ -63,6 +64,7 @@ export const authRoutes: FastifyPluginAsyncTypebox<AuthRoutesOptions> = async (a
       const { email, password, name = null } = request.body
       const problem = passwordProblem(password)
       if (problem) throw errors.validation(problem)
+      if (isCommonPassword(password)) throw errors.validation('body/password is one of the most commonly used passwords; choose another')
       // PostgreSQL text cannot hold NUL: refuse it here rather than fail in the driver.
       if (name?.includes('\u0000')) throw errors.validation('body/name must not contain NUL characters')
 
