@@ -88,7 +88,10 @@ export const authRoutes: FastifyPluginAsyncTypebox<AuthRoutesOptions> = async (a
       const { email, password } = request.body
       // Unknown email and wrong password: same bcrypt work, same answer. A
       // flood beyond the bcrypt limit is refused (503) before the lookup.
-      const user = await passwords.authenticate(password, () => users.findByEmail(email))
+      const found = await passwords.authenticate(password, () => users.findByEmail(email))
+      // The lookup ran before bcrypt: an account deleted meanwhile must not get
+      // a token (one signed while the deletion commits is cut off by it).
+      const user = found && (await users.findById(found.id)) ? found : null
       if (!user) {
         request.log.info({ event: 'signin', outcome: 'failure' }, 'sign-in failed')
         throw errors.invalidCredentials()
