@@ -1,4 +1,5 @@
 import t from 'tap'
+import bcrypt from 'bcrypt'
 import { build, db, inject, PASSWORD, secretFree, signup, uniqueEmail } from './helper.js'
 
 const SIGNUP = '/api/auth/signup'
@@ -102,7 +103,7 @@ t.test('boundaries that must pass: 72-byte password, 8-char password, 255-char e
     payload: { email: uniqueEmail(), password: '😀'.repeat(18) },
   })
   t.equal(okMulti.statusCode, 201, '18 four-byte emoji = 72 bytes')
-  const ok8 = await inject(app, { method: 'POST', url: SIGNUP, payload: { email: uniqueEmail(), password: '12345678' } })
+  const ok8 = await inject(app, { method: 'POST', url: SIGNUP, payload: { email: uniqueEmail(), password: 'k7#vQ2pz' } })
   t.equal(ok8.statusCode, 201, '8 characters')
   const local = uniqueEmail('x').split('@')[0]!
   const domain = `${'d'.repeat(60)}.${'e'.repeat(60)}.${'f'.repeat(60)}.`
@@ -183,4 +184,33 @@ t.test('20 concurrent signups with one email: exactly one 201, the rest 409', as
   const client = await db(t)
   const { rows } = await client.query('SELECT count(*)::int AS n FROM users WHERE lower(email) = $1', [email])
   t.equal(rows[0].n, 1, 'one row')
+})
+
+t.test('commonly used passwords are refused at signup with a 400 that says why (ASVS 2.1.7)', async (t) => {
+  const app = await build(t)
+  const client = await db(t)
+  for (const password of ['password', '12345678', 'Password', 'QWERTYUIOP', 'iloveyou', 'sunshine1']) {
+    const email = uniqueEmail()
+    const res = await inject(app, { method: 'POST', url: SIGNUP, payload: { email, password } })
+    t.equal(res.statusCode, 400, `${password} is refused`)
+    t.same(res.json(), {
+      detail: 'body/password is one of the most commonly used passwords; choose another',
+      error_code: 'VALIDATION_ERROR',
+      status_code: 400,
+    })
+    const { rows } = await client.query('SELECT 1 FROM users WHERE email = $1', [email])
+    t.equal(rows.length, 0, 'no account was created')
+  }
+  const rare = await inject(app, { method: 'POST', url: SIGNUP, payload: { email: uniqueEmail(), password: 'plum-kettle-orbit-93' } })
+  t.equal(rare.statusCode, 201, 'an uncommon password is accepted')
+})
+
+t.test('an existing account with a common password still signs in (only sign-up checks the list)', async (t) => {
+  const app = await build(t)
+  const email = uniqueEmail('legacy')
+  const client = await db(t)
+  // An account created before the list existed.
+  await client.query('INSERT INTO users (email, password_hash) VALUES ($1, $2)', [email, await bcrypt.hash('password', 10)])
+  const res = await inject(app, { method: 'POST', url: '/api/auth/signin', payload: { email, password: 'password' } })
+  t.equal(res.statusCode, 200)
 })

@@ -206,7 +206,8 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
           const auth = request.auth
           if (auth && reply.statusCode >= 200 && reply.statusCode < 300) {
             const expS = Math.ceil(auth.expiresAt / 1000)
-            if (revokes === 'user') revocations.revokeUser(auth.sub, Math.floor(Date.now() / 1000), expS + config.JWT_CLOCK_TOLERANCE_S)
+            // An account deletion cuts off every token of the user, whatever its iat (a racing sign-in may sign after it).
+            if (revokes === 'user') revocations.revokeUser(auth.sub, Number.MAX_SAFE_INTEGER, expS + config.JWT_CLOCK_TOLERANCE_S)
             else if (auth.jti) revocations.revokeToken(auth.jti, expS)
           }
           done()

@@ -27,6 +27,12 @@ interface UserRow {
 }
 
 const COLUMNS = 'id, email, name, created_at, updated_at'
+/**
+ * How much longer than a token's lifetime an account cutoff lasts: covers the
+ * gateways' clock tolerance (at most 300 s) and a sign-in still in bcrypt when
+ * the deletion commits.
+ */
+const CUTOFF_MARGIN_S = 600
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
 
 function toUser(row: UserRow): User {
@@ -48,9 +54,10 @@ export interface UsersRepository {
   /** An internal upgrade, not a profile change: updated_at stays. */
   updatePasswordHash(id: string, passwordHash: string): Promise<void>
   /**
-   * Delete the account, and in the same transaction revoke every token of it
-   * (a per-user cutoff, live as long as a token can be) and record the task
-   * purge in the outbox. False when there was no such account.
+   * Delete the account, and in the same transaction revoke every token of it,
+   * also one signed after this commits (a per-user cutoff, live as long as a
+   * token can be), and record the task purge in the outbox. False when there
+   * was no such account.
    */
   deleteAccount(id: string, tokenTtlSeconds: number, requestId: string): Promise<boolean>
 }
@@ -97,12 +104,16 @@ export function createUsersRepository(pool: pg.Pool): UsersRepository {
             await client.query('ROLLBACK')
             return false
           }
+          // Every token of the account, whatever its iat: a sign-in racing this
+          // deletion may sign after it commits (ids are never reused, so nothing
+          // legitimate is caught). Kept until any such token has expired.
+          const cutoffS = tokenTtlSeconds + CUTOFF_MARGIN_S
           await client.query(
             `INSERT INTO revoked_tokens (jti, user_id, expires_at, not_before)
-             VALUES ('user:' || $1, $1, now() + make_interval(secs => $2), now())
+             VALUES ('user:' || $1, $1, now() + make_interval(secs => $2), now() + make_interval(secs => $2))
              ON CONFLICT (jti) DO UPDATE SET expires_at = excluded.expires_at, not_before = excluded.not_before,
                revoked_at = now(), seq = nextval(pg_get_serial_sequence('revoked_tokens', 'seq'))`,
-            [id, tokenTtlSeconds],
+            [id, cutoffS],
           )
           await client.query(`INSERT INTO outbox (kind, payload) VALUES ('purge-tasks', $1)`, [
             JSON.stringify({ user_id: id, request_id: requestId }),

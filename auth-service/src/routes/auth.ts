@@ -9,6 +9,7 @@ import type { UsersRepository } from '../plugins/users-repository.js'
 import type { RevocationsRepository } from '../plugins/revocations-repository.js'
 import { passwordProblem, type PasswordManager } from '../plugins/password-manager.js'
 import type { TokenIssuer } from '../plugins/token-issuer.js'
+import { isCommonPassword } from '../plugins/common-passwords.js'
 import { CreatedUser, ErrorBody, Me, SigninBody, SigninResult, SignupBody } from '../schemas.js'
 
 export interface AuthRoutesOptions {
@@ -54,6 +55,7 @@ export const authRoutes: FastifyPluginAsyncTypebox<AuthRoutesOptions> = async (a
       const { email, password, name = null } = request.body
       const problem = passwordProblem(password)
       if (problem) throw errors.validation(problem)
+      if (isCommonPassword(password)) throw errors.validation('body/password is one of the most commonly used passwords; choose another')
       // PostgreSQL text cannot hold NUL: refuse it here rather than fail in the driver.
       if (name?.includes('\u0000')) throw errors.validation('body/name must not contain NUL characters')
 
@@ -77,7 +79,10 @@ export const authRoutes: FastifyPluginAsyncTypebox<AuthRoutesOptions> = async (a
       const { email, password } = request.body
       // Unknown email and wrong password: same bcrypt work, same answer. A
       // flood beyond the bcrypt limit is refused (503) before the lookup.
-      const user = await passwords.authenticate(password, () => users.findByEmail(email))
+      const found = await passwords.authenticate(password, () => users.findByEmail(email))
+      // The lookup ran before bcrypt: an account deleted meanwhile must not get
+      // a token (one signed while the deletion commits is cut off by it).
+      const user = found && (await users.findById(found.id)) ? found : null
       if (!user) {
         request.log.info({ event: 'signin', outcome: 'failure' }, 'sign-in failed')
         throw errors.invalidCredentials()

@@ -30,6 +30,9 @@ export interface TaskChanges {
   completed?: boolean
 }
 
+/** SQLSTATE raised by the trigger that refuses tasks of a purged account. */
+const ACCOUNT_DELETED = 'TG001'
+
 const COLUMNS = 'id, user_id, title, description, completed, created_at, updated_at'
 
 // Identifiers cannot be parameters: they come only from these fixed maps, keyed by validated enums.
@@ -86,12 +89,18 @@ export function createTasksRepository(pool: pg.Pool) {
       return rows.map(toTask)
     },
 
+    /** Refused with 401 TOKEN_REVOKED for an account whose tasks were purged (see migration 002). */
     async create(userId: string, task: NewTask): Promise<Task> {
-      const { rows } = await run(
-        `INSERT INTO tasks (user_id, title, description) VALUES ($1, $2, $3) RETURNING ${COLUMNS}`,
-        [userId, task.title, task.description],
-      )
-      return toTask(rows[0]!)
+      try {
+        const { rows } = await run(
+          `INSERT INTO tasks (user_id, title, description) VALUES ($1, $2, $3) RETURNING ${COLUMNS}`,
+          [userId, task.title, task.description],
+        )
+        return toTask(rows[0]!)
+      } catch (err) {
+        if ((err as { code?: unknown }).code === ACCOUNT_DELETED) throw errors.tokenRevoked()
+        throw err
+      }
     },
 
     async get(userId: string, id: string): Promise<Task | null> {
@@ -129,10 +138,16 @@ export function createTasksRepository(pool: pg.Pool) {
       return (rowCount ?? 0) > 0
     },
 
-    /** Every task of one user (their account was deleted). Idempotent: a second purge deletes nothing. */
+    /**
+     * Every task of one user (their account was deleted), and the record that
+     * refuses new ones from now on, in one statement under the user's advisory
+     * lock (migration 002), so no insert slips between the two. Idempotent.
+     */
     async purgeUser(userId: string): Promise<number> {
-      const { rowCount } = await run('DELETE FROM tasks WHERE user_id = $1', [userId])
-      return rowCount ?? 0
+      const { rows } = await withDatabase(() =>
+        pool.query<{ deleted: string }>('SELECT purge_user_tasks($1)::text AS deleted', [userId]),
+      )
+      return Number(rows[0]!.deleted)
     },
   }
 }
