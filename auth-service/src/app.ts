@@ -13,7 +13,7 @@ import { createSigningKeyStore, signingKeyEncryptionKey } from './plugins/signin
 import { jwksRoutes } from './routes/jwks.js'
 import { createUsersRepository } from './plugins/users-repository.js'
 import { authRoutes } from './routes/auth.js'
-import { revocationFeedRoutes, serviceTokenRoutes } from './routes/internal.js'
+import { revocationFeedRoutes, serviceTokenRoutes, subjectRevocationRoutes } from './routes/internal.js'
 import { createServiceTokenIssuer, parseServiceCredentials } from './plugins/service-tokens.js'
 import { createOutboxRepository } from './outbox/outbox-repository.js'
 import { createPurgeDelivery } from './outbox/purge-delivery.js'
@@ -96,6 +96,7 @@ export async function buildApp(config: Config, opts: { logStream?: NodeJS.Writab
   await app.register(jwksRoutes, { keys: signingKeys })
   await app.register(revocationFeedRoutes, { prefix: '/internal', revocations, proofKey: key, proofWindowMs })
   await app.register(serviceTokenRoutes, { prefix: '/internal', serviceTokens, proofKey: key, proofWindowMs })
+  await app.register(subjectRevocationRoutes, { prefix: '/internal', revocations, proofKey: key, proofWindowMs })
 
   // Entries die with their tokens: purge now and then so the feed stays bounded.
   const purge = setInterval(() => {

@@ -31,6 +31,8 @@ const MAX_URL_LENGTH = 4096
 
 export interface BuildOptions {
   logStream?: NodeJS.WritableStream
+  /** The clock of token verification and JWKS fetching (epoch ms); tests move it instead of sleeping. */
+  now?: () => number
 }
 
 async function ping(pool: Pool): Promise<void> {
@@ -79,6 +81,7 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
     pollMs: config.REVOCATION_POLL_MS,
     maxStalenessMs: config.REVOCATION_MAX_STALENESS_MS,
     failOpen: config.REVOCATION_FAIL_OPEN,
+    ownIssuer: config.JWT_ISSUER,
     log: app.log,
   })
   app.addHook('onReady', async () => {
@@ -98,22 +101,26 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
       cooldownMs: config.JWKS_COOLDOWN_MS,
       refreshMs: config.JWKS_REFRESH_MS,
       log: app.log,
+      now: opts.now,
     })
     jwksSources.push(source)
-    return source.getKey
+    return source
   }
+  // Our own tokens have a fixed shape (API.md); external issuers' as their configuration says.
+  const ownShape: Pick<KeySource, 'requiredClaims' | 'maxLifetimeS'> = { requiredClaims: ['iat', 'jti'], maxLifetimeS: config.TOKEN_TTL_S }
   const sources: KeySource[] = [
     config.JWT_ALG === 'HS256'
-      ? { issuer: config.JWT_ISSUER, audience: config.JWT_AUDIENCE, algorithms: ['HS256'], key: await importHmacKey(config.BETTER_AUTH_SECRET) }
+      ? { issuer: config.JWT_ISSUER, audience: config.JWT_AUDIENCE, algorithms: ['HS256'], key: await importHmacKey(config.BETTER_AUTH_SECRET), ...ownShape }
       : {
           issuer: config.JWT_ISSUER,
           audience: config.JWT_AUDIENCE,
           algorithms: ['EdDSA'],
           key: fromJwks(config.AUTH_JWKS_URL ?? new URL('/.well-known/jwks.json', config.AUTH_SERVICE_URL).href, ['EdDSA']),
+          ...ownShape,
         },
-    ...issuers.map((i) => ({ issuer: i.issuer, audience: i.audience, algorithms: i.algorithms, key: fromJwks(i.jwksUrl, i.algorithms) })),
+    ...issuers.map((i) => ({ ...i, key: fromJwks(i.jwksUrl, i.algorithms) })),
   ]
-  const verifier = createTokenVerifier({ sources, clockToleranceS: config.JWT_CLOCK_TOLERANCE_S, cacheSize: config.TOKEN_CACHE_SIZE })
+  const verifier = createTokenVerifier({ sources, clockToleranceS: config.JWT_CLOCK_TOLERANCE_S, cacheSize: config.TOKEN_CACHE_SIZE, now: opts.now })
   const rejections = new Counter({
     name: 'gateway_rate_limit_rejections_total',
     help: 'Requests refused with 429, by policy',
@@ -195,7 +202,8 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
       // One hook, in this order: the address limit counts failed authentications too; the user limit needs a verified user.
       const steps: Step[] = [limits.ip]
       if (group.access !== 'anonymous') {
-        steps.push(authenticate(verifier, revocations, group.access, (reason) => authFailures.inc({ reason })), limits.user)
+        const onlyIssuer = group.issuers === 'self' ? config.JWT_ISSUER : undefined
+        steps.push(authenticate(verifier, revocations, group.access, (reason) => authFailures.inc({ reason }), onlyIssuer), limits.user)
       }
       if (group.limits === 'signup') steps.push(limits.signupIp)
       if (group.limits === 'signin') steps.push(limits.signinIp)

@@ -28,17 +28,24 @@ export const configSchema = Type.Object({
   /**
    * External issuers whose tokens are accepted too (e.g. a Better Auth app), as JSON:
    * [{"issuer":"https://app.example.com","audience":"https://app.example.com",
-   *   "jwks_url":"https://app.example.com/api/auth/jwks","algorithms":["EdDSA"]}]
+   *   "jwks_url":"https://app.example.com/api/auth/jwks","algorithms":["EdDSA"],
+   *   "required_claims":["iat"],"max_lifetime_s":900}]   (the last two optional)
    */
   JWT_TRUSTED_ISSUERS: Type.String({ default: '[]' }),
   JWKS_TIMEOUT_MS: Type.Integer({ minimum: 100, maximum: 30_000, default: 2000 }),
-  /** An unknown kid triggers at most one JWKS fetch per this long. */
-  JWKS_COOLDOWN_MS: Type.Integer({ minimum: 0, maximum: 3_600_000, default: 30_000 }),
+  /**
+   * An unknown kid triggers at most one JWKS fetch per this long; in between,
+   * a kid not looked for yet gets 503 with Retry-After (a key rotated in
+   * moments ago is not an invalid token).
+   */
+  JWKS_COOLDOWN_MS: Type.Integer({ minimum: 0, maximum: 3_600_000, default: 5000 }),
   /** Background refresh of every JWKS (removed keys stop verifying). */
   JWKS_REFRESH_MS: Type.Integer({ minimum: 1000, maximum: 86_400_000, default: 600_000 }),
   JWT_ISSUER: Type.String({ default: 'tollgate' }),
   JWT_AUDIENCE: Type.String({ default: 'tollgate-api' }),
   JWT_CLOCK_TOLERANCE_S: Type.Integer({ minimum: 0, maximum: 300, default: 30 }),
+  /** The auth-service's token lifetime (same variable, same value): its tokens may not claim a longer one. */
+  TOKEN_TTL_S: Type.Integer({ minimum: 60, maximum: 2_592_000, default: 604_800 }),
   /** Verified tokens kept in memory so a repeat request skips the signature check. */
   TOKEN_CACHE_SIZE: Type.Integer({ minimum: 0, maximum: 1_000_000, default: 10_000 }),
   /** Shared rate-limit counters for all replicas; unset: counted in each process's memory. */
@@ -113,7 +120,13 @@ export interface TrustedIssuer {
   audience: string
   jwksUrl: string
   algorithms: string[]
+  /** Claims required beyond exp and sub (`required_claims`). */
+  requiredClaims?: Array<'iat' | 'jti'>
+  /** Longest accepted exp - iat in seconds (`max_lifetime_s`; implies iat). */
+  maxLifetimeS?: number
 }
+
+const EXTRA_CLAIMS = new Set(['iat', 'jti'])
 
 const ASYMMETRIC = new Set(['EdDSA', 'ES256', 'ES384', 'ES512', 'RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512'])
 
@@ -141,7 +154,20 @@ export function trustedIssuers(config: Pick<Config, 'JWT_TRUSTED_ISSUERS' | 'JWT
     if (!Array.isArray(algorithms) || algorithms.length === 0 || !algorithms.every((a) => typeof a === 'string' && ASYMMETRIC.has(a))) {
       fail(`[${i}].algorithms must list asymmetric JWS algorithms, e.g. ["EdDSA"]`)
     }
-    return { issuer, audience: str('audience'), jwksUrl, algorithms: algorithms as string[] }
+    const out: TrustedIssuer = { issuer, audience: str('audience'), jwksUrl, algorithms: algorithms as string[] }
+    if (e.required_claims !== undefined) {
+      const claims = e.required_claims
+      if (!Array.isArray(claims) || !claims.every((c) => typeof c === 'string' && EXTRA_CLAIMS.has(c))) {
+        fail(`[${i}].required_claims must list claims among "iat", "jti"`)
+      }
+      out.requiredClaims = claims as Array<'iat' | 'jti'>
+    }
+    if (e.max_lifetime_s !== undefined) {
+      const max = e.max_lifetime_s
+      if (typeof max !== 'number' || !Number.isInteger(max) || max < 1) fail(`[${i}].max_lifetime_s must be a positive integer (seconds)`)
+      out.maxLifetimeS = max as number
+    }
+    return out
   })
 }
 

@@ -3,8 +3,9 @@ import Fastify, { type FastifyInstance } from 'fastify'
 import { SignJWT } from 'jose'
 import { randomUUID } from 'node:crypto'
 import type { IncomingHttpHeaders } from 'node:http'
+import { Writable } from 'node:stream'
 import { loadConfig } from '@tollgate/common'
-import { buildApp } from '../src/app.js'
+import { buildApp, type BuildOptions } from '../src/app.js'
 import { configSchema, type Config } from '../src/config.js'
 
 export const SECRET = 'test-secret-0123456789-abcdefghijklmnopqrstuvwxyz'
@@ -65,10 +66,13 @@ export function gatewayConfig(overrides: Partial<Record<keyof Config, unknown>> 
   })
 }
 
-/** A gateway in front of the given upstreams; without an auth upstream, one that only serves the revocation feed. */
-export async function buildGateway(t: Tap, overrides: Partial<Record<keyof Config, unknown>> = {}) {
+/**
+ * A gateway in front of the given upstreams; without an auth upstream, one
+ * that only serves the revocation feed. `opts` may set its clock and log stream.
+ */
+export async function buildGateway(t: Tap, overrides: Partial<Record<keyof Config, unknown>> = {}, opts: BuildOptions = {}) {
   if (!overrides.AUTH_SERVICE_URL) overrides = { ...overrides, AUTH_SERVICE_URL: (await startUpstream(t)).url }
-  const app = await buildApp(gatewayConfig(overrides))
+  const app = await buildApp(gatewayConfig(overrides), opts)
   t.teardown(() => app.close())
   await app.ready()
   return app
@@ -99,4 +103,31 @@ export async function token(opts: TokenOptions = {}): Promise<string> {
 
 export function subOf(jwt: string): string {
   return JSON.parse(Buffer.from(jwt.split('.')[1]!, 'base64url').toString()).sub
+}
+
+/**
+ * A clock for the gateway that stands still until the test moves it (instead
+ * of sleeping). It starts at the real time, so real tokens' iat and exp
+ * (within the clock tolerance) make sense to it.
+ */
+export function testClock() {
+  let at = Date.now()
+  return {
+    now: () => at,
+    advance(ms: number) {
+      at += ms
+    },
+  }
+}
+
+/** Log lines the gateway writes, parsed. */
+export function logCapture() {
+  const lines: Array<Record<string, unknown>> = []
+  const stream = new Writable({
+    write(chunk, _enc, done) {
+      for (const line of String(chunk).split('\n')) if (line.trim()) lines.push(JSON.parse(line))
+      done()
+    },
+  })
+  return { stream, lines, count: (msg: string) => lines.filter((l) => l.msg === msg).length }
 }

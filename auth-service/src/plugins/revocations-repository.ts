@@ -1,6 +1,8 @@
 /**
- * Signed-out tokens. Written here; the gateway reads them (by seq) to refuse
- * the token everywhere, also after restarts.
+ * Signed-out tokens, and subjects whose tokens issued before a time are all
+ * revoked (an account deleted; a user of a trusted external issuer signed
+ * out). Written here; the gateway reads them (by seq) to refuse the tokens
+ * everywhere, also after restarts.
  */
 import type pg from 'pg'
 import { runQuery } from './query.js'
@@ -9,9 +11,11 @@ export interface RevocationEntry {
   jti: string
   /** Token expiry, epoch seconds: the entry is useless after it. */
   exp: number
-  /** For an account cutoff: every token of user_id issued up to not_before (epoch seconds) is revoked. */
+  /** For a subject cutoff: every token of user_id issued up to not_before (epoch seconds) is revoked. */
   user_id?: string
   not_before?: number
+  /** The issuer of user_id for a subject cutoff; absent: our own users. */
+  issuer?: string
 }
 
 export interface RevocationPage {
@@ -26,6 +30,11 @@ export interface RevocationPage {
 export interface RevocationsRepository {
   /** Idempotent: revoking the same jti twice is not an error. */
   revoke(input: { jti: string; userId: string; exp: number }): Promise<void>
+  /**
+   * Every token of `sub` from `issuer` issued at or before `notBefore` (epoch
+   * seconds) is revoked until `exp`. Repeating it only moves both later.
+   */
+  revokeSubject(input: { issuer: string; sub: string; notBefore: number; exp: number }): Promise<void>
   /** Unexpired revocations recorded after `after`, oldest first. */
   since(after: number, limit: number): Promise<RevocationPage>
   /** Drop entries whose tokens have expired anyway; keeps the list bounded. */
@@ -47,6 +56,21 @@ export function createRevocationsRepository(pool: pg.Pool): RevocationsRepositor
       )
     },
 
+    async revokeSubject({ issuer, sub, notBefore, exp }) {
+      // One row per (issuer, subject): a synthetic jti keeps the table bounded by subjects, not sign-outs.
+      await runQuery(() =>
+        pool.query(
+          `INSERT INTO revoked_tokens (jti, user_id, issuer, expires_at, not_before)
+           VALUES ('subject:' || $1 || ' ' || $2, $2, $1, to_timestamp($4), to_timestamp($3))
+           ON CONFLICT (jti) DO UPDATE SET
+             expires_at = greatest(revoked_tokens.expires_at, excluded.expires_at),
+             not_before = greatest(revoked_tokens.not_before, excluded.not_before),
+             revoked_at = now(), seq = nextval(pg_get_serial_sequence('revoked_tokens', 'seq'))`,
+          [issuer, sub, notBefore, exp],
+        ),
+      )
+    },
+
     async since(after, limit) {
       return runQuery(async () => {
         const { rows: top } = await pool.query<{ max: string | null }>('SELECT max(seq)::text AS max FROM revoked_tokens')
@@ -56,8 +80,8 @@ export function createRevocationsRepository(pool: pg.Pool): RevocationsRepositor
         // seq is taken at insert but rows become visible at commit, so a lower
         // seq can appear after a higher one: every page also repeats the last
         // few seconds of revocations (a statement cannot take longer than that).
-        const { rows } = await pool.query<{ seq: string; jti: string; exp: string; user_id: string; not_before: string | null }>(
-          `SELECT seq::text, jti, floor(extract(epoch FROM expires_at))::text AS exp, user_id,
+        const { rows } = await pool.query<{ seq: string; jti: string; exp: string; user_id: string; not_before: string | null; issuer: string | null }>(
+          `SELECT seq::text, jti, floor(extract(epoch FROM expires_at))::text AS exp, user_id, issuer,
                   floor(extract(epoch FROM not_before))::text AS not_before
              FROM revoked_tokens
             WHERE (seq > $1 OR revoked_at > now() - interval '${REPEAT_WINDOW_S} seconds') AND expires_at > now()
@@ -69,11 +93,11 @@ export function createRevocationsRepository(pool: pg.Pool): RevocationsRepositor
         const page = more ? rows.slice(0, limit) : rows
         const last = page.length ? Number(page[page.length - 1]!.seq) : 0
         const cursor = Math.max(last, reset ? max : from)
-        const revoked = page.map((r) =>
-          r.not_before === null
-            ? { jti: r.jti, exp: Number(r.exp) }
-            : { jti: r.jti, exp: Number(r.exp), user_id: r.user_id, not_before: Number(r.not_before) },
-        )
+        const revoked = page.map((r): RevocationEntry => {
+          if (r.not_before === null) return { jti: r.jti, exp: Number(r.exp) }
+          const cutoff = { jti: r.jti, exp: Number(r.exp), user_id: r.user_id, not_before: Number(r.not_before) }
+          return r.issuer === null ? cutoff : { ...cutoff, issuer: r.issuer }
+        })
         return { cursor, reset, more, revoked }
       })
     },

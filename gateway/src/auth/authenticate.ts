@@ -3,7 +3,7 @@
  * a signed-in user, or only the user the path names).
  */
 import type { FastifyRequest } from 'fastify'
-import { errors, HttpError } from '@tollgate/common'
+import { challenge, ErrorCode, errors, HttpError } from '@tollgate/common'
 import type { TokenResult, TokenVerifier, VerifiedToken } from './token-verifier.js'
 import type { RevocationList } from './revocation-list.js'
 import type { Step } from '../hook-steps.js'
@@ -30,19 +30,29 @@ export function bearerToken(header: string | undefined): string | HttpError {
   return m[1]!
 }
 
+/** A valid token of a trusted external issuer on a route of our own accounts (API.md has no closer code). */
+export function otherIssuer(): HttpError {
+  return new HttpError(401, ErrorCode.INVALID_TOKEN, "This route is for this service's accounts; tokens of other issuers are not accepted here", {
+    'www-authenticate': challenge.invalidToken('Token issuer not accepted on this route'),
+  })
+}
+
 /**
  * Verify the bearer token (a token verified before is answered from the
- * cache without a promise), check revocation and, for `owner`, that the
- * path's user is the token's subject.
+ * cache without a promise), check that its issuer is the one the route
+ * accepts (`onlyIssuer`, e.g. our own for the account routes), check
+ * revocation and, for `owner`, that the path's user is the token's subject.
  */
 export function authenticate(
   verifier: TokenVerifier,
   revocations: RevocationList,
   access: Exclude<Access, 'anonymous'>,
   onFailure: (code: string) => void,
+  onlyIssuer?: string,
 ): Step {
   const decide = (request: FastifyRequest, result: TokenResult): HttpError | undefined => {
     if (result instanceof HttpError) return result
+    if (onlyIssuer !== undefined && result.iss !== onlyIssuer) return otherIssuer()
     const status = revocations.check(result)
     if (status === 'revoked') return errors.tokenRevoked()
     if (status === 'unavailable') return errors.unavailable('Token revocation status unavailable')

@@ -15,10 +15,12 @@ export interface RevocationPage {
   more: boolean
   /**
    * A signed-out token (jti), or with user_id and not_before, every token of
-   * that user issued before not_before (account deleted). exp: when the entry
-   * stops mattering (epoch seconds).
+   * that subject issued at or before not_before (an account deleted, or a
+   * subject of an external issuer signed out); `issuer` names the issuer of
+   * the subject, our own when absent. exp: when the entry stops mattering
+   * (epoch seconds).
    */
-  revoked: Array<{ jti: string; exp: number; user_id?: string; not_before?: number }>
+  revoked: Array<{ jti: string; exp: number; user_id?: string; not_before?: number; issuer?: string }>
 }
 
 export interface RevocationListOptions {
@@ -26,6 +28,8 @@ export interface RevocationListOptions {
   pollMs: number
   maxStalenessMs: number
   failOpen: boolean
+  /** Our auth-service's issuer: the feed's subject cutoffs without an issuer are its users. */
+  ownIssuer: string
   log: FastifyBaseLogger
 }
 
@@ -33,7 +37,7 @@ export type RevocationStatus = 'ok' | 'revoked' | 'unavailable'
 
 export class RevocationList {
   private readonly revoked = new Map<string, number>()
-  /** user id -> [not_before, exp], epoch seconds */
+  /** issuer + ' ' + subject -> [not_before, exp], epoch seconds */
   private readonly userCutoffs = new Map<string, [number, number]>()
   private cursor = 0
   private lastSyncAt = 0
@@ -52,11 +56,11 @@ export class RevocationList {
   }
 
   /** The per-request check: token revoked (by jti, or by its user's cutoff), or the list too stale to trust. */
-  check(token: { jti: string | undefined; sub: string; iat: number }): RevocationStatus {
+  check(token: { jti: string | undefined; iss: string; sub: string; iat: number }): RevocationStatus {
     if (!this.fresh && !this.opts.failOpen) return 'unavailable'
     if (token.jti !== undefined && this.revoked.has(token.jti)) return 'revoked'
     if (this.userCutoffs.size > 0) {
-      const cutoff = this.userCutoffs.get(token.sub)
+      const cutoff = this.userCutoffs.get(subjectKey(token.iss, token.sub))
       if (cutoff && token.iat <= cutoff[0]) return 'revoked'
     }
     return 'ok'
@@ -70,8 +74,15 @@ export class RevocationList {
     this.revoked.set(jti, expS)
   }
 
+  /** Every token of one of our users issued at or before notBeforeS. */
   revokeUser(userId: string, notBeforeS: number, expS: number): void {
-    this.userCutoffs.set(userId, [notBeforeS, expS])
+    this.cutSubject(this.opts.ownIssuer, userId, notBeforeS, expS)
+  }
+
+  private cutSubject(issuer: string, sub: string, notBeforeS: number, expS: number): void {
+    const key = subjectKey(issuer, sub)
+    const known = this.userCutoffs.get(key)
+    this.userCutoffs.set(key, known ? [Math.max(known[0], notBeforeS), Math.max(known[1], expS)] : [notBeforeS, expS])
   }
 
   /** One round of the feed, all pages. */
@@ -86,7 +97,7 @@ export class RevocationList {
       const nowS = Date.now() / 1000
       for (const entry of page.revoked) {
         if (entry.exp <= nowS) continue
-        if (entry.user_id && typeof entry.not_before === 'number') this.userCutoffs.set(entry.user_id, [entry.not_before, entry.exp])
+        if (entry.user_id && typeof entry.not_before === 'number') this.cutSubject(entry.issuer ?? this.opts.ownIssuer, entry.user_id, entry.not_before, entry.exp)
         else this.revoked.set(entry.jti, entry.exp)
       }
       this.cursor = page.cursor
@@ -125,4 +136,9 @@ export class RevocationList {
     for (const [jti, exp] of this.revoked) if (exp <= nowS) this.revoked.delete(jti)
     for (const [user, [, exp]] of this.userCutoffs) if (exp <= nowS) this.userCutoffs.delete(user)
   }
+}
+
+/** Subjects never contain a space (SAFE_SUBJECT), so the last space splits the pair unambiguously. */
+function subjectKey(issuer: string, sub: string): string {
+  return `${issuer} ${sub}`
 }

@@ -17,6 +17,8 @@ export interface InternalRouteGroup {
 export const internalRoutes: InternalRouteGroup[] = [
   { upstream: 'auth', methods: ['POST'], urls: ['/internal/service-token'], access: 'credential' },
   { upstream: 'tasks', methods: ['DELETE'], urls: ['/internal/users/:user_id/tasks'], access: 'service' },
+  // Revoke every token of a subject of an issuer issued before a time (a Better Auth app's sign-out).
+  { upstream: 'auth', methods: ['POST'], urls: ['/internal/subject-revocations'], access: 'service' },
 ]
 
 /** Default allowlist: the auth-service purges a deleted account's tasks. */

@@ -28,13 +28,15 @@ export interface RouteGroup {
   cache?: 'private' | 'public'
   /** The service's own schema for the JSON body, checked here before the body is used or forwarded. */
   bodySchema?: object
+  /** 'self': only tokens of our own auth-service (its accounts' routes); default: every trusted issuer. */
+  issuers?: 'self'
 }
 
 export const publicRoutes: RouteGroup[] = [
   { upstream: 'auth', access: 'anonymous', methods: ['POST'], urls: ['/api/auth/signup'], limits: 'signup', bodySchema: SignupBody },
   { upstream: 'auth', access: 'anonymous', methods: ['POST'], urls: ['/api/auth/signin'], limits: 'signin', bodySchema: SigninBody },
-  { upstream: 'auth', access: 'user', methods: ['GET'], urls: ['/api/auth/me'] },
-  { upstream: 'auth', access: 'user', methods: ['DELETE'], urls: ['/api/auth/me'], revokes: 'user' },
+  { upstream: 'auth', access: 'user', methods: ['GET'], urls: ['/api/auth/me'], issuers: 'self' },
+  { upstream: 'auth', access: 'user', methods: ['DELETE'], urls: ['/api/auth/me'], revokes: 'user', issuers: 'self' },
   // Public keys (JWT_ALG=EdDSA), for anyone who wants to verify our tokens themselves.
   { upstream: 'auth', access: 'anonymous', methods: ['GET'], urls: ['/.well-known/jwks.json'], cache: 'public' },
   {
@@ -44,6 +46,7 @@ export const publicRoutes: RouteGroup[] = [
     urls: ['/api/auth/signout'],
     forwardAuthorization: true,
     revokes: 'token',
+    issuers: 'self',
   },
   { upstream: 'tasks', access: 'owner', methods: ['GET', 'POST'], urls: ['/api/:user_id/tasks'] },
   { upstream: 'tasks', access: 'owner', methods: ['GET', 'PUT', 'DELETE'], urls: ['/api/:user_id/tasks/:id'] },
