@@ -41,6 +41,9 @@ async function ping(pool: Pool): Promise<void> {
   if (res.statusCode !== 200) throw new Error(`health ${res.statusCode}`)
 }
 
+/** "ok" or "unavailable", for the readiness body. */
+const upstreamState = (pool: Pool): Promise<string> => ping(pool).then(() => 'ok', () => 'unavailable')
+
 export async function buildApp(config: Config, opts: BuildOptions = {}): Promise<App> {
   const upstreamOptions = {
     ca: config.UPSTREAM_CA_FILE ? readPem('UPSTREAM_CA_FILE', config.UPSTREAM_CA_FILE) : undefined,
@@ -66,8 +69,10 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
     headersTimeoutMs: config.HEADERS_TIMEOUT_MS,
     requestTimeoutMs: config.REQUEST_TIMEOUT_MS,
     readiness: {
-      'auth-service': () => ping(upstreams.auth.pool),
-      'task-service': () => ping(upstreams.tasks.pool),
+      // Upstreams are reported, never a reason to leave the load balancer: every replica sees the same outage,
+      // and dropping them all would stop the routes that still work. A stale revocation list does fail it.
+      'auth-service': () => upstreamState(upstreams.auth.pool),
+      'task-service': () => upstreamState(upstreams.tasks.pool),
       revocations: async () => {
         if (!revocations.fresh) throw new Error('revocation list is stale')
       },

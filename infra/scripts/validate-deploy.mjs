@@ -32,6 +32,11 @@ const root = resolve(process.argv[2] ?? fileURLToPath(new URL('../../', import.m
 const GATEWAY = 'gateway'
 const PUBLIC_PORT = 8000
 const INTERNAL_PORT = 8001
+/** The service that sends the account purge to the gateway's internal listener. */
+const PURGE_SENDER = 'auth-service'
+/** Where the gateway's internal listener binds when INTERNAL_HOST is unset (gateway/src/config.ts). */
+const INTERNAL_HOST_DEFAULT = '127.0.0.1'
+const isLoopback = (host) => /^(127\.|localhost$|::1$|\[::1\]$)/.test(String(host))
 /** Services only the gateway may reach. */
 const PRIVATE_SERVICES = ['auth-service', 'task-service']
 /** The Secret documented in infra/k8s/README.md (created with kubectl, never committed) and its keys. */
@@ -101,7 +106,10 @@ function dockerInstructions(text) {
 function dockerStages(text) {
   const stages = []
   for (const ins of dockerInstructions(text)) {
-    if (ins.cmd === 'FROM') {
+    if (ins.cmd === 'ARG' && stages.length === 0) {
+      const [name, ...dflt] = ins.args.split('=')
+      globalArgs(stages).set(name.trim(), dflt.length > 0 ? dflt.join('=') : undefined)
+    } else if (ins.cmd === 'FROM') {
       const m = /^(\S+)(?:\s+AS\s+(\S+))?/i.exec(ins.args)
       stages.push({ from: m[1], name: m[2], line: ins.line, args: new Map(), instructions: [] })
     } else if (stages.length > 0) {
@@ -116,20 +124,39 @@ function dockerStages(text) {
   return stages
 }
 
+/** ARGs declared before the first FROM (usable in FROM lines), kept on the stage list. */
+function globalArgs(stages) {
+  stages.globalArgs ??= new Map()
+  return stages.globalArgs
+}
+
+/** `FROM ${ARG}` whose ARG's default names a tagged image: dockerfilelint cannot see the tag, this can. */
+function fromTaggedArg(stages, line) {
+  const stage = stages.find((s) => s.line === line)
+  const m = stage && /^\$\{?(\w+)\}?$/.exec(stage.from)
+  const dflt = m && globalArgs(stages).get(m[1])
+  return Boolean(dflt && /^[^:@\s]+(:[\w][\w.-]*|@sha256:[0-9a-f]{64})$/.test(dflt.replace(/^["']|["']$/g, '').split('/').at(-1)))
+}
+
 const dockerfileInfo = new Map()
+
+/** Base images an air-gapped build makes for itself (not the services' images): linted only. */
+const BASE_IMAGE_DIR = 'infra/docker/local-images'
 
 function checkDockerfile(file) {
   const text = readFileSync(file, 'utf8')
   const { run } = require('dockerfilelint')
   // dockerfilelint reads .dockerfilelintrc from the folder given here, as its CLI does with the file's folder.
+  const stages = dockerStages(text)
   for (const item of run(dirname(file), text)) {
+    if (item.rule === 'missing_tag' && fromTaggedArg(stages, item.line)) continue
     fail(file, `line ${item.line}: dockerfilelint ${item.rule}: ${item.title}`)
   }
-  const stages = dockerStages(text)
   if (stages.length === 0) {
     fail(file, 'no FROM instruction')
     return
   }
+  if (rel(file).startsWith(`${BASE_IMAGE_DIR}/`)) return
   const final = stages.at(-1)
   const last = (cmd) => final.instructions.filter((i) => i.cmd === cmd).at(-1)
   const user = last('USER')
@@ -162,7 +189,7 @@ function checkDockerfile(file) {
   }
   // Build arguments without a default must be given by whoever builds (checked against compose below).
   const required = new Set()
-  const declared = new Set()
+  const declared = new Set(globalArgs(stages).keys())
   for (const s of stages) {
     for (const [name, dflt] of s.args) {
       declared.add(name)
@@ -333,6 +360,45 @@ async function checkCompose(file) {
   // BETTER_AUTH_SECRET must be required, so compose refuses to start without it.
   if (/BETTER_AUTH_SECRET/.test(text) && !/\$\{BETTER_AUTH_SECRET:\?/.test(text)) {
     fail(file, 'BETTER_AUTH_SECRET must be interpolated as ${BETTER_AUTH_SECRET:?message} so compose refuses to start without it')
+  }
+  checkComposeInternalPath(file, services)
+}
+
+/**
+ * The account purge: auth-service's outbox calls GATEWAY_INTERNAL_URL, which must be the gateway's internal
+ * listener, bound to an address other containers reach (its default, loopback, is the container's own).
+ */
+function checkComposeInternalPath(file, services) {
+  const gateway = services[GATEWAY]
+  const sender = services[PURGE_SENDER]
+  if (!gateway || !sender) return
+  const gwEnv = Object.fromEntries(entries(gateway.environment))
+  const host = gwEnv.INTERNAL_HOST ?? INTERNAL_HOST_DEFAULT
+  if (isLoopback(host)) {
+    fail(file, `services.${GATEWAY}.environment: INTERNAL_HOST is ${gwEnv.INTERNAL_HOST === undefined ? `unset (default ${INTERNAL_HOST_DEFAULT})` : host}, so the internal listener is unreachable from other containers; set INTERNAL_HOST: 0.0.0.0`)
+  }
+  const port = String(gwEnv.INTERNAL_PORT ?? INTERNAL_PORT)
+  const url = Object.fromEntries(entries(sender.environment)).GATEWAY_INTERNAL_URL
+  const target = parseUrl(url)
+  const aliases = new Set([GATEWAY, gateway.container_name, gateway.hostname].filter(Boolean))
+  for (const n of Object.values(typeof gateway.networks === 'object' && !Array.isArray(gateway.networks) ? gateway.networks : {})) {
+    for (const a of n?.aliases ?? []) aliases.add(a)
+  }
+  if (!target) {
+    fail(file, `services.${PURGE_SENDER}.environment: GATEWAY_INTERNAL_URL is ${url === undefined ? 'unset (default http://127.0.0.1:8001, the container itself)' : 'not an http URL'}; set it to http://${GATEWAY}:${port}`)
+  } else if (!aliases.has(target.hostname) || target.port !== port) {
+    fail(file, `services.${PURGE_SENDER}.environment: GATEWAY_INTERNAL_URL ${url} is not the ${GATEWAY}'s internal listener (http://${GATEWAY}:${port})`)
+  }
+}
+
+function parseUrl(value) {
+  if (typeof value !== 'string' || value.includes('${')) return undefined
+  try {
+    const u = new URL(value)
+    if (u.protocol !== 'http:' && u.protocol !== 'https:') return undefined
+    return { hostname: u.hostname, port: u.port || (u.protocol === 'https:' ? '443' : '80') }
+  } catch {
+    return undefined
   }
 }
 
@@ -718,6 +784,69 @@ function checkReferences(applied, kustNamespace) {
   }
 
   checkNetworkPolicies(byKind('NetworkPolicy'), deployments, selected)
+  checkK8sWiring({ byKind, named, deployments, selected, configMapKeys, kustNamespace: namespace })
+}
+
+/** A container's environment as the kubelet builds it from envFrom ConfigMaps and env values (secrets: unknown). */
+function containerEnv(named, container) {
+  const env = {}
+  for (const ef of container.envFrom ?? []) {
+    const cm = ef.configMapRef && named('ConfigMap', ef.configMapRef.name)
+    if (cm) Object.assign(env, cm.doc.data ?? {})
+  }
+  for (const e of container.env ?? []) {
+    if (e.value !== undefined) env[e.name] = String(e.value)
+    else if (e.valueFrom?.configMapKeyRef) env[e.name] = named('ConfigMap', e.valueFrom.configMapKeyRef.name)?.doc.data?.[e.valueFrom.configMapKeyRef.key]
+    else if (e.valueFrom) env[e.name] = undefined
+  }
+  return env
+}
+
+/**
+ * What only a running cluster would show: the account purge reaches the gateway's internal listener through a
+ * Service, and the gateway trusts the Ingress hop's X-Forwarded-For (else every client shares one address and
+ * one sign-in limit).
+ */
+function checkK8sWiring({ byKind, named, deployments, selected, namespace }) {
+  const gateway = deployments.find((d) => d.doc.metadata.name === GATEWAY)
+  const sender = deployments.find((d) => d.doc.metadata.name === PURGE_SENDER)
+  if (!gateway) return
+  const gwContainer = containersOf(gateway).find((c) => c.name === GATEWAY) ?? containersOf(gateway)[0]
+  const gwEnv = gwContainer ? containerEnv(named, gwContainer) : {}
+  const where = `${gateway.label}: container ${gwContainer?.name}`
+  const host = gwEnv.INTERNAL_HOST ?? INTERNAL_HOST_DEFAULT
+  if (isLoopback(host)) {
+    fail(gateway.file, `${where}: INTERNAL_HOST is ${gwEnv.INTERNAL_HOST === undefined ? `unset (default ${INTERNAL_HOST_DEFAULT})` : host}, so the internal listener is unreachable from other pods; set INTERNAL_HOST: 0.0.0.0 (ConfigMap)`)
+  }
+  const internalPort = Number(gwEnv.INTERNAL_PORT ?? INTERNAL_PORT)
+  if (!hasPort(gateway, internalPort)) fail(gateway.file, `${where}: INTERNAL_PORT ${internalPort} is not a container port`)
+
+  if (sender) {
+    const c = containersOf(sender)[0]
+    const url = c ? containerEnv(named, c).GATEWAY_INTERNAL_URL : undefined
+    const target = parseUrl(url)
+    const at = `${sender.label}: container ${c?.name}`
+    if (!target) {
+      fail(sender.file, `${at}: GATEWAY_INTERNAL_URL is ${url === undefined ? 'unset (default http://127.0.0.1:8001, the pod itself)' : 'not an http URL'}; point it at the gateway-internal Service`)
+    } else {
+      // "name", "name.namespace", "name.namespace.svc[.cluster.local]"
+      const [svcName, svcNs] = target.hostname.split('.')
+      const svc = named('Service', svcName)
+      const port = svc && (svc.doc.spec?.ports ?? []).find((p) => String(p.port) === target.port)
+      const reaches = svc && port && (!svcNs || svcNs === namespace) &&
+        isGatewayOnly(selected(svc.doc.spec?.selector)) && resolvePort(gateway, port.targetPort ?? port.port) === internalPort
+      if (!reaches) fail(sender.file, `${at}: GATEWAY_INTERNAL_URL ${url} does not reach the ${GATEWAY}'s internal port ${internalPort} through a Service`)
+    }
+  }
+
+  const ingressToGateway = byKind('Ingress').some(({ doc }) =>
+    [doc.spec?.defaultBackend, ...(doc.spec?.rules ?? []).flatMap((r) => (r.http?.paths ?? []).map((p) => p.backend))]
+      .some((b) => b?.service && isGatewayOnly(selected(named('Service', b.service.name)?.doc.spec?.selector))),
+  )
+  const trust = String(gwEnv.TRUST_PROXY ?? '').trim()
+  if (ingressToGateway && (trust === '' || trust === 'false')) {
+    fail(gateway.file, `${where}: TRUST_PROXY is unset but an Ingress routes to the ${GATEWAY}: every client would share the ingress controller's address (and the per-address limits); set it (ConfigMap) to the hops in front`)
+  }
 }
 
 /** A Service or policy port (number or name) as the container port number on Deployment d. */
