@@ -131,6 +131,11 @@ export function createForwarder(opts: ForwarderOptions): Forward {
     ) {}
 
     start(): void {
+      // The client left while an earlier step (a counter in Redis, say) was running: nothing to send, no one to answer.
+      if (this.reply.raw.destroyed) {
+        this.state = DONE
+        return
+      }
       this.timer = setTimeout(() => this.abort(new UpstreamTimeout('upstream did not answer in time')), timeoutMs)
       this.reply.raw.once('close', this.onClientClose)
       this.dispatch()

@@ -203,6 +203,16 @@ export const cases: Case[] = [
     },
   },
   {
+    name: 'HEAD of a large answer: its declared length, no body',
+    key: 'head-large',
+    exchange: (s) => send(s, { kase: 'answer-length', method: 'HEAD', path: s.item('medium') }),
+    expect: (t, a) => {
+      t.equal(a.status, 200)
+      t.equal(a.body.length, 0, 'no body')
+      t.equal(a.headers['content-length'], String(MEDIUM.length), "the GET's length")
+    },
+  },
+  {
     name: 'HEAD to an upstream that wrongly sends a body: the head only, and the next request is clean',
     key: 'head-with-body',
     upstream: (req, res) => {
@@ -596,6 +606,29 @@ export const cases: Case[] = [
     },
   },
   {
+    name: 'an upstream that stalls in the middle of a small answer',
+    key: 'stall',
+    upstream: (_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': 100, 'set-cookie': 'sid=stalled' })
+      res.write('0123456789')
+      const timer = setTimeout(() => res.end('x'.repeat(90)), 5000)
+      res.on('close', () => clearTimeout(timer))
+    },
+    exchange: (s) => send(s, { kase: 'stall' }),
+    expect: {
+      why: 'the forwarder holds answers up to 64 KiB until they are complete, so a stalled small answer is still an honest 504; reply-from streams every answer, so its client gets a 200 cut short',
+      forwarder: (t, a) => {
+        t.equal(a.status, 504)
+        t.same(JSON.parse(a.body.toString()), { detail: 'Upstream service timed out', error_code: 'GATEWAY_TIMEOUT', status_code: 504 })
+        t.equal(a.headers['set-cookie'], undefined, "the stalled answer's cookie is not passed on")
+      },
+      'http-proxy': (t, a) => {
+        t.equal(a.status, 200)
+        t.ok(a.error !== null && a.body.length < 100, 'the answer is cut short')
+      },
+    },
+  },
+  {
     name: 'an upstream status outside 100-599 is a 502',
     key: 'bad-status',
     upstream: (_req, res) => {
@@ -667,6 +700,27 @@ export const cases: Case[] = [
       forwarder: (t, a) => t.equal(a.extra.outcome, 'cancelled'),
       'http-proxy': (t, a) => t.equal(a.extra.outcome, 'finished'),
     },
+  },
+  {
+    name: "a client that leaves after the answer's head arrived, before its body did",
+    key: 'head-only',
+    upstream: (_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': 100 })
+      res.write('0123456789')
+      const timer = setTimeout(() => res.end('x'.repeat(90)), 2000)
+      res.on('close', () => clearTimeout(timer))
+    },
+    exchange: async (s, up) => {
+      const req = http.request({ host: '127.0.0.1', port: s.port, path: s.item('head-only'), agent: false, headers: { ...s.headers, 'x-case': 'head-only' } })
+      req.on('error', () => {})
+      req.end()
+      await until(() => up.seen('head-only').length > 0)
+      await sleep(100) // the head and the first bytes reach the proxy
+      req.destroy()
+      await until(() => up.seen('head-only')[0]!.outcome !== 'open')
+      return answer({ extra: { outcome: up.seen('head-only')[0]!.outcome } })
+    },
+    expect: (t, a) => t.equal(a.extra.outcome, 'cancelled', 'the upstream answer was cut off before its end'),
   },
   {
     name: 'a client that leaves while the answer streams cancels the upstream answer',
