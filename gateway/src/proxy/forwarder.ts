@@ -290,7 +290,6 @@ export function createForwarder(opts: ForwarderOptions): Forward {
       if (reply.sent) return
       // The answer broke before we sent it: none of its headers (cookies, location...) go on our error.
       for (const key of this.upstreamKeys) reply.removeHeader(key)
-      reply.removeHeader('connection')
       sendUpstreamFailure(reply, classifyUpstreamError(err), name, countError)
     }
 
