@@ -773,6 +773,46 @@ export const cases: Case[] = [
     },
   },
   {
+    name: 'an upstream that reads the whole request body first: the client connection stays reusable',
+    key: 'consumed',
+    upstream: async (req, res, seen) => {
+      seen.body = await readAll(req)
+      res.end('complete')
+    },
+    exchange: async (s) => {
+      const agent = new http.Agent({ keepAlive: true, maxSockets: 1 })
+      const post = () =>
+        new Promise<{ connection: string | undefined; reused: boolean; body: string }>((resolve, reject) => {
+          const req = http.request({
+            host: '127.0.0.1',
+            port: s.port,
+            method: 'POST',
+            path: s.collection,
+            agent,
+            headers: { ...s.headers, 'x-case': 'consumed', 'content-type': 'application/octet-stream', 'content-length': 5 },
+          })
+          req.on('error', reject)
+          req.on('response', (res) => {
+            let body = ''
+            res.on('data', (c) => (body += c))
+            res.on('end', () => resolve({ connection: res.headers.connection, reused: req.reusedSocket, body }))
+          })
+          req.end('hello')
+        })
+      const first = await post()
+      const second = await post()
+      agent.destroy()
+      return answer({ extra: { first, second } })
+    },
+    expect: (t, a) => {
+      const first = a.extra.first as { connection: string | undefined }
+      const second = a.extra.second as { reused: boolean; body: string }
+      t.not(first.connection, 'close', 'no Connection: close')
+      t.equal(second.reused, true, 'the second request rode the same connection')
+      t.equal(second.body, 'complete')
+    },
+  },
+  {
     name: 'path: a raw `..` segment is refused before the upstream',
     key: 'dot-raw',
     exchange: (s) => send(s, { kase: 'dot-raw', path: s.item('..') }),
