@@ -213,6 +213,33 @@ export const cases: Case[] = [
     },
   },
   {
+    name: 'HEAD with a request body',
+    key: 'head-request-body',
+    upstream: async (req, res, seen) => {
+      seen.body = await readAll(req)
+      res.writeHead(200, { 'content-type': 'text/plain', 'content-length': 11 })
+      res.end()
+    },
+    exchange: (s) => send(s, { kase: 'head-request-body', method: 'HEAD', headers: { 'content-type': 'text/plain', 'content-length': 3 }, body: 'abc' }),
+    expect: {
+      why: 'as for GET: Fastify never reads a HEAD body and reply-from forwards only what Fastify read; the forwarder passes on what the client framed',
+      forwarder: (t, a, up) => {
+        t.equal(a.status, 200)
+        t.equal(a.body.length, 0, 'no body in the answer')
+        t.equal(a.headers['content-length'], '11')
+        t.equal(up.seen('head-request-body')[0]?.method, 'HEAD')
+        t.equal(up.seen('head-request-body')[0]?.body?.toString(), 'abc', 'the request body went upstream')
+      },
+      'http-proxy': (t, a, up) => {
+        t.equal(a.status, 200)
+        t.equal(a.body.length, 0, 'no body in the answer')
+        t.equal(a.headers['content-length'], '11')
+        t.equal(up.seen('head-request-body')[0]?.method, 'HEAD')
+        t.equal(up.seen('head-request-body')[0]?.body?.length, 0, 'the request body was dropped')
+      },
+    },
+  },
+  {
     name: 'HEAD to an upstream that wrongly sends a body: the head only, and the next request is clean',
     key: 'head-with-body',
     upstream: (req, res) => {
