@@ -328,7 +328,8 @@ t.test('no phantom writes: a request answered 504 while queued for a connection 
   const phantoms = timedOut.filter((id) => finished.has(id))
   t.same(phantoms, [], 'no request answered 504 was executed to the end by the upstream')
   t.same(served.filter((id) => !finished.has(id)), [], 'every 201 was executed')
-  t.ok(cancelled.size <= 1, `at most the one in flight at its deadline was cut short (${cancelled.size})`)
+  // A request on the connection when its deadline passed is cut short upstream: that one was sent, and got its 504.
+  t.same([...cancelled].filter((id) => !timedOut.includes(id)), [], 'only requests answered 504 were cut short')
 })
 
 t.test('a client that disconnects while its request waits for a connection is never sent upstream', async (t) => {
