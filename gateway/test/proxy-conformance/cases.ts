@@ -568,7 +568,7 @@ export const cases: Case[] = [
     name: 'a client that leaves while the upstream works on its request',
     key: 'working',
     upstream: (_req, res) => {
-      const timer = setTimeout(() => res.end('late'), 400)
+      const timer = setTimeout(() => res.end('late'), 250)
       res.on('close', () => clearTimeout(timer))
     },
     exchange: async (s, up) => {
