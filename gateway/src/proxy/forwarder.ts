@@ -131,6 +131,11 @@ export function createForwarder(opts: ForwarderOptions): Forward {
     ) {}
 
     start(): void {
+      // The client left while an earlier step (a counter in Redis, say) was running: nothing to send, no one to answer.
+      if (this.reply.raw.destroyed) {
+        this.state = DONE
+        return
+      }
       this.timer = setTimeout(() => this.abort(new UpstreamTimeout('upstream did not answer in time')), timeoutMs)
       this.reply.raw.once('close', this.onClientClose)
       this.dispatch()
@@ -285,7 +290,6 @@ export function createForwarder(opts: ForwarderOptions): Forward {
       if (reply.sent) return
       // The answer broke before we sent it: none of its headers (cookies, location...) go on our error.
       for (const key of this.upstreamKeys) reply.removeHeader(key)
-      reply.removeHeader('connection')
       sendUpstreamFailure(reply, classifyUpstreamError(err), name, countError)
     }
 

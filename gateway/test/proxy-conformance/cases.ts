@@ -14,157 +14,20 @@
  * test can reach) and an 800 ms upstream deadline.
  */
 import http from 'node:http'
-import net from 'node:net'
 import { createHash, randomBytes } from 'node:crypto'
-
-type Tap = {
-  test(name: string, fn: (t: Tap) => Promise<void>): Promise<unknown>
-  teardown(fn: () => unknown): void
-  equal(found: unknown, wanted: unknown, message?: string): void
-  not(found: unknown, wanted: unknown, message?: string): void
-  same(found: unknown, wanted: unknown, message?: string): void
-  match(found: unknown, pattern: unknown, message?: string): void
-  ok(value: unknown, message?: string): void
-}
-
-export const UPSTREAM_TIMEOUT_MS = 800
-
-export interface Subject {
-  name: 'forwarder' | 'http-proxy'
-  port: number
-  /** A path the subject proxies unchanged for GET, HEAD, PUT, DELETE (`/api/<user>/tasks/<id>`). */
-  item(id: string): string
-  /** A path the subject proxies unchanged for GET and POST (`/api/<user>/tasks`). */
-  collection: string
-  /** What the subject needs to let a request through (a bearer token for the gateway). */
-  headers: Record<string, string>
-}
-
-export interface Seen {
-  method: string
-  url: string
-  headers: http.IncomingHttpHeaders
-  /** The request body, for handlers that read it. */
-  body: Buffer | null
-  /** How the upstream's answer ended: sent whole, cut short by the proxy, or still open. */
-  outcome: 'open' | 'finished' | 'cancelled'
-}
-
-export interface ConformanceUpstream {
-  url: string
-  /** Requests that reached the upstream, by case. */
-  seen(kase: string): Seen[]
-  /** Answer the requests held by the `hold` case. */
-  release(): void
-  /** Per-case scratch values the upstream handlers share with the exchange. */
-  notes: Record<string, number>
-}
-
-type UpstreamHandler = (req: http.IncomingMessage, res: http.ServerResponse, seen: Seen, up: ConformanceUpstream) => void
-
-export interface Answer {
-  status: number
-  headers: http.IncomingHttpHeaders
-  body: Buffer
-  /** Set when the answer did not arrive whole (reset, premature close). */
-  error: string | null
-  /** Interim (1xx) statuses the client saw. */
-  informational: number[]
-  /** Anything else an exchange observed. */
-  extra: Record<string, unknown>
-}
-
-type Check = (t: Tap, answer: Answer, up: ConformanceUpstream) => void
-
-export interface Case {
-  name: string
-  /** The `x-case` its requests carry: the upstream answers them with `upstream`. */
-  key: string
-  /** How the upstream answers this case's requests (they carry `x-case: <name>`); default: read the body, answer 200. */
-  upstream?: UpstreamHandler
-  exchange: (s: Subject, up: ConformanceUpstream) => Promise<Answer>
-  /** One expectation for both, or each one's with the reason they differ. */
-  expect: Check | { forwarder: Check; 'http-proxy': Check; why: string }
-}
-
-const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex')
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
-
-async function until(condition: () => boolean, maxMs = 3000): Promise<boolean> {
-  const end = Date.now() + maxMs
-  while (!condition()) {
-    if (Date.now() > end) return false
-    await sleep(5)
-  }
-  return true
-}
-
-function readAll(req: http.IncomingMessage): Promise<Buffer> {
-  return new Promise((resolve) => {
-    const chunks: Buffer[] = []
-    req.on('data', (c: Buffer) => chunks.push(c))
-    req.on('end', () => resolve(Buffer.concat(chunks)))
-    req.on('error', () => resolve(Buffer.concat(chunks)))
-  })
-}
-
-interface SendOptions {
-  kase: string
-  method?: string
-  path?: string
-  headers?: http.OutgoingHttpHeaders
-  body?: Buffer | string
-  /** Sent chunked, one write each. */
-  chunks?: Buffer[]
-}
-
-/** One request on its own connection, read to the end (or to the break). */
-export function send(s: Subject, o: SendOptions): Promise<Answer> {
-  return new Promise((resolve) => {
-    const informational: number[] = []
-    const headers: http.OutgoingHttpHeaders = { ...s.headers, 'x-case': o.kase, ...o.headers }
-    if (o.chunks) headers['transfer-encoding'] = 'chunked'
-    const req = http.request({ host: '127.0.0.1', port: s.port, method: o.method ?? 'GET', path: o.path ?? s.item(o.kase), headers, agent: false })
-    let settled = false
-    const done = (a: Partial<Answer>) => {
-      if (settled) return
-      settled = true
-      resolve({ status: 0, headers: {}, body: Buffer.alloc(0), error: null, informational, extra: {}, ...a })
-    }
-    req.on('information', (info) => informational.push(info.statusCode))
-    req.on('error', (err) => done({ error: err.message }))
-    req.on('response', (res) => {
-      const chunks: Buffer[] = []
-      res.on('data', (c: Buffer) => chunks.push(c))
-      res.on('end', () => done({ status: res.statusCode!, headers: res.headers, body: Buffer.concat(chunks) }))
-      res.on('error', (err) => done({ status: res.statusCode!, headers: res.headers, body: Buffer.concat(chunks), error: err.message }))
-      res.on('close', () => done({ status: res.statusCode!, headers: res.headers, body: Buffer.concat(chunks), error: 'closed before the end' }))
-    })
-    if (o.chunks) for (const c of o.chunks) req.write(c)
-    req.end(o.body)
-  })
-}
-
-/** Bytes written on a raw socket, and everything that comes back until the subject closes it (or `waitMs`). */
-function rawExchange(port: number, request: string, waitMs: number): Promise<{ text: string; closed: boolean }> {
-  return new Promise((resolve) => {
-    const socket = net.connect(port, '127.0.0.1')
-    let text = ''
-    const timer = setTimeout(() => {
-      socket.destroy()
-      resolve({ text, closed: false })
-    }, waitMs)
-    socket.on('data', (c: Buffer) => (text += c.toString('latin1')))
-    socket.on('error', () => {})
-    socket.on('close', () => {
-      clearTimeout(timer)
-      resolve({ text, closed: true })
-    })
-    socket.write(request)
-  })
-}
-
-const answer = (a: Partial<Answer>): Answer => ({ status: 0, headers: {}, body: Buffer.alloc(0), error: null, informational: [], extra: {}, ...a })
+import {
+  answer,
+  answerText,
+  rawExchange,
+  readAll,
+  send,
+  sha,
+  sleep,
+  until,
+  type Answer,
+  type Case,
+  type Check,
+} from './harness.js'
 
 const SMALL = randomBytes(1000)
 const MEDIUM = randomBytes(200 * 1024)
@@ -177,11 +40,6 @@ const BIG_SHA = (() => {
   for (let i = 0; i < BLOCKS; i++) h.update(BLOCK)
   return h.digest('hex')
 })()
-
-const ok200 = (body = 'ok'): UpstreamHandler => (_req, res) => {
-  res.writeHead(200, { 'content-type': 'text/plain' })
-  res.end(body)
-}
 
 const notReached = (kase: string): Check => (t, _a, up) => t.equal(up.seen(kase).length, 0, 'never reached the upstream')
 
@@ -203,10 +61,47 @@ export const cases: Case[] = [
     },
   },
   {
+    name: 'HEAD of a large answer: its declared length, no body',
+    key: 'head-large',
+    exchange: (s) => send(s, { kase: 'answer-length', method: 'HEAD', path: s.item('medium') }),
+    expect: (t, a) => {
+      t.equal(a.status, 200)
+      t.equal(a.body.length, 0, 'no body')
+      t.equal(a.headers['content-length'], String(MEDIUM.length), "the GET's length")
+    },
+  },
+  {
+    name: 'HEAD with a request body',
+    key: 'head-request-body',
+    upstream: async (req, res, seen) => {
+      seen.body = await readAll(req)
+      res.writeHead(200, { 'content-type': 'text/plain', 'content-length': 11 })
+      res.end()
+    },
+    exchange: (s) => send(s, { kase: 'head-request-body', method: 'HEAD', headers: { 'content-type': 'text/plain', 'content-length': 3 }, body: 'abc' }),
+    expect: {
+      why: 'as for GET: Fastify never reads a HEAD body and reply-from forwards only what Fastify read; the forwarder passes on what the client framed',
+      forwarder: (t, a, up) => {
+        t.equal(a.status, 200)
+        t.equal(a.body.length, 0, 'no body in the answer')
+        t.equal(a.headers['content-length'], '11')
+        t.equal(up.seen('head-request-body')[0]?.method, 'HEAD')
+        t.equal(up.seen('head-request-body')[0]?.body?.toString(), 'abc', 'the request body went upstream')
+      },
+      'http-proxy': (t, a, up) => {
+        t.equal(a.status, 200)
+        t.equal(a.body.length, 0, 'no body in the answer')
+        t.equal(a.headers['content-length'], '11')
+        t.equal(up.seen('head-request-body')[0]?.method, 'HEAD')
+        t.equal(up.seen('head-request-body')[0]?.body?.length, 0, 'the request body was dropped')
+      },
+    },
+  },
+  {
     name: 'HEAD to an upstream that wrongly sends a body: the head only, and the next request is clean',
     key: 'head-with-body',
     upstream: (req, res) => {
-      if (req.method !== 'HEAD') return ok200('next')(req, res, null as never, null as never)
+      if (req.method !== 'HEAD') return answerText(res, 'next')
       // Bypass Node's HEAD handling: a body after the head, as a broken server would send it.
       req.socket.end('HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 5\r\n\r\nhello')
     },
@@ -228,7 +123,7 @@ export const cases: Case[] = [
     key: 'get-with-body',
     upstream: async (req, res, seen) => {
       seen.body = await readAll(req)
-      ok200()(req, res, seen, null as never)
+      answerText(res)
     },
     exchange: (s) => send(s, { kase: 'get-with-body', headers: { 'content-type': 'text/plain', 'content-length': 8 }, body: 'get-body' }),
     expect: {
@@ -596,6 +491,29 @@ export const cases: Case[] = [
     },
   },
   {
+    name: 'an upstream that stalls in the middle of a small answer',
+    key: 'stall',
+    upstream: (_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': 100, 'set-cookie': 'sid=stalled' })
+      res.write('0123456789')
+      const timer = setTimeout(() => res.end('x'.repeat(90)), 5000)
+      res.on('close', () => clearTimeout(timer))
+    },
+    exchange: (s) => send(s, { kase: 'stall' }),
+    expect: {
+      why: 'the forwarder holds answers up to 64 KiB until they are complete, so a stalled small answer is still an honest 504; reply-from streams every answer, so its client gets a 200 cut short',
+      forwarder: (t, a) => {
+        t.equal(a.status, 504)
+        t.same(JSON.parse(a.body.toString()), { detail: 'Upstream service timed out', error_code: 'GATEWAY_TIMEOUT', status_code: 504 })
+        t.equal(a.headers['set-cookie'], undefined, "the stalled answer's cookie is not passed on")
+      },
+      'http-proxy': (t, a) => {
+        t.equal(a.status, 200)
+        t.ok(a.error !== null && a.body.length < 100, 'the answer is cut short')
+      },
+    },
+  },
+  {
     name: 'an upstream status outside 100-599 is a 502',
     key: 'bad-status',
     upstream: (_req, res) => {
@@ -650,7 +568,7 @@ export const cases: Case[] = [
     name: 'a client that leaves while the upstream works on its request',
     key: 'working',
     upstream: (_req, res) => {
-      const timer = setTimeout(() => res.end('late'), 400)
+      const timer = setTimeout(() => res.end('late'), 250)
       res.on('close', () => clearTimeout(timer))
     },
     exchange: async (s, up) => {
@@ -667,6 +585,27 @@ export const cases: Case[] = [
       forwarder: (t, a) => t.equal(a.extra.outcome, 'cancelled'),
       'http-proxy': (t, a) => t.equal(a.extra.outcome, 'finished'),
     },
+  },
+  {
+    name: "a client that leaves after the answer's head arrived, before its body did",
+    key: 'head-only',
+    upstream: (_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': 100 })
+      res.write('0123456789')
+      const timer = setTimeout(() => res.end('x'.repeat(90)), 2000)
+      res.on('close', () => clearTimeout(timer))
+    },
+    exchange: async (s, up) => {
+      const req = http.request({ host: '127.0.0.1', port: s.port, path: s.item('head-only'), agent: false, headers: { ...s.headers, 'x-case': 'head-only' } })
+      req.on('error', () => {})
+      req.end()
+      await until(() => up.seen('head-only').length > 0)
+      await sleep(100) // the head and the first bytes reach the proxy
+      req.destroy()
+      await until(() => up.seen('head-only')[0]!.outcome !== 'open')
+      return answer({ extra: { outcome: up.seen('head-only')[0]!.outcome } })
+    },
+    expect: (t, a) => t.equal(a.extra.outcome, 'cancelled', 'the upstream answer was cut off before its end'),
   },
   {
     name: 'a client that leaves while the answer streams cancels the upstream answer',
@@ -719,6 +658,46 @@ export const cases: Case[] = [
     },
   },
   {
+    name: 'an upstream that reads the whole request body first: the client connection stays reusable',
+    key: 'consumed',
+    upstream: async (req, res, seen) => {
+      seen.body = await readAll(req)
+      res.end('complete')
+    },
+    exchange: async (s) => {
+      const agent = new http.Agent({ keepAlive: true, maxSockets: 1 })
+      const post = () =>
+        new Promise<{ connection: string | undefined; reused: boolean; body: string }>((resolve, reject) => {
+          const req = http.request({
+            host: '127.0.0.1',
+            port: s.port,
+            method: 'POST',
+            path: s.collection,
+            agent,
+            headers: { ...s.headers, 'x-case': 'consumed', 'content-type': 'application/octet-stream', 'content-length': 5 },
+          })
+          req.on('error', reject)
+          req.on('response', (res) => {
+            let body = ''
+            res.on('data', (c) => (body += c))
+            res.on('end', () => resolve({ connection: res.headers.connection, reused: req.reusedSocket, body }))
+          })
+          req.end('hello')
+        })
+      const first = await post()
+      const second = await post()
+      agent.destroy()
+      return answer({ extra: { first, second } })
+    },
+    expect: (t, a) => {
+      const first = a.extra.first as { connection: string | undefined }
+      const second = a.extra.second as { reused: boolean; body: string }
+      t.not(first.connection, 'close', 'no Connection: close')
+      t.equal(second.reused, true, 'the second request rode the same connection')
+      t.equal(second.body, 'complete')
+    },
+  },
+  {
     name: 'path: a raw `..` segment is refused before the upstream',
     key: 'dot-raw',
     exchange: (s) => send(s, { kase: 'dot-raw', path: s.item('..') }),
@@ -751,51 +730,3 @@ export const cases: Case[] = [
   },
 ]
 
-/** The shared upstream: dispatches on `x-case`, records what reached it. */
-export async function startConformanceUpstream(t: Tap): Promise<ConformanceUpstream> {
-  const byCase = new Map<string, Seen[]>()
-  const held: Array<() => void> = []
-  const handlers = new Map<string, UpstreamHandler>()
-  for (const c of cases) if (c.upstream) handlers.set(c.key, c.upstream)
-  const up: ConformanceUpstream = {
-    url: '',
-    seen: (kase) => byCase.get(kase) ?? [],
-    release: () => held.splice(0).forEach((answer) => answer()),
-    notes: {},
-  }
-  const server = http.createServer((req, res) => {
-    const kase = req.headers['x-case']
-    if (typeof kase !== 'string') {
-      res.statusCode = 404 // the gateway's own reads (/openapi.json)
-      return res.end()
-    }
-    const seen: Seen = { method: req.method!, url: req.url!, headers: req.headers, body: null, outcome: 'open' }
-    if (!byCase.has(kase)) byCase.set(kase, [])
-    byCase.get(kase)!.push(seen)
-    res.on('close', () => (seen.outcome = res.writableFinished ? 'finished' : 'cancelled'))
-    if (kase === 'hold') return held.push(() => res.end('held'))
-    const handler = handlers.get(kase) ?? ok200()
-    handler(req, res, seen, up)
-  })
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
-  t.teardown(() => {
-    server.closeAllConnections()
-    server.close()
-  })
-  up.url = `http://127.0.0.1:${(server.address() as net.AddressInfo).port}`
-  return up
-}
-
-/** Run every case against one subject. */
-export async function runConformance(t: Tap, subject: (t: Tap, upstream: ConformanceUpstream) => Promise<Subject>): Promise<void> {
-  const up = await startConformanceUpstream(t)
-  const s = await subject(t, up)
-  for (const c of cases) {
-    const differs = 'why' in c.expect ? ' [differs: see why in cases.ts]' : ''
-    await t.test(`${c.name}${differs}`, async (t) => {
-      const a = await c.exchange(s, up)
-      const check = 'why' in c.expect ? c.expect[s.name] : c.expect
-      check(t, a, up)
-    })
-  }
-}

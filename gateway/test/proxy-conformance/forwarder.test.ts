@@ -2,9 +2,10 @@
 import t from 'tap'
 import type net from 'node:net'
 import { buildGateway, subOf, token } from '../helper.js'
-import { runConformance, UPSTREAM_TIMEOUT_MS } from './cases.js'
+import { cases } from './cases.js'
+import { runConformance, UPSTREAM_TIMEOUT_MS } from './harness.js'
 
-await runConformance(t as never, async (t, upstream) => {
+await runConformance(t as never, cases, async (t, upstream) => {
   const gw = await buildGateway(t, {
     TASK_SERVICE_URL: upstream.url,
     UPSTREAM_CONNECTIONS: 1,

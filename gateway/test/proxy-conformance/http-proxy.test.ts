@@ -7,9 +7,10 @@ import t from 'tap'
 import type net from 'node:net'
 import Fastify from 'fastify'
 import proxy from '@fastify/http-proxy'
-import { runConformance, UPSTREAM_TIMEOUT_MS } from './cases.js'
+import { cases } from './cases.js'
+import { runConformance, UPSTREAM_TIMEOUT_MS } from './harness.js'
 
-await runConformance(t as never, async (t, upstream) => {
+await runConformance(t as never, cases, async (t, upstream) => {
   const app = Fastify()
   await app.register(proxy, {
     upstream: upstream.url,
