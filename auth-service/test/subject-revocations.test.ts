@@ -105,7 +105,10 @@ t.test('the feed pages in numeric seq order: crossing a power of ten loses nothi
   const max = Number((await client.query('SELECT coalesce(max(seq), 0) AS m FROM revoked_tokens')).rows[0].m)
   const boundary = 10 ** String(max + 4).length // the next power of ten past every seq so far
   // Each run moves the shared database's sequence to the next power of ten; past 10^12 the case is left alone.
-  if (boundary > 1e12) return t.skip('the shared test database\'s revocation sequence is past 10^12')
+  if (boundary > 1e12) {
+    t.pass('revocations across a power of ten', { skip: "the shared test database's revocation sequence is past 10^12" })
+    return
+  }
   await client.query(`SELECT setval(pg_get_serial_sequence('revoked_tokens', 'seq'), $1)`, [boundary - 4])
   const subs = await revokeMany(app, 8) // seqs boundary-3 .. boundary+4: from n digits to n+1
   const { seen } = await readAll(app, boundary - 4, 2)
