@@ -123,7 +123,14 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
           key: fromJwks(config.AUTH_JWKS_URL ?? new URL('/.well-known/jwks.json', config.AUTH_SERVICE_URL).href, ['EdDSA']),
           ...ownShape,
         },
-    ...issuers.map((i) => ({ ...i, key: fromJwks(i.jwksUrl, i.algorithms) })),
+    ...issuers.map((i) => ({
+      issuer: i.issuer,
+      audience: i.audience,
+      algorithms: i.algorithms,
+      requiredClaims: i.requiredClaims,
+      maxLifetimeS: i.maxLifetimeS,
+      key: fromJwks(i.jwksUrl, i.algorithms),
+    })),
   ]
   const verifier = createTokenVerifier({ sources, clockToleranceS: config.JWT_CLOCK_TOLERANCE_S, cacheSize: config.TOKEN_CACHE_SIZE, now: opts.now })
   const rejections = new Counter({

@@ -13,7 +13,7 @@ import { memoryAdapter } from 'better-auth/adapters/memory'
 import { jwt } from 'better-auth/plugins'
 import { toNodeHandler } from 'better-auth/node'
 import { generateKeyPair, SignJWT } from 'jose'
-import { buildGateway, logCapture, SECRET, startUpstream, testClock } from './helper.js'
+import { buildGateway, logCapture, SECRET, startUpstream, testClock, token } from './helper.js'
 import { freePort } from './redis-server.js'
 import { build as buildAuthService } from '../../auth-service/test/helper.js'
 
@@ -304,6 +304,9 @@ t.test('our account routes refuse other issuers’ tokens at the gateway; sign-o
     t.equal((await replica.call(bystander.token)).statusCode, 200, 'other users of the issuer are untouched')
   }
   t.equal((await a.gw.inject({ url: '/api/auth/me', headers: { authorization: `Bearer ${own}` } })).statusCode, 200, 'and our own users too')
+  // The cutoff belongs to Better Auth's subject: our issuer's token for the same id string is another user.
+  const sameIdOurs = await token({ sub: user.sub })
+  t.equal((await a.gw.inject({ url: `/api/${user.sub}/tasks`, headers: { authorization: `Bearer ${sameIdOurs}` } })).statusCode, 200, 'same sub, other issuer: untouched')
 })
 
 t.test('revocation by subject: only allowlisted services, only with a service token', async (t) => {

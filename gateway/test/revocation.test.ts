@@ -63,11 +63,11 @@ t.test('a stale revocation list fails closed with 503; REVOCATION_FAIL_OPEN keep
 
 t.test('the list is bounded: entries leave with their tokens, and a reset starts over', async (t) => {
   const nowS = Math.floor(Date.now() / 1000)
-  const tok = (jti: string | undefined, sub = 'someone', iat = nowS) => ({ jti, sub, iat })
+  const tok = (jti: string | undefined, sub = 'someone', iat = nowS, iss = 'tollgate') => ({ jti, iss, sub, iat })
   const pages: RevocationPage[] = [
     { cursor: 3, reset: false, more: true, revoked: [{ jti: 'expired', exp: nowS - 10 }, { jti: 'a', exp: nowS + 60 }] },
     { cursor: 4, reset: false, more: false, revoked: [{ jti: 'b', exp: nowS + 1 }] },
-    { cursor: 1, reset: true, more: false, revoked: [{ jti: 'c', exp: nowS + 60 }, { jti: 'user:deleted-user', exp: nowS + 60, user_id: 'deleted-user', not_before: nowS - 5 }] },
+    { cursor: 1, reset: true, more: false, revoked: [{ jti: 'c', exp: nowS + 60 }, { jti: 'user:deleted-user', exp: nowS + 60, user_id: 'deleted-user', not_before: nowS - 5 }, { jti: 'subject:idp x', exp: nowS + 60, user_id: 'x', not_before: nowS - 5, issuer: 'https://idp' }] },
   ]
   const asked: number[] = []
   const list = new RevocationList({
@@ -78,6 +78,7 @@ t.test('the list is bounded: entries leave with their tokens, and a reset starts
     pollMs: 1000,
     maxStalenessMs: 1000,
     failOpen: false,
+    ownIssuer: 'tollgate',
     log: { info() {}, warn() {} } as never,
   })
   t.equal(list.check(tok('a')), 'unavailable', 'never loaded: fail closed')
@@ -90,11 +91,14 @@ t.test('the list is bounded: entries leave with their tokens, and a reset starts
   await new Promise((r) => setTimeout(r, 1100))
   await list.sync()
   t.same(asked, [0, 3, 4])
-  t.equal(list.size, 2, 'reset dropped the old entries, b expired; c and the user cutoff remain')
+  t.equal(list.size, 3, 'reset dropped the old entries, b expired; c and the two subject cutoffs remain')
   t.equal(list.check(tok('c')), 'revoked')
   t.equal(list.check(tok('d', 'deleted-user', nowS - 100)), 'revoked', 'every token of a deleted user issued before the cutoff')
   t.equal(list.check(tok(undefined, 'deleted-user', nowS - 100)), 'revoked', 'with or without a jti')
   t.equal(list.check(tok('e', 'someone-else', nowS - 100)), 'ok', 'other users are untouched')
+  t.equal(list.check(tok(undefined, 'deleted-user', nowS - 100, 'https://idp')), 'ok', 'the same id at another issuer is another subject')
+  t.equal(list.check(tok(undefined, 'x', nowS - 100, 'https://idp')), 'revoked', "a subject of an external issuer, cut off by the feed's issuer")
+  t.equal(list.check(tok(undefined, 'x', nowS - 100)), 'ok', 'and not our user of that id')
 })
 
 t.test('the replica that forwards a signout or an account deletion refuses at once, before any poll', async (t) => {

@@ -79,20 +79,28 @@ export function createRevocationsRepository(pool: pg.Pool): RevocationsRepositor
         const from = reset ? 0 : after
         // seq is taken at insert but rows become visible at commit, so a lower
         // seq can appear after a higher one: every page also repeats the last
-        // few seconds of revocations (a statement cannot take longer than that).
-        const { rows } = await pool.query<{ seq: string; jti: string; exp: string; user_id: string; not_before: string | null; issuer: string | null }>(
-          `SELECT seq::text, jti, floor(extract(epoch FROM expires_at))::text AS exp, user_id, issuer,
-                  floor(extract(epoch FROM not_before))::text AS not_before
-             FROM revoked_tokens
-            WHERE (seq > $1 OR revoked_at > now() - interval '${REPEAT_WINDOW_S} seconds') AND expires_at > now()
-            ORDER BY seq
-            LIMIT $2`,
+        // few seconds of revocations below the cursor (a statement cannot take
+        // longer than that). Paging counts only rows past the cursor, so a
+        // burst of recent revocations cannot keep a reader on one page.
+        // Ordered by the numeric column (seq::text would sort "10" before "9").
+        const select = `SELECT seq::text AS seq_text, jti, floor(extract(epoch FROM expires_at))::text AS exp, user_id, issuer,
+                               floor(extract(epoch FROM not_before))::text AS not_before
+                          FROM revoked_tokens`
+        type Row = { seq_text: string; jti: string; exp: string; user_id: string; not_before: string | null; issuer: string | null }
+        const { rows: fresh } = await pool.query<Row>(
+          `${select} WHERE seq > $1 AND expires_at > now() ORDER BY revoked_tokens.seq LIMIT $2`,
           [from, limit + 1],
         )
-        const more = rows.length > limit
-        const page = more ? rows.slice(0, limit) : rows
-        const last = page.length ? Number(page[page.length - 1]!.seq) : 0
+        const { rows: repeated } = await pool.query<Row>(
+          `${select} WHERE seq <= $1 AND revoked_at > now() - interval '${REPEAT_WINDOW_S} seconds' AND expires_at > now()
+            ORDER BY revoked_tokens.seq DESC LIMIT $2`,
+          [from, limit],
+        )
+        const more = fresh.length > limit
+        const newRows = more ? fresh.slice(0, limit) : fresh
+        const last = newRows.length ? Number(newRows[newRows.length - 1]!.seq_text) : 0
         const cursor = Math.max(last, reset ? max : from)
+        const page = [...repeated.reverse(), ...newRows]
         const revoked = page.map((r): RevocationEntry => {
           if (r.not_before === null) return { jti: r.jti, exp: Number(r.exp) }
           const cutoff = { jti: r.jti, exp: Number(r.exp), user_id: r.user_id, not_before: Number(r.not_before) }
