@@ -125,7 +125,7 @@ function throughputMd(t) {
     '',
     `${t.load.path}, ${t.load.connections} keep-alive connections, ${t.load.warmupS} s warm-up (discarded) then ${t.load.durationS} s measured per target and load tool, in ${t.load.rounds} interleaved rounds (each round: every tool loads a, b, c${byTool.autocannon?.runs.cr || byTool.wrk?.runs.cr ? ', c+redis' : ''} in turn) so background load hits all alike; same token and headers for all. Load tools: ${Object.keys(byTool).join(', ')}${t.load.wrk ? ` (wrk: ${t.load.wrk})` : ''}. Before measuring, CPUs were ${JSON.stringify(first.machine?.idleBusyPct)} % busy${first.machine?.quiet ? '' : ' (not quiet: a shared machine)'}.`,
     '',
-    'Server CPU us/req: user + system CPU time of the whole server process (every thread: GC helpers, libuv pool) read from /proc/<pid>/stat over its own slices, divided by the answers of those slices. Server = the upstream for (a), the proxy for (b), (c) and (c+redis).',
+    'Server CPU us/req: user + system CPU time of the whole server process (every thread: GC helpers, libuv pool) read from /proc/<pid>/stat over its own slices, divided by the answers of those slices; split into the main (JavaScript) thread, the only one a V8 CPU profile sees, and all other threads (/proc/<pid>/task/<pid>/stat). Server = the upstream for (a), the proxy for (b), (c) and (c+redis).',
     '',
   ]
   for (const why of Object.values(t.skipped ?? {})) out.push(`Skipped: ${why}.`, '')
@@ -135,12 +135,12 @@ function throughputMd(t) {
       `### ${tool}`,
       '',
       table(
-        ['Target', 'req/s (per slice)', 'p50 ms', 'p99 ms', 'p99.9 ms', 'max ms', 'non-2xx', 'server CPU %', 'server CPU us/req (per slice)', 'Redis ops/req', 'server RSS max MB', 'CPU0 / CPU1 busy %'],
+        ['Target', 'req/s (per slice)', 'p50 ms', 'p99 ms', 'p99.9 ms', 'max ms', 'non-2xx', 'server CPU %', 'server CPU us/req (per slice)', 'of which main thread / other threads', 'Redis ops/req', 'server RSS max MB', 'CPU0 / CPU1 busy %'],
         keys.map((k) => {
           const x = runs[k]
           const l = x.latencyMs
           const perSlice = x.cpuUsPerRequestPerSlice ? ` (${x.cpuUsPerRequestPerSlice.join(', ')})` : ''
-          return [THROUGHPUT_ROWS[k], `${x.rps} (${x.rpsPerSlice?.join(', ')})`, l.p50, l.p99, l.p999, l.max, x.non2xx + x.errors + x.timeouts, x.cpuPct.server, `${x.serverCpuUsPerRequest}${perSlice}`, x.opsPerRequest, x.serverRssMB?.max, `${x.cpuPct.perCpu.cpu0} / ${x.cpuPct.perCpu.cpu1}`]
+          return [THROUGHPUT_ROWS[k], `${x.rps} (${x.rpsPerSlice?.join(', ')})`, l.p50, l.p99, l.p999, l.max, x.non2xx + x.errors + x.timeouts, x.cpuPct.server, `${x.serverCpuUsPerRequest}${perSlice}`, x.cpuUsPerRequestByThread ? `${x.cpuUsPerRequestByThread.main} / ${x.cpuUsPerRequestByThread.otherThreads}` : '-', x.opsPerRequest, x.serverRssMB?.max, `${x.cpuPct.perCpu.cpu0} / ${x.cpuPct.perCpu.cpu1}`]
         }),
       ),
       '',

@@ -5,7 +5,7 @@
  */
 import { randomUUID } from 'node:crypto'
 import { combineRuns, Latencies, runLoad } from './load.mjs'
-import { cpuBusyPct, cpuSeconds, cpuTimes, round, sampler } from './proc-stats.mjs'
+import { cpuBusyPct, cpuSeconds, cpuTimes, mainThreadCpuSeconds, round, sampler } from './proc-stats.mjs'
 import { signToken } from './stack.mjs'
 import { Histogram, runWrk } from './wrk.mjs'
 import { sleep } from './procs.mjs'
@@ -84,7 +84,7 @@ export async function measureSideBySide(targets, { headers, connections, warmupS
   const sliceS = durationS / rounds
   const acc = {}
   for (const tool of tools) {
-    acc[tool] = new Map(targets.map((t) => [t.key, { runs: [], slices: [], latencies: TOOLS[tool].latencies(), rss: [], cpu: { server: 0, upstream: 0, s: 0 }, cpus: [] }]))
+    acc[tool] = new Map(targets.map((t) => [t.key, { runs: [], slices: [], latencies: TOOLS[tool].latencies(), rss: [], cpu: { server: 0, main: 0, upstream: 0, s: 0 }, cpus: [] }]))
   }
   for (let r = 1; r <= rounds; r++) {
     log(`  round ${r}/${rounds}: ${sliceS}s per target and tool, ${connections} connections`)
@@ -93,17 +93,19 @@ export async function measureSideBySide(targets, { headers, connections, warmupS
         const a = acc[tool].get(t.key)
         const ops0 = t.countOps ? await t.countOps() : null
         const rss = t.pid ? sampler(t.pid, 1000) : null
-        const c0 = [cpuSeconds(t.pid), cpuSeconds(t.otherPid), performance.now()]
+        const c0 = [cpuSeconds(t.pid), cpuSeconds(t.otherPid), performance.now(), mainThreadCpuSeconds(t.pid)]
         const cpus0 = cpuTimes()
         const run = await TOOLS[tool].run({ url: t.url, headers, connections, durationS: sliceS }, a.latencies)
-        const c1 = [cpuSeconds(t.pid), cpuSeconds(t.otherPid), performance.now()]
+        const c1 = [cpuSeconds(t.pid), cpuSeconds(t.otherPid), performance.now(), mainThreadCpuSeconds(t.pid)]
         a.cpus.push(cpuBusyPct(cpus0, cpuTimes()))
         const opsByName = t.countOps ? difference(await t.countOps(), ops0) : null
         const ops = opsByName && Object.values(opsByName).reduce((x, y) => x + y, 0)
         const state = t.state ? await t.state() : undefined
         a.runs.push(run)
         const serverS = (c1[0] ?? 0) - (c0[0] ?? 0)
+        const mainS = (c1[3] ?? 0) - (c0[3] ?? 0)
         a.cpu.server += serverS
+        a.cpu.main += mainS
         a.cpu.upstream += (c1[1] ?? 0) - (c0[1] ?? 0)
         a.cpu.s += (c1[2] - c0[2]) / 1000
         a.slices.push({
@@ -111,6 +113,7 @@ export async function measureSideBySide(targets, { headers, connections, warmupS
           responses: run.responses,
           rps: run.rps,
           serverCpuS: round(serverS, 3),
+          mainThreadCpuS: round(mainS, 3),
           cpuUsPerRequest: t.pid && run.responses ? round((serverS * 1e6) / run.responses, 1) : null,
           ...(opsByName === null ? {} : { ops, opsPerRequest: run.responses ? round(ops / run.responses, 3) : null, opsByName }),
           ...(state === undefined ? {} : { state }),
@@ -135,6 +138,10 @@ export async function measureSideBySide(targets, { headers, connections, warmupS
         // target does, whatever else ran on the machine.
         serverCpuUsPerRequest: t.pid && run.responses ? round((a.cpu.server * 1e6) / run.responses, 1) : null,
         cpuUsPerRequestPerSlice: a.slices.map((x) => x.cpuUsPerRequest),
+        // Split: the JavaScript thread (what a V8 profile sees) and every other thread of the process.
+        cpuUsPerRequestByThread: t.pid && run.responses
+          ? { main: round((a.cpu.main * 1e6) / run.responses, 1), otherThreads: round(((a.cpu.server - a.cpu.main) * 1e6) / run.responses, 1) }
+          : null,
         slices: a.slices,
         ...(ops === null
           ? {}
@@ -154,7 +161,7 @@ export async function measureSideBySide(targets, { headers, connections, warmupS
       }
       const x = out[tool][t.key]
       const l = run.latencyMs
-      log(`  ${tool}, ${t.label}: ${run.rps} req/s (slices ${run.rpsPerSlice.join(', ')}), CPU ${x.serverCpuUsPerRequest} us/req (slices ${x.cpuUsPerRequestPerSlice.join(', ')}), p50 ${l.p50} ms, p99 ${l.p99} ms, p99.9 ${l.p999} ms, non-2xx ${run.non2xx}, errors ${run.errors}${ops === null ? '' : `, ${x.opsPerRequest} Redis ops/req`}`)
+      log(`  ${tool}, ${t.label}: ${run.rps} req/s (slices ${run.rpsPerSlice.join(', ')}), CPU ${x.serverCpuUsPerRequest} us/req (slices ${x.cpuUsPerRequestPerSlice.join(', ')}; main thread ${x.cpuUsPerRequestByThread?.main}), p50 ${l.p50} ms, p99 ${l.p99} ms, p99.9 ${l.p999} ms, non-2xx ${run.non2xx}, errors ${run.errors}${ops === null ? '' : `, ${x.opsPerRequest} Redis ops/req`}`)
     }
   }
   return out

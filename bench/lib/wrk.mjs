@@ -19,7 +19,7 @@ export function wrkMissing() {
   } catch (err) {
     // `wrk --version` prints its usage and exits 1: only a missing binary is a problem.
     if (err.code !== 'ENOENT') return null
-    return 'wrk not found (Debian/Ubuntu: apt-get install -y wrk); its rows are skipped'
+    return 'wrk not found (Debian/Ubuntu: apt-get install -y wrk)'
   }
 }
 

@@ -27,7 +27,7 @@ export const LABELS = {
 export async function throughput(cfg, log) {
   const skipped = {}
   const missingWrk = cfg.tools.includes('wrk') ? wrkMissing() : null
-  if (missingWrk) skipped.wrk = missingWrk
+  if (missingWrk) skipped.wrk = `${missingWrk}: its rows are left out`
   const tools = cfg.tools.filter((t) => t !== 'wrk' || !missingWrk)
   if (!tools.length) throw new Error(missingWrk)
   const missingRedis = redisMissing()
