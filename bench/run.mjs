@@ -1,7 +1,7 @@
 /**
  * Tollgate benchmark: `npm run bench` (builds first).
- *   npm run bench                  throughput a/b/c, sign-in under load, faults (i)-(iv)  (6-10 min)
- *   npm run bench -- --quick       the same, short (about 1.5 min smoke); writes results/quick.*
+ *   npm run bench                  throughput a/b/c/c+redis with autocannon and wrk, sign-in under load, faults (i)-(iv)  (10-13 min)
+ *   npm run bench -- --quick       the same, short (about 2 min smoke); writes results/quick.*
  *   npm run bench -- --soak        5 min of (c), gateway RSS every 5 s
  *   npm run bench -- --profile     CPU profiles of (b) and (c) under the same load: what the gateway adds per request
  *   npm run bench -- --only=throughput,signin,faults,ledger

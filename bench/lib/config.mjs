@@ -1,7 +1,7 @@
 /**
  * What to run and for how long: command-line mode plus BENCH_* overrides.
  *   (default)  throughput a/b/c, sign-in under load, faults (i)-(iv)
- *   --quick    the same with short durations (about 1.5 min smoke); writes quick.*
+ *   --quick    the same with short durations (about 2 min smoke); writes quick.*
  *   --soak     5 minutes of (c), sampling the gateway's RSS
  *   --profile  CPU profiles of (b) and (c) under the same load: what the gateway adds per request
  *   --only=throughput,signin,faults,ledger   a subset (combinable with --quick)
