@@ -98,7 +98,7 @@ export async function measureSideBySide(targets, { headers, connections, warmupS
         const run = await TOOLS[tool].run({ url: t.url, headers, connections, durationS: sliceS }, a.latencies)
         const c1 = [cpuSeconds(t.pid), cpuSeconds(t.otherPid), performance.now(), mainThreadCpuSeconds(t.pid)]
         a.cpus.push(cpuBusyPct(cpus0, cpuTimes()))
-        const opsByName = t.countOps ? difference(await t.countOps(), ops0) : null
+        const opsByName = t.countOps ? countsBetween(ops0, await t.countOps()) : null
         const ops = opsByName && Object.values(opsByName).reduce((x, y) => x + y, 0)
         const state = t.state ? await t.state() : undefined
         a.runs.push(run)
@@ -130,7 +130,7 @@ export async function measureSideBySide(targets, { headers, connections, warmupS
       const run = combineRuns(a.runs, a.latencies)
       const avg = (xs) => round(xs.reduce((x, y) => x + y, 0) / xs.length, 1)
       const ops = t.countOps ? a.slices.reduce((sum, x) => sum + x.ops, 0) : null
-      const opsByName = t.countOps ? a.slices.reduce((sum, x) => difference(x.opsByName, sum, -1), {}) : null
+      const opsByName = t.countOps ? a.slices.reduce((sum, x) => addCounts(sum, x.opsByName), {}) : null
       out[tool][t.key] = {
         tool,
         ...run,
@@ -161,16 +161,20 @@ export async function measureSideBySide(targets, { headers, connections, warmupS
       }
       const x = out[tool][t.key]
       const l = run.latencyMs
-      log(`  ${tool}, ${t.label}: ${run.rps} req/s (slices ${run.rpsPerSlice.join(', ')}), CPU ${x.serverCpuUsPerRequest} us/req (slices ${x.cpuUsPerRequestPerSlice.join(', ')}; main thread ${x.cpuUsPerRequestByThread?.main}), p50 ${l.p50} ms, p99 ${l.p99} ms, p99.9 ${l.p999} ms, non-2xx ${run.non2xx}, errors ${run.errors}${ops === null ? '' : `, ${x.opsPerRequest} Redis ops/req`}`)
+      log(`  ${tool}, ${t.label}: ${run.rps} req/s (slices ${run.rpsPerSlice.join(', ')}), CPU ${x.serverCpuUsPerRequest} us/req (slices ${x.cpuUsPerRequestPerSlice.join(', ')}; main thread ${x.cpuUsPerRequestByThread?.main}), p50 ${l.p50} ms, p99 ${l.p99} ms, p99.9 ${l.p999} ms, non-2xx ${run.non2xx}, errors ${run.errors}${ops === null ? '' : `, ${x.opsPerRequest} counted ops/req`}`)
     }
   }
   return out
 }
 
-/** after - before, name by name (sign -1: after + before, to add up). */
-function difference(after, before, sign = 1) {
-  const out = { ...after }
-  for (const [k, v] of Object.entries(before)) out[k] = (out[k] ?? 0) - sign * v
+/** Counts by name: what was added between two readings. */
+function countsBetween(before, after) {
+  return Object.fromEntries(Object.entries(after).map(([k, v]) => [k, v - (before[k] ?? 0)]))
+}
+
+function addCounts(sum, more) {
+  const out = { ...sum }
+  for (const [k, v] of Object.entries(more)) out[k] = (out[k] ?? 0) + v
   return out
 }
 
