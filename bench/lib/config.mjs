@@ -1,20 +1,25 @@
 /**
  * What to run and for how long: command-line mode plus BENCH_* overrides.
  *   (default)  throughput a/b/c, sign-in under load, faults (i)-(iv)
- *   --quick    the same with short durations (about 1.5 min smoke); writes quick.*
+ *   --quick    the same with short durations (about 2 min smoke); writes quick.*
  *   --soak     5 minutes of (c), sampling the gateway's RSS
  *   --profile  CPU profiles of (b) and (c) under the same load: what the gateway adds per request
  *   --only=throughput,signin,faults,ledger   a subset (combinable with --quick)
+ *   --tool=autocannon|wrk|both   load generator(s) of the throughput suite (default both)
  */
 const SUITES = ['throughput', 'signin', 'faults', 'ledger']
+const TOOLS = { autocannon: ['autocannon'], wrk: ['wrk'], both: ['autocannon', 'wrk'] }
 
 export function readConfig(argv = process.argv.slice(2), env = process.env) {
   const flags = new Set(argv.filter((a) => a.startsWith('--') && !a.includes('=')))
   const only = argv.find((a) => a.startsWith('--only='))?.slice(7).split(',').filter(Boolean)
+  const tool = argv.find((a) => a.startsWith('--tool='))?.slice(7) ?? 'both'
   const unknown = [...flags].filter((f) => !['--quick', '--soak', '--profile', '--help'].includes(f))
-  if (unknown.length || (only && only.some((s) => !SUITES.includes(s)))) {
-    throw new Error(`unknown option ${unknown.join(' ') || `--only=${only}`}; see bench/lib/config.mjs`)
+  const badValued = argv.filter((a) => a.startsWith('--') && a.includes('=') && !a.startsWith('--only=') && !a.startsWith('--tool='))
+  if (unknown.length || badValued.length || (only && only.some((s) => !SUITES.includes(s)))) {
+    throw new Error(`unknown option ${[...unknown, ...badValued].join(' ') || `--only=${only}`}; see bench/lib/config.mjs`)
   }
+  if (!TOOLS[tool]) throw new Error(`--tool must be autocannon, wrk or both (see bench/lib/config.mjs)`)
   const quick = flags.has('--quick')
   const num = (name, normal, short) => {
     const v = env[name]
@@ -32,6 +37,7 @@ export function readConfig(argv = process.argv.slice(2), env = process.env) {
     help: flags.has('--help'),
     quick,
     suites,
+    tools: TOOLS[tool],
     // Quick runs never overwrite the figures the README quotes.
     outName: quick ? 'quick' : 'latest',
     connections: num('BENCH_CONNECTIONS', 50, 50),

@@ -22,11 +22,23 @@ export function fdCount(pid) {
   }
 }
 
-/** User + system CPU seconds used so far. */
+/** User + system CPU seconds used so far by the whole process (every thread, exited ones included). */
 export function cpuSeconds(pid) {
+  return statCpuSeconds(`/proc/${pid}/stat`)
+}
+
+/**
+ * User + system CPU seconds of the process's main thread alone (the JavaScript thread, the one a
+ * V8 CPU profile sees); the whole process minus this is GC helpers, the libuv pool and other threads.
+ */
+export function mainThreadCpuSeconds(pid) {
+  return statCpuSeconds(`/proc/${pid}/task/${pid}/stat`)
+}
+
+function statCpuSeconds(file) {
   try {
     // Fields after the ")" of the command name: utime and stime are the 12th and 13th.
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    const stat = readFileSync(file, 'utf8')
     const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
     return (Number(f[11]) + Number(f[12])) / TICKS_PER_S
   } catch {

@@ -31,9 +31,13 @@ export function pinSelf() {
  * is given (then the promise waits for a stdout line containing it); stderr
  * is kept (last lines) to explain a failure.
  */
-export async function startNode({ name, args, env = {}, cpu, readyLine, readyTimeoutMs = 15_000 }) {
-  const node = [process.execPath, ...args]
-  const [file, ...rest] = pinning.enabled && cpu !== undefined ? ['taskset', '-c', String(cpu), ...node] : node
+export function startNode({ args, ...opts }) {
+  return startProgram({ ...opts, command: [process.execPath, ...args] })
+}
+
+/** Start any program (`command`: file and arguments) the way startNode does. */
+export async function startProgram({ name, command, env = {}, cpu, readyLine, readyTimeoutMs = 15_000 }) {
+  const [file, ...rest] = pinning.enabled && cpu !== undefined ? ['taskset', '-c', String(cpu), ...command] : command
   const child = spawn(file, rest, {
     env: { ...process.env, ...env },
     stdio: ['ignore', readyLine ? 'pipe' : 'ignore', 'pipe'],

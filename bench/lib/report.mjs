@@ -90,7 +90,7 @@ export function renderMarkdown(r) {
     `Written by \`npm run bench\` (soak section: \`npm run bench -- --soak\`); every figure is also in \`${r.name ?? 'latest'}.json\`.`,
     `Last run on commit ${r.source?.commit ?? '-'}${r.source?.dirty ? ' plus uncommitted changes' : ''} (built by the bench first); each section says when and on which commit it was measured.`,
     `Machine: ${r.machine?.cpus} x ${r.machine?.model}, Node ${r.machine?.node}, Linux ${r.machine?.kernel}; ${r.machine?.pinning}.`,
-    'All traffic on 127.0.0.1; load from autocannon 9 in the bench process.',
+    'All traffic on 127.0.0.1; load from autocannon 9 in the bench process and, for throughput, also from wrk (its own process, on the load CPU).',
     '',
     '## Targets',
     '',
@@ -109,25 +109,56 @@ export function renderMarkdown(r) {
   return `${out.join('\n')}\n`
 }
 
+const THROUGHPUT_ROWS = {
+  a: '(a) upstream direct',
+  b: '(b) bare @fastify/http-proxy',
+  c: '(c) Tollgate gateway, everything on',
+  cr: '(c+redis) the same, counters in Redis',
+}
+
 function throughputMd(t) {
-  const name = { a: '(a) upstream direct', b: '(b) bare @fastify/http-proxy', c: '(c) Tollgate gateway, everything on' }
-  return [
+  // Sections written before the wrk mode hold autocannon's runs and ratios at the top level.
+  const byTool = t.byTool ?? { autocannon: { runs: t.runs, ratios: t.ratios } }
+  const first = Object.values(byTool)[0].runs.a
+  const out = [
     `## Throughput (${stamp(t)})`,
     '',
-    `${t.load.path}, ${t.load.connections} keep-alive connections, ${t.load.warmupS} s warm-up (discarded) then ${t.load.durationS} s measured per target, in ${t.load.rounds} interleaved slices (a, b, c, a, b, c...) so background load hits all three alike; same token and headers for all three. Before measuring, CPUs were ${JSON.stringify(t.runs.a.machine?.idleBusyPct)} % busy${t.runs.a.machine?.quiet ? '' : ' (not quiet: a shared machine)'}.`,
+    `${t.load.path}, ${t.load.connections} keep-alive connections, ${t.load.warmupS} s warm-up (discarded) then ${t.load.durationS} s measured per target and load tool, in ${t.load.rounds} interleaved rounds (each round: every tool loads a, b, c${byTool.autocannon?.runs.cr || byTool.wrk?.runs.cr ? ', c+redis' : ''} in turn) so background load hits all alike; same token and headers for all. Load tools: ${Object.keys(byTool).join(', ')}${t.load.wrk ? ` (wrk: ${t.load.wrk})` : ''}. Before measuring, CPUs were ${JSON.stringify(first.machine?.idleBusyPct)} % busy${first.machine?.quiet ? '' : ' (not quiet: a shared machine)'}.`,
     '',
-    table(
-      ['Target', 'req/s (per slice)', 'p50 ms', 'p99 ms', 'p99.9 ms', 'max ms', 'non-2xx', 'server CPU %', 'server CPU us/req', 'server RSS max MB', 'CPU0 / CPU1 busy %'],
-      ['a', 'b', 'c'].map((k) => {
-        const x = t.runs[k]
-        const l = x.latencyMs
-        return [name[k], `${x.rps} (${x.rpsPerSlice?.join(', ')})`, l.p50, l.p99, l.p999, l.max, x.non2xx + x.errors + x.timeouts, x.cpuPct.server, x.serverCpuUsPerRequest, x.serverRssMB?.max, `${x.cpuPct.perCpu.cpu0} / ${x.cpuPct.perCpu.cpu1}`]
-      }),
-    ),
-    '',
-    `Ratios: req/s c/a **${t.ratios.rps_c_over_a}**, c/b **${t.ratios.rps_c_over_b}**; p99 c/a ${t.ratios.p99_c_over_a}, c/b **${t.ratios.p99_c_over_b}**. CPU per request, (b) over (c): ${t.ratios.cpu_per_request_b_over_c ?? '-'} (the req/s ratio if each proxy had a whole core to itself). Server = the upstream for (a), the proxy for (b) and (c).`,
+    'Server CPU us/req: user + system CPU time of the whole server process (every thread: GC helpers, libuv pool) read from /proc/<pid>/stat over its own slices, divided by the answers of those slices; split into the main (JavaScript) thread, the only one a V8 CPU profile sees, and all other threads (/proc/<pid>/task/<pid>/stat). Server = the upstream for (a), the proxy for (b), (c) and (c+redis).',
     '',
   ]
+  for (const why of Object.values(t.skipped ?? {})) out.push(`Skipped: ${why}.`, '')
+  for (const [tool, { runs, ratios }] of Object.entries(byTool)) {
+    const keys = Object.keys(THROUGHPUT_ROWS).filter((k) => runs[k])
+    out.push(
+      `### ${tool}`,
+      '',
+      table(
+        ['Target', 'req/s (per slice)', 'p50 ms', 'p99 ms', 'p99.9 ms', 'max ms', 'non-2xx', 'server CPU %', 'server CPU us/req (per slice)', 'of which main thread / other threads', 'Redis ops/req', 'server RSS max MB', 'CPU0 / CPU1 busy %'],
+        keys.map((k) => {
+          const x = runs[k]
+          const l = x.latencyMs
+          const perSlice = x.cpuUsPerRequestPerSlice ? ` (${x.cpuUsPerRequestPerSlice.join(', ')})` : ''
+          return [THROUGHPUT_ROWS[k], `${x.rps} (${x.rpsPerSlice?.join(', ')})`, l.p50, l.p99, l.p999, l.max, x.non2xx + x.errors + x.timeouts, x.cpuPct.server, `${x.serverCpuUsPerRequest}${perSlice}`, x.cpuUsPerRequestByThread ? `${x.cpuUsPerRequestByThread.main} / ${x.cpuUsPerRequestByThread.otherThreads}` : '-', x.opsPerRequest, x.serverRssMB?.max, `${x.cpuPct.perCpu.cpu0} / ${x.cpuPct.perCpu.cpu1}`]
+        }),
+      ),
+      '',
+      `Ratios: req/s c/a **${ratios.rps_c_over_a}**, c/b **${ratios.rps_c_over_b}**; p99 c/a ${ratios.p99_c_over_a}, c/b **${ratios.p99_c_over_b}**. CPU per request (b)/(c): **${ratios.cpu_per_request_b_over_c ?? '-'}**${ratios.cpu_per_request_b_over_c_per_round ? ` (per round ${ratios.cpu_per_request_b_over_c_per_round.join(', ')})` : ''}, i.e. (c) costs ${ratios.cpu_per_request_c_over_b ?? '-'} x (b) (the req/s ratio if each proxy had a whole core to itself).${ratios.cpu_per_request_memory_over_redis === undefined ? '' : ` Redis counters: CPU per request memory/Redis **${ratios.cpu_per_request_memory_over_redis}** (per round ${ratios.cpu_per_request_memory_over_redis_per_round.join(', ')}), req/s Redis/memory ${ratios.rps_redis_over_memory}, **${ratios.redis_ops_per_request}** Redis commands per protected request (INFO commandstats before and after each slice: ${redisDetail(runs.cr)}).`}`,
+      '',
+    )
+  }
+  return out
+}
+
+/** Commands per request by name, and where the gateway counted after each slice. */
+function redisDetail(x) {
+  const byName = Object.entries(x?.opsPerRequestByName ?? {})
+    .filter(([, v]) => v)
+    .map(([k, v]) => `${k} ${v}`)
+    .join(', ')
+  const where = x?.statePerSlice ? `; the gateway's readiness after each slice: ${x.statePerSlice.join(', ')}` : ''
+  return `${byName || 'none'} per request, Redis counting a script's own commands as calls too${where}`
 }
 
 function soakMd(s) {

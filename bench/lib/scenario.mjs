@@ -5,8 +5,9 @@
  */
 import { randomUUID } from 'node:crypto'
 import { combineRuns, Latencies, runLoad } from './load.mjs'
-import { cpuBusyPct, cpuSeconds, cpuTimes, round, sampler } from './proc-stats.mjs'
+import { cpuBusyPct, cpuSeconds, cpuTimes, mainThreadCpuSeconds, round, sampler } from './proc-stats.mjs'
 import { signToken } from './stack.mjs'
+import { Histogram, runWrk } from './wrk.mjs'
 import { sleep } from './procs.mjs'
 
 /** Idle enough to measure: every CPU at most this busy; wait at most waitS (set from BENCH_QUIET_WAIT_S). */
@@ -49,60 +50,131 @@ export async function expectStatus(url, { status = 200, headers, method = 'GET',
   return text
 }
 
+/** The load tools a measurement can use: each runs one slice and merges latencies across slices. */
+const TOOLS = {
+  autocannon: { run: (opts, latencies) => runLoad(opts, { latencies }), latencies: () => new Latencies() },
+  wrk: { run: (opts, histogram) => runWrk(opts, { histogram }), latencies: () => new Histogram() },
+}
+
 /**
- * Targets measured side by side: each warmed up (discarded), then the
- * measured time split into `rounds` slices taken in turn (a, b, c, a, b,
- * c...), so background load on a shared machine falls on all of them alike.
- * For each target's server (`pid`): RSS every second and CPU use during its
- * own slices; `otherPid` (the upstream) and per-CPU busy time show which
- * side was the limit.
+ * Targets measured side by side: each warmed up (discarded) with every tool,
+ * then the measured time split into `rounds` rounds; in each round every
+ * tool loads every target in turn (autocannon a, b, c, then wrk a, b, c...),
+ * so background load on a shared machine falls on all of them alike and the
+ * two tools' figures come from the same minutes.
+ * For each target's server (`pid`): RSS every second and CPU time (user +
+ * sys of the whole process, from /proc: GC and libuv threads included)
+ * during each of its own slices, divided by the answers of that slice;
+ * `otherPid` (the upstream) and per-CPU busy time show which side was the
+ * limit; `countOps()` (optional: cumulative counts by name, e.g. Redis
+ * commands) is read before and after each slice, and `state()` (optional,
+ * e.g. where the gateway counts) after it.
+ * Returns { [tool]: { [target key]: run } }.
  */
-export async function measureSideBySide(targets, { headers, connections, warmupS, durationS, rounds, log }) {
+export async function measureSideBySide(targets, { headers, connections, warmupS, durationS, rounds, tools = ['autocannon'], log }) {
   const machine = await waitQuiet(log)
-  for (const t of targets) {
-    if (warmupS > 0) {
-      log(`  ${t.label}: warm-up ${warmupS}s`)
-      await runLoad({ url: t.url, headers, connections, durationS: warmupS })
+  for (const tool of tools) {
+    for (const t of targets) {
+      if (warmupS > 0) {
+        log(`  ${tool}, ${t.label}: warm-up ${warmupS}s`)
+        await TOOLS[tool].run({ url: t.url, headers, connections, durationS: warmupS }, TOOLS[tool].latencies())
+      }
     }
   }
   const sliceS = durationS / rounds
-  const acc = new Map(targets.map((t) => [t.key, { runs: [], latencies: new Latencies(), rss: [], cpu: { server: 0, upstream: 0, s: 0 }, cpus: [] }]))
+  const acc = {}
+  for (const tool of tools) {
+    acc[tool] = new Map(targets.map((t) => [t.key, { runs: [], slices: [], latencies: TOOLS[tool].latencies(), rss: [], cpu: { server: 0, main: 0, upstream: 0, s: 0 }, cpus: [] }]))
+  }
   for (let r = 1; r <= rounds; r++) {
-    log(`  round ${r}/${rounds}: ${sliceS}s per target, ${connections} connections`)
-    for (const t of targets) {
-      const a = acc.get(t.key)
-      const rss = t.pid ? sampler(t.pid, 1000) : null
-      const c0 = [cpuSeconds(t.pid), cpuSeconds(t.otherPid), performance.now()]
-      const cpus0 = cpuTimes()
-      a.runs.push(await runLoad({ url: t.url, headers, connections, durationS: sliceS }, { latencies: a.latencies }))
-      a.cpus.push(cpuBusyPct(cpus0, cpuTimes()))
-      a.cpu.server += (cpuSeconds(t.pid) ?? 0) - (c0[0] ?? 0)
-      a.cpu.upstream += (cpuSeconds(t.otherPid) ?? 0) - (c0[1] ?? 0)
-      a.cpu.s += (performance.now() - c0[2]) / 1000
-      a.rss.push(...(rss?.stop() ?? []).map((x) => x.rssMB).filter((v) => v !== null))
+    log(`  round ${r}/${rounds}: ${sliceS}s per target and tool, ${connections} connections`)
+    for (const tool of tools) {
+      for (const t of targets) {
+        const a = acc[tool].get(t.key)
+        const ops0 = t.countOps ? await t.countOps() : null
+        const rss = t.pid ? sampler(t.pid, 1000) : null
+        const c0 = [cpuSeconds(t.pid), cpuSeconds(t.otherPid), performance.now(), mainThreadCpuSeconds(t.pid)]
+        const cpus0 = cpuTimes()
+        const run = await TOOLS[tool].run({ url: t.url, headers, connections, durationS: sliceS }, a.latencies)
+        const c1 = [cpuSeconds(t.pid), cpuSeconds(t.otherPid), performance.now(), mainThreadCpuSeconds(t.pid)]
+        a.cpus.push(cpuBusyPct(cpus0, cpuTimes()))
+        const opsByName = t.countOps ? countsBetween(ops0, await t.countOps()) : null
+        const ops = opsByName && Object.values(opsByName).reduce((x, y) => x + y, 0)
+        const state = t.state ? await t.state() : undefined
+        a.runs.push(run)
+        const serverS = (c1[0] ?? 0) - (c0[0] ?? 0)
+        const mainS = (c1[3] ?? 0) - (c0[3] ?? 0)
+        a.cpu.server += serverS
+        a.cpu.main += mainS
+        a.cpu.upstream += (c1[1] ?? 0) - (c0[1] ?? 0)
+        a.cpu.s += (c1[2] - c0[2]) / 1000
+        a.slices.push({
+          round: r,
+          responses: run.responses,
+          rps: run.rps,
+          serverCpuS: round(serverS, 3),
+          mainThreadCpuS: round(mainS, 3),
+          cpuUsPerRequest: t.pid && run.responses ? round((serverS * 1e6) / run.responses, 1) : null,
+          ...(opsByName === null ? {} : { ops, opsPerRequest: run.responses ? round(ops / run.responses, 3) : null, opsByName }),
+          ...(state === undefined ? {} : { state }),
+        })
+        a.rss.push(...(rss?.stop() ?? []).map((x) => x.rssMB).filter((v) => v !== null))
+      }
     }
   }
   const out = {}
-  for (const t of targets) {
-    const a = acc.get(t.key)
-    const run = combineRuns(a.runs, a.latencies)
-    const avg = (xs) => round(xs.reduce((x, y) => x + y, 0) / xs.length, 1)
-    const serverPct = t.pid ? round((100 * a.cpu.server) / a.cpu.s, 1) : null
-    out[t.key] = {
-      ...run,
-      // CPU time the server spent per answer: how much work each target does, whatever else ran on the machine.
-      serverCpuUsPerRequest: serverPct === null ? null : round((serverPct * 1e4) / run.rps, 1),
-      serverRssMB: a.rss.length ? { max: Math.max(...a.rss), mean: avg(a.rss) } : null,
-      cpuPct: {
-        server: serverPct,
-        upstream: t.otherPid ? round((100 * a.cpu.upstream) / a.cpu.s, 1) : null,
-        perCpu: Object.fromEntries(Object.keys(a.cpus[0]).map((cpu) => [cpu, avg(a.cpus.map((c) => c[cpu]))])),
-      },
-      machine,
+  for (const tool of tools) {
+    out[tool] = {}
+    for (const t of targets) {
+      const a = acc[tool].get(t.key)
+      const run = combineRuns(a.runs, a.latencies)
+      const avg = (xs) => round(xs.reduce((x, y) => x + y, 0) / xs.length, 1)
+      const ops = t.countOps ? a.slices.reduce((sum, x) => sum + x.ops, 0) : null
+      const opsByName = t.countOps ? a.slices.reduce((sum, x) => addCounts(sum, x.opsByName), {}) : null
+      out[tool][t.key] = {
+        tool,
+        ...run,
+        // CPU time the server spent per answer (all its slices' CPU over all their answers): how much work each
+        // target does, whatever else ran on the machine.
+        serverCpuUsPerRequest: t.pid && run.responses ? round((a.cpu.server * 1e6) / run.responses, 1) : null,
+        cpuUsPerRequestPerSlice: a.slices.map((x) => x.cpuUsPerRequest),
+        // Split: the JavaScript thread (what a V8 profile sees) and every other thread of the process.
+        cpuUsPerRequestByThread: t.pid && run.responses
+          ? { main: round((a.cpu.main * 1e6) / run.responses, 1), otherThreads: round(((a.cpu.server - a.cpu.main) * 1e6) / run.responses, 1) }
+          : null,
+        slices: a.slices,
+        ...(ops === null
+          ? {}
+          : {
+              ops,
+              opsPerRequest: run.responses ? round(ops / run.responses, 3) : null,
+              opsPerRequestByName: Object.fromEntries(Object.entries(opsByName).map(([k, v]) => [k, round(v / run.responses, 3)])),
+            }),
+        ...(t.state ? { statePerSlice: a.slices.map((x) => x.state) } : {}),
+        serverRssMB: a.rss.length ? { max: Math.max(...a.rss), mean: avg(a.rss) } : null,
+        cpuPct: {
+          server: t.pid ? round((100 * a.cpu.server) / a.cpu.s, 1) : null,
+          upstream: t.otherPid ? round((100 * a.cpu.upstream) / a.cpu.s, 1) : null,
+          perCpu: Object.fromEntries(Object.keys(a.cpus[0]).map((cpu) => [cpu, avg(a.cpus.map((c) => c[cpu]))])),
+        },
+        machine,
+      }
+      const x = out[tool][t.key]
+      const l = run.latencyMs
+      log(`  ${tool}, ${t.label}: ${run.rps} req/s (slices ${run.rpsPerSlice.join(', ')}), CPU ${x.serverCpuUsPerRequest} us/req (slices ${x.cpuUsPerRequestPerSlice.join(', ')}; main thread ${x.cpuUsPerRequestByThread?.main}), p50 ${l.p50} ms, p99 ${l.p99} ms, p99.9 ${l.p999} ms, non-2xx ${run.non2xx}, errors ${run.errors}${ops === null ? '' : `, ${x.opsPerRequest} counted ops/req`}`)
     }
-    const l = run.latencyMs
-    log(`  ${t.label}: ${run.rps} req/s (slices ${run.rpsPerSlice.join(', ')}), p50 ${l.p50} ms, p99 ${l.p99} ms, p99.9 ${l.p999} ms, non-2xx ${run.non2xx}, errors ${run.errors}`)
   }
+  return out
+}
+
+/** Counts by name: what was added between two readings. */
+function countsBetween(before, after) {
+  return Object.fromEntries(Object.entries(after).map(([k, v]) => [k, v - (before[k] ?? 0)]))
+}
+
+function addCounts(sum, more) {
+  const out = { ...sum }
+  for (const [k, v] of Object.entries(more)) out[k] = (out[k] ?? 0) + v
   return out
 }
 
