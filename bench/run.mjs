@@ -1,10 +1,11 @@
 /**
  * Tollgate benchmark: `npm run bench` (builds first).
- *   npm run bench                  throughput a/b/c, sign-in under load, faults (i)-(iv)  (6-10 min)
+ *   npm run bench                  throughput a/b/c, sign-in under load, faults (i)-(v)  (6-10 min)
  *   npm run bench -- --quick       the same, short (about 1.5 min smoke); writes results/quick.*
  *   npm run bench -- --soak        5 min of (c), gateway RSS every 5 s
  *   npm run bench -- --profile     CPU profiles of (b) and (c) under the same load: what the gateway adds per request
- *   npm run bench -- --only=throughput,signin,faults,ledger
+ *   npm run bench -- --only=throughput,signin,faults,ledger,hostile
+ *                                  (hostile: fault (v), nested-JSON bodies while /health is probed)
  * Durations: BENCH_WARMUP_S, BENCH_DURATION_S, BENCH_CONNECTIONS, BENCH_SOAK_S, BENCH_SIGNIN_DURATION_S,
  * BENCH_FAULT_DURATION_S, BENCH_SETTLE_S, ... (bench/lib/config.mjs). Results: bench/results/latest.{json,md}.
  * Sign-in and the write ledger need PostgreSQL: BENCH_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/test).
@@ -22,8 +23,9 @@ import { signin } from './suites/signin.mjs'
 import { faults } from './suites/faults.mjs'
 import { ledger } from './suites/ledger.mjs'
 import { profile } from './suites/profile.mjs'
+import { hostileBodies } from './suites/fault-hostile-bodies.mjs'
 
-const SUITES = { throughput, soak, signin, faults, ledger, profile }
+const SUITES = { throughput, soak, signin, faults, ledger, profile, hostile: hostileBodies }
 const started = performance.now()
 const log = (msg) => {
   const s = Math.round((performance.now() - started) / 1000)

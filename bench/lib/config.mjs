@@ -1,12 +1,12 @@
 /**
  * What to run and for how long: command-line mode plus BENCH_* overrides.
- *   (default)  throughput a/b/c, sign-in under load, faults (i)-(iv)
+ *   (default)  throughput a/b/c, sign-in under load, faults (i)-(v)
  *   --quick    the same with short durations (about 1.5 min smoke); writes quick.*
  *   --soak     5 minutes of (c), sampling the gateway's RSS
  *   --profile  CPU profiles of (b) and (c) under the same load: what the gateway adds per request
- *   --only=throughput,signin,faults,ledger   a subset (combinable with --quick)
+ *   --only=throughput,signin,faults,ledger,hostile   a subset (combinable with --quick)
  */
-const SUITES = ['throughput', 'signin', 'faults', 'ledger']
+const SUITES = ['throughput', 'signin', 'faults', 'ledger', 'hostile']
 
 export function readConfig(argv = process.argv.slice(2), env = process.env) {
   const flags = new Set(argv.filter((a) => a.startsWith('--') && !a.includes('=')))
