@@ -136,6 +136,7 @@ function writeThenRead(port: number, size: number, chunked: boolean): Promise<st
     }
     socket.on('error', (e: NodeJS.ErrnoException) => finish(`error ${e.code}`))
     socket.on('end', () => finish('closed'))
+    socket.setTimeout(10_000, () => finish('no answer in 10 s'))
     socket.on('data', (d) => {
       const first = statusLines().length
       answer += d
