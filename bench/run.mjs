@@ -1,10 +1,11 @@
 /**
  * Tollgate benchmark: `npm run bench` (builds first).
- *   npm run bench                  throughput a/b/c/c+redis with autocannon and wrk, sign-in under load, faults (i)-(iv)  (10-13 min)
+ *   npm run bench                  throughput a/b/c/c+redis with autocannon and wrk, sign-in under load, faults (i)-(v)  (11-14 min)
  *   npm run bench -- --quick       the same, short (about 2 min smoke); writes results/quick.*
  *   npm run bench -- --soak        5 min of (c), gateway RSS every 5 s
  *   npm run bench -- --profile     CPU profiles of (b) and (c) under the same load: what the gateway adds per request
- *   npm run bench -- --only=throughput,signin,faults,ledger
+ *   npm run bench -- --only=throughput,signin,faults,ledger,hostile
+ *                                  (hostile: fault (v), nested-JSON bodies while /health is probed)
  *   npm run bench -- --only=throughput --tool=autocannon|wrk|both   load tool(s) for throughput (default both)
  * Throughput rows: (a) upstream, (b) bare http-proxy, (c) gateway, (c+redis) gateway with a private redis-server;
  * each with req/s, latency and server CPU us/request (user+sys of the whole process, /proc). wrk: apt-get install -y wrk.
@@ -25,8 +26,9 @@ import { signin } from './suites/signin.mjs'
 import { faults } from './suites/faults.mjs'
 import { ledger } from './suites/ledger.mjs'
 import { profile } from './suites/profile.mjs'
+import { hostileBodies } from './suites/fault-hostile-bodies.mjs'
 
-const SUITES = { throughput, soak, signin, faults, ledger, profile }
+const SUITES = { throughput, soak, signin, faults, ledger, profile, hostile: hostileBodies }
 const started = performance.now()
 const log = (msg) => {
   const s = Math.round((performance.now() - started) / 1000)

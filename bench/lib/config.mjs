@@ -1,13 +1,13 @@
 /**
  * What to run and for how long: command-line mode plus BENCH_* overrides.
- *   (default)  throughput a/b/c, sign-in under load, faults (i)-(iv)
+ *   (default)  throughput a/b/c, sign-in under load, faults (i)-(v)
  *   --quick    the same with short durations (about 2 min smoke); writes quick.*
  *   --soak     5 minutes of (c), sampling the gateway's RSS
  *   --profile  CPU profiles of (b) and (c) under the same load: what the gateway adds per request
- *   --only=throughput,signin,faults,ledger   a subset (combinable with --quick)
+ *   --only=throughput,signin,faults,ledger,hostile   a subset (combinable with --quick)
  *   --tool=autocannon|wrk|both   load generator(s) of the throughput suite (default both)
  */
-const SUITES = ['throughput', 'signin', 'faults', 'ledger']
+const SUITES = ['throughput', 'signin', 'faults', 'ledger', 'hostile']
 const TOOLS = { autocannon: ['autocannon'], wrk: ['wrk'], both: ['autocannon', 'wrk'] }
 
 export function readConfig(argv = process.argv.slice(2), env = process.env) {

@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url'
 import { pinning } from './procs.mjs'
 
 const DIR = fileURLToPath(new URL('../results/', import.meta.url))
-const SECTIONS = ['throughput', 'soak', 'signin', 'faults', 'ledger', 'profile']
+const SECTIONS = ['throughput', 'soak', 'signin', 'faults', 'ledger', 'hostile', 'profile']
 
 /** Which code was measured: the gateway changes, figures must say of which version they are. */
 export function sourceInfo() {
@@ -105,6 +105,7 @@ export function renderMarkdown(r) {
   if (r.signin) out.push(...signinMd(r.signin))
   if (r.faults) out.push(...faultsMd(r.faults))
   if (r.ledger) out.push(...ledgerMd(r.ledger))
+  if (r.hostile) out.push(...hostileMd(r.hostile))
   if (r.profile) out.push(...profileMd(r.profile))
   return `${out.join('\n')}\n`
 }
@@ -238,6 +239,22 @@ function ledgerMd(g) {
     table(
       ['acknowledged (201)', 'in database', 'lost acknowledged', 'unknown outcomes', 'of which committed', 'unknown outcomes, ms after kill'],
       [[g.acknowledged, g.inDatabase, g.lostAcknowledged, codes(g.unknownOutcomes.byStatus), g.unknownOutcomes.committedAnyway, `${g.unknownOutcomes.firstMsAfterKill} .. ${g.unknownOutcomes.lastMsAfterKill}`]],
+    ),
+    '',
+  ]
+}
+
+function hostileMd(h) {
+  const c = h.config
+  const l = h.probe.latencyMs
+  return [
+    `## Hostile bodies (${stamp(h)})`,
+    '',
+    `**(v)** ${c.requests} POST /api/auth/signin with ${c.depth} nested arrays (${Math.round(c.bodyBytes / 1024)} KiB each), ${c.inFlight} in flight, while GET /health is asked over one keep-alive connection, ${c.probeGapMs} ms apart:`,
+    '',
+    table(
+      ['nested-body answers', 'their latency p50 / max ms', '/health probes', '/health p50 / p99 / max ms', 'idle /health p99 ms'],
+      [[codes(h.hostile.statusCounts), `${h.hostile.latencyMs.p50} / ${h.hostile.latencyMs.max}`, h.probe.samples, `${l.p50} / ${l.p99} / ${l.max}`, h.probeIdle.latencyMs.p99]],
     ),
     '',
   ]

@@ -1,0 +1,160 @@
+/**
+ * The edge every process shares (createService): the depth-bounded JSON
+ * parser with Fastify's poisoning checks kept, router errors in the envelope,
+ * and refused uploads that an ordinary Node client reads (issue 12, items 8-10).
+ */
+import t from 'tap'
+import http from 'node:http'
+import net from 'node:net'
+import { Type } from 'typebox'
+import { createService, exceedsJsonDepth, MAX_JSON_DEPTH } from '../src/index.js'
+
+function service(t: { teardown(fn: () => unknown): void }) {
+  const app = createService({ name: 'edge-test', logLevel: 'silent', openapi: false, responseHeaders: { 'x-content-type-options': 'nosniff' } })
+  app.post('/items/:id', { schema: { body: Type.Object({ title: Type.String() }) } }, async (request) => ({ ok: true, id: (request.params as { id: string }).id }))
+  app.post('/any', async (request) => ({ body: request.body }))
+  t.teardown(() => app.close())
+  return app
+}
+
+const nest = (depth: number) => '['.repeat(depth) + ']'.repeat(depth)
+
+t.test('depth scan: brackets in strings and escaped quotes do not count', async (t) => {
+  t.equal(exceedsJsonDepth(nest(MAX_JSON_DEPTH), MAX_JSON_DEPTH), false)
+  t.equal(exceedsJsonDepth(nest(MAX_JSON_DEPTH + 1), MAX_JSON_DEPTH), true)
+  t.equal(exceedsJsonDepth(JSON.stringify({ a: '['.repeat(1000) }), MAX_JSON_DEPTH), false)
+  t.equal(exceedsJsonDepth(JSON.stringify({ a: '\\"[[[' + '['.repeat(1000) }), MAX_JSON_DEPTH), false)
+  t.equal(exceedsJsonDepth(`{"a":"\\"",${'"b":['.repeat(70)}`, MAX_JSON_DEPTH), true, 'an escaped quote does not end the string early')
+})
+
+t.test('nested bodies: 400 VALIDATION_ERROR before JSON.parse sees them; the limit itself parses', async (t) => {
+  const app = service(t)
+  const { parse } = JSON
+  let bigParses = 0
+  JSON.parse = ((text: string, reviver?: never) => {
+    if (typeof text === 'string' && text.length > 100_000) bigParses++
+    return parse(text, reviver)
+  }) as typeof JSON.parse
+  t.teardown(() => {
+    JSON.parse = parse
+  })
+  for (const url of ['/items/1', '/any']) {
+    const res = await app.inject({ method: 'POST', url, headers: { 'content-type': 'application/json' }, payload: nest(520_000) })
+    t.equal(res.statusCode, 400, url)
+    t.same(res.json(), { detail: `JSON body is nested more than ${MAX_JSON_DEPTH} levels deep`, error_code: 'VALIDATION_ERROR', status_code: 400 })
+    t.ok(res.headers['x-request-id'])
+  }
+  t.equal(bigParses, 0, 'never parsed')
+  const deepest = await app.inject({ method: 'POST', url: '/any', headers: { 'content-type': 'application/json' }, payload: nest(MAX_JSON_DEPTH) })
+  t.equal(deepest.statusCode, 200)
+})
+
+t.test("Fastify's prototype-poisoning protection is kept", async (t) => {
+  const app = service(t)
+  for (const payload of ['{"title":"x","__proto__":{"admin":true}}', '{"title":"x","constructor":{"prototype":{"admin":true}}}']) {
+    const res = await app.inject({ method: 'POST', url: '/any', headers: { 'content-type': 'application/json' }, payload })
+    t.equal(res.statusCode, 400, payload)
+    t.equal(res.json().error_code, 'VALIDATION_ERROR')
+  }
+  const ok = await app.inject({ method: 'POST', url: '/items/7', payload: { title: 'x' } })
+  t.same(ok.json(), { ok: true, id: '7' })
+})
+
+t.test('router errors: envelope, request id, response headers, no echo', async (t) => {
+  const app = service(t)
+  const cases: Array<[string, number, string]> = [
+    [`/items/${'z'.repeat(201)}`, 414, 'URI_TOO_LONG'],
+    ['/items/%zz-marker', 400, 'VALIDATION_ERROR'],
+  ]
+  for (const [url, status, code] of cases) {
+    const res = await app.inject({ method: 'POST', url, payload: { title: 'x' }, headers: { 'x-request-id': 'rid-1' } })
+    t.equal(res.statusCode, status, url.slice(0, 30))
+    t.same(Object.keys(res.json()).sort(), ['detail', 'error_code', 'status_code'])
+    t.equal(res.json().error_code, code)
+    t.equal(res.json().status_code, status)
+    t.notMatch(res.body, /zzz|marker/, 'input not echoed')
+    t.equal(res.headers['x-request-id'], 'rid-1')
+    t.equal(res.headers['x-content-type-options'], 'nosniff')
+  }
+})
+
+/** http.request writing `size` bytes, with or without Content-Length: the status it read, or the error it failed with. */
+function upload(port: number, size: number, chunked: boolean): Promise<string> {
+  return new Promise((resolve) => {
+    const headers: Record<string, string> = { 'content-type': 'application/json' }
+    if (!chunked) headers['content-length'] = String(size)
+    const req = http.request({ port, host: '127.0.0.1', method: 'POST', path: '/items/1', headers, agent: false })
+    let answer: string | undefined
+    req.on('response', (res) => {
+      let body = ''
+      res.on('data', (d) => (body += d))
+      res.on('end', () => resolve((answer = `${res.statusCode} ${JSON.parse(body).error_code}`)))
+    })
+    req.on('error', (e: NodeJS.ErrnoException) => {
+      if (answer === undefined) resolve(`error ${e.code}`)
+    })
+    const chunk = Buffer.alloc(64 * 1024, 'a')
+    let sent = 0
+    const write = () => {
+      while (sent < size) {
+        sent += chunk.length
+        if (!req.write(chunk)) return void req.once('drain', write)
+      }
+      req.end()
+    }
+    write()
+  })
+}
+
+t.test('an oversized upload is read as 413 by a plain Node client, with and without Content-Length', async (t) => {
+  const app = service(t)
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  const port = (app.server.address() as { port: number }).port
+  for (const chunked of [false, true]) {
+    for (let i = 0; i < 5; i++) t.equal(await upload(port, 3 * 1024 * 1024, chunked), '413 PAYLOAD_TOO_LARGE', `${chunked ? 'chunked' : 'Content-Length'} #${i + 1}`)
+  }
+})
+
+/**
+ * A client that sends its whole body before it reads anything (as Python's
+ * requests and urllib3 do), then, on the same connection, asks for /health:
+ * the refused body was read to its end, so the connection is still in step.
+ * Resolves with the status lines it read, or the error it failed with.
+ */
+function writeThenRead(port: number, size: number, chunked: boolean): Promise<string[]> {
+  return new Promise((resolve) => {
+    const socket = net.connect(port, '127.0.0.1')
+    socket.pause()
+    const head = `POST /items/1 HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n${chunked ? 'Transfer-Encoding: chunked' : `Content-Length: ${size}`}\r\n\r\n`
+    const body = Buffer.alloc(size, 'a')
+    const payload = chunked ? Buffer.concat([Buffer.from(`${size.toString(16)}\r\n`), body, Buffer.from('\r\n0\r\n\r\n')]) : body
+    let answer = ''
+    const statusLines = () => answer.match(/HTTP\/1\.1 \d{3} [^\r]*/g) ?? []
+    const finish = (extra?: string) => {
+      socket.destroy()
+      resolve(extra ? [...statusLines(), extra] : statusLines())
+    }
+    socket.on('error', (e: NodeJS.ErrnoException) => finish(`error ${e.code}`))
+    socket.on('end', () => finish('closed'))
+    socket.setTimeout(10_000, () => finish('no answer in 10 s'))
+    socket.on('data', (d) => {
+      const first = statusLines().length
+      answer += d
+      if (first === 0 && statusLines().length === 1) socket.write('GET /health HTTP/1.1\r\nHost: x\r\n\r\n')
+      if (statusLines().length === 2) finish()
+    })
+    socket.write(head)
+    socket.write(payload, (err) => {
+      if (!err) socket.resume()
+    })
+  })
+}
+
+t.test('a client that sends its whole body before reading gets the 413, and its connection stays usable', async (t) => {
+  const app = service(t)
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  const port = (app.server.address() as { port: number }).port
+  for (const chunked of [false, true]) {
+    t.same(await writeThenRead(port, 3 * 1024 * 1024, chunked), ['HTTP/1.1 413 Payload Too Large', 'HTTP/1.1 200 OK'], chunked ? 'chunked' : 'Content-Length')
+  }
+})
