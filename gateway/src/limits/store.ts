@@ -86,7 +86,6 @@ export interface CounterState {
   newStore(): CounterStore
 }
 
-
 export async function createCounterStore(redisUrl: string | undefined, log: FastifyBaseLogger, onChange: (b: CounterBackend) => void): Promise<CounterState> {
   if (!redisUrl) {
     onChange('memory')
@@ -141,7 +140,8 @@ export async function createCounterStore(redisUrl: string | undefined, log: Fast
       this.run('read', key, cb, timeWindow, max)
     }
     refund(key: string, cb: (err: Error | null) => void) {
-      // Given back where it is counted now; a count taken in Redis just before it failed stays taken (never fewer limits).
+      // Given back where counting happens now: across a switch of backend a refund may land on the
+      // other side, at most one per sign-in in flight at the switch.
       if (!healthy) return this.local.refund(key, cb)
       this.shared.refund(key, (err) => {
         if (err) setHealthy(false, err.message)
