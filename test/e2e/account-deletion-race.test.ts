@@ -31,7 +31,25 @@ async function eventually(check: () => Promise<boolean>, timeoutMs: number): Pro
   return Date.now() - started
 }
 
-t.test('20 sign-ins racing a deletion: after the 204 no token of the account works at either replica, and no task is created', async (t) => {
+/** The embedded database (PGlite) names itself in version(). */
+async function onPglite(): Promise<boolean> {
+  const client = new pg.Client({ connectionString: databaseUrl })
+  await client.connect()
+  try {
+    return /PGlite/.test((await client.query('SELECT version() AS v')).rows[0].v)
+  } finally {
+    await client.end()
+  }
+}
+
+// pglite-socket queues each protocol message, not each query, so concurrent
+// connections' Parse/Bind/Execute interleave in PGlite's one session; with ~40
+// requests at once across two services some fail with "unnamed prepared
+// statement does not exist" (a 500 that measures the embedded server, not
+// Tollgate). CI's second run, on the real PostgreSQL, runs this race.
+const skip = (await onPglite()) ? 'the embedded PGlite server interleaves concurrent connections (see above)' : false
+
+t.test('20 sign-ins racing a deletion: after the 204 no token of the account works at either replica, and no task is created', { skip }, async (t) => {
   // bcrypt slow enough (cost 13, four at a time) that sign-ins which looked the
   // account up before the deletion answer a second or more after it; the
   // gateways wait for them as long as it takes on a busy machine.
@@ -58,7 +76,11 @@ t.test('20 sign-ins racing a deletion: after the 204 no token of the account wor
     const answer = { status: res.status, token: res.json?.token as string | undefined, writes: [] as number[] }
     answers.push(answer)
     if (answer.token) {
-      for (const url of replicas) answer.writes.push((await call(url, 'POST', tasksPath, { title: 'after' }, answer.token)).status)
+      for (const url of replicas) {
+        const write = await call(url, 'POST', tasksPath, { title: 'after' }, answer.token)
+        answer.writes.push(write.status)
+        if (write.status !== 201 && write.status !== 401) t.comment(`write answered ${write.status}: ${write.text}`)
+      }
     }
   }
   const racing = Array.from({ length: 20 }, (_, i) => racer(i))
