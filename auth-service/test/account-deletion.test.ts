@@ -68,3 +68,18 @@ t.test('SERVICE_CREDENTIALS is checked at start', async (t) => {
     t.throws(() => parseServiceCredentials(bad), ConfigError, bad)
   }
 })
+
+t.test('a sign-in whose lookup ran before the deletion gets no token once bcrypt is done', async (t) => {
+  // Cost 13: the comparison takes far longer than the deletion, which runs while it is in bcrypt.
+  const app = await build(t, { BCRYPT_COST: '13', GATEWAY_INTERNAL_URL: 'http://127.0.0.1:1', OUTBOX_POLL_MS: 60_000 })
+  const email = `racing-${randomUUID()}@example.com`
+  const password = 'SecurePass123!'
+  const user = (await inject(app, { method: 'POST', url: '/api/auth/signup', payload: { email, password } })).json()
+  const signingIn = inject(app, { method: 'POST', url: '/api/auth/signin', payload: { email, password } })
+  await new Promise((r) => setTimeout(r, 50)) // the lookup is done, the comparison is not
+  const deleted = await inject(app, { method: 'DELETE', url: '/api/auth/me', identity: { caller: 'user', userId: user.id } })
+  t.equal(deleted.statusCode, 204)
+  const res = await signingIn
+  t.equal(res.statusCode, 401, 'no token for an account deleted during the comparison')
+  t.equal(res.json().error_code, 'INVALID_CREDENTIALS')
+})

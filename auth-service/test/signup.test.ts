@@ -1,5 +1,6 @@
 import t from 'tap'
 import bcrypt from 'bcrypt'
+import { commonPasswordCount } from '../src/plugins/common-passwords.js'
 import { build, db, inject, PASSWORD, secretFree, signup, uniqueEmail } from './helper.js'
 
 const SIGNUP = '/api/auth/signup'
@@ -201,6 +202,7 @@ t.test('commonly used passwords are refused at signup with a 400 that says why (
     const { rows } = await client.query('SELECT 1 FROM users WHERE email = $1', [email])
     t.equal(rows.length, 0, 'no account was created')
   }
+  t.ok(commonPasswordCount >= 10_000, `the list holds ${commonPasswordCount} passwords a sign-up could use`)
   const rare = await inject(app, { method: 'POST', url: SIGNUP, payload: { email: uniqueEmail(), password: 'plum-kettle-orbit-93' } })
   t.equal(rare.statusCode, 201, 'an uncommon password is accepted')
 })

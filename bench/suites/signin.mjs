@@ -40,7 +40,13 @@ export async function signin(cfg, log) {
     gw = await startGateway({
       tasksUrl: tasks.url,
       authUrl: authSvc.url,
-      env: { RATE_LIMIT_SIGNIN_IP_MAX: HIGH, RATE_LIMIT_SIGNIN_EMAIL_FAILURES_MAX: HIGH, RATE_LIMIT_SIGNUP_IP_MAX: HIGH },
+      env: {
+        RATE_LIMIT_SIGNIN_IP_MAX: HIGH,
+        RATE_LIMIT_SIGNIN_EMAIL_IP_FAILURES_MAX: HIGH,
+        RATE_LIMIT_SIGNIN_IP_FAILURES_MAX: HIGH,
+        RATE_LIMIT_SIGNIN_EMAIL_FAILURES_MAX: HIGH,
+        RATE_LIMIT_SIGNUP_IP_MAX: HIGH,
+      },
     })
     const json = { 'content-type': 'application/json' }
     await expectStatus(`${gw.url}/api/auth/signup`, { method: 'POST', status: 201, headers: json, body: JSON.stringify({ email, password, name: 'Bench' }) })

@@ -234,8 +234,8 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
         })
       }
       if (group.limits === 'signin') {
-        scope.addHook('preHandler', limits.signinEmailGuard)
-        scope.addHook('onResponse', limits.signinEmailCount)
+        scope.addHook('preHandler', limits.signinFailureReserve)
+        scope.addHook('onResponse', limits.signinFailureSettle)
       }
       // Sign-in and sign-up bodies are parsed here (the email is a rate-limit key) and checked
       // against the service's schema, email normalised as the service does; others stream through.

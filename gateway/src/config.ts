@@ -57,8 +57,14 @@ export const configSchema = Type.Object({
   TRUST_PROXY: Type.String({ default: '' }),
   ...limit('IP', 12_000, 60),
   ...limit('USER', 6_000, 60),
+  /** Sign-in attempts per address, failed or not. */
   ...limit('SIGNIN_IP', 100, 60),
-  ...limit('SIGNIN_EMAIL_FAILURES', 10, 900),
+  /** Failed sign-ins per (email, address): the hard limit on guessing one password from one place. */
+  ...limit('SIGNIN_EMAIL_IP_FAILURES', 10, 900),
+  /** Failed sign-ins per address, any email: credential stuffing from one place. */
+  ...limit('SIGNIN_IP_FAILURES', 30, 900),
+  /** Failed sign-ins per email, any address: a much higher ceiling, a shorter window (a distributed attack). */
+  ...limit('SIGNIN_EMAIL_FAILURES', 100, 300),
   ...limit('SIGNUP_IP', 300, 3600),
   /** The internal listener for service-to-service calls: never publish it. */
   INTERNAL_HOST: Type.String({ default: '127.0.0.1' }),
@@ -110,7 +116,9 @@ export function limitsConfig(config: Config) {
     ip: policy('ip', config.RATE_LIMIT_IP_MAX, config.RATE_LIMIT_IP_WINDOW_S),
     user: policy('user', config.RATE_LIMIT_USER_MAX, config.RATE_LIMIT_USER_WINDOW_S),
     signinIp: policy('signin-ip', config.RATE_LIMIT_SIGNIN_IP_MAX, config.RATE_LIMIT_SIGNIN_IP_WINDOW_S),
-    signinEmail: policy('signin-email', config.RATE_LIMIT_SIGNIN_EMAIL_FAILURES_MAX, config.RATE_LIMIT_SIGNIN_EMAIL_FAILURES_WINDOW_S),
+    signinEmailIpFailures: policy('signin-email-ip', config.RATE_LIMIT_SIGNIN_EMAIL_IP_FAILURES_MAX, config.RATE_LIMIT_SIGNIN_EMAIL_IP_FAILURES_WINDOW_S),
+    signinIpFailures: policy('signin-ip-failures', config.RATE_LIMIT_SIGNIN_IP_FAILURES_MAX, config.RATE_LIMIT_SIGNIN_IP_FAILURES_WINDOW_S),
+    signinEmailFailures: policy('signin-email', config.RATE_LIMIT_SIGNIN_EMAIL_FAILURES_MAX, config.RATE_LIMIT_SIGNIN_EMAIL_FAILURES_WINDOW_S),
     signupIp: policy('signup-ip', config.RATE_LIMIT_SIGNUP_IP_MAX, config.RATE_LIMIT_SIGNUP_IP_WINDOW_S),
   }
 }

@@ -5,6 +5,7 @@
  */
 import t from 'tap'
 import { spawn } from 'node:child_process'
+import { randomUUID } from 'node:crypto'
 import { fileURLToPath } from 'node:url'
 import { buildGateway, SECRET, startUpstream, subOf, token } from './helper.js'
 import { freePort, startRedis, testRedisUrl } from './redis-server.js'
@@ -51,6 +52,31 @@ t.test('two gateway processes on one Redis share one limit', async (t) => {
   )
   t.equal(statuses.filter((s) => s === 200).length, 20, 'admitted across both replicas = the limit, not twice it')
   t.equal(statuses.filter((s) => s === 429).length, 10)
+})
+
+t.test('two gateway processes on one Redis: 25 concurrent wrong passwords on one email, at most the limit checked', async (t) => {
+  const redisUrl = await testRedisUrl(t)
+  const upstream = await startUpstream(t)
+  // The per-address failure budget is keyed by 127.0.0.1 alone, which a shared Redis (TEST_REDIS_URL)
+  // keeps across runs: out of the way here, so the fresh email's budget is what is measured.
+  const env = { AUTH_SERVICE_URL: upstream.url, TASK_SERVICE_URL: upstream.url, REDIS_URL: redisUrl, RATE_LIMIT_SIGNIN_IP_FAILURES_MAX: '1000000' }
+  const [a, b] = await Promise.all([startGatewayProcess(t, env), startGatewayProcess(t, env)])
+  // Once both are ready (their readiness probes the upstream): every attempt fails, slowly enough to overlap.
+  upstream.behave.status = 401
+  upstream.behave.delayMs = 150
+  const email = `burst-${randomUUID()}@example.com`
+  const statuses = await Promise.all(
+    Array.from({ length: 25 }, (_, i) =>
+      fetch(`${i % 2 ? a : b}/api/auth/signin`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ email, password: `guess-${i}` }),
+      }).then((r) => r.status),
+    ),
+  )
+  t.equal(upstream.seen.filter((s) => s.url === '/api/auth/signin').length, 10, 'exactly the limit reached the auth-service, across both replicas')
+  t.equal(statuses.filter((s) => s === 401).length, 10)
+  t.equal(statuses.filter((s) => s === 429).length, 15)
 })
 
 t.test('Redis going away mid-traffic: fast answers, in-memory limits, back to Redis by itself', async (t) => {

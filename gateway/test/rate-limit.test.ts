@@ -133,3 +133,83 @@ t.test('metrics count rejections by policy', async (t) => {
   t.match(metrics.body, /gateway_rate_limit_rejections_total\{policy="signup-ip"[^}]*\} 1/)
   t.match(metrics.body, /gateway_rate_limit_backend\{backend="memory"[^}]*\} 1/)
 })
+
+const signinFrom = (gw: Awaited<ReturnType<typeof buildGateway>>, remoteAddress: string, email: string, password: string) =>
+  gw.inject({ method: 'POST', url: '/api/auth/signin', remoteAddress, payload: { email, password } })
+
+t.test('nobody can lock another user out: failures count per (email, address); the owner signs in from elsewhere', async (t) => {
+  const auth = await startUpstream(t)
+  const gw = await buildGateway(t, { AUTH_SERVICE_URL: auth.url }) // the defaults
+  const victim = `owner-${randomUUID()}@example.com`
+  auth.behave.status = 401
+  const attacker: number[] = []
+  for (let i = 0; i < 12; i++) attacker.push((await signinFrom(gw, '198.51.100.66', victim, `guess-${i}`)).statusCode)
+  t.same(attacker, [...Array(10).fill(401), 429, 429], 'the attacker gets 10 guesses from its address, then 429')
+  const limited = await signinFrom(gw, '198.51.100.66', victim, 'guess-13')
+  t.same(parseFields(limited.headers['ratelimit-policy'] as string)['signin-email-ip'], { q: 10, w: 900 })
+
+  auth.behave.status = 200
+  const owner = await signinFrom(gw, '203.0.113.9', victim, 'the-right-one')
+  t.equal(owner.statusCode, 200, 'the owner’s correct password from another address still works')
+})
+
+t.test('the per-email ceiling (all addresses) slows a distributed attack; after its window the owner gets in', async (t) => {
+  const auth = await startUpstream(t)
+  const gw = await buildGateway(t, { AUTH_SERVICE_URL: auth.url, RATE_LIMIT_SIGNIN_EMAIL_FAILURES_MAX: 5, RATE_LIMIT_SIGNIN_EMAIL_FAILURES_WINDOW_S: 60 })
+  const victim = `spread-${randomUUID()}@example.com`
+  auth.behave.status = 401
+  const statuses: number[] = []
+  for (let i = 0; i < 7; i++) statuses.push((await signinFrom(gw, `198.51.100.${i + 1}`, victim, `guess-${i}`)).statusCode)
+  t.same(statuses, [401, 401, 401, 401, 401, 429, 429], 'five failures from five addresses, then the email is held')
+  t.equal(auth.seen.length, 5, 'held attempts never reach the auth-service')
+
+  // A controlled clock: the window (60 s) passes.
+  const realNow = Date.now
+  Date.now = () => realNow() + 61_000
+  t.teardown(() => {
+    Date.now = realNow
+  })
+  auth.behave.status = 200
+  t.equal((await signinFrom(gw, '203.0.113.50', victim, 'the-right-one')).statusCode, 200, 'the owner’s first attempt from a new address after the window')
+})
+
+t.test('credential stuffing from one address: failed sign-ins per address have their own limit (30 by default)', async (t) => {
+  const auth = await startUpstream(t)
+  auth.behave.status = 401
+  const gw = await buildGateway(t, { AUTH_SERVICE_URL: auth.url })
+  const statuses: number[] = []
+  for (let i = 0; i < 31; i++) statuses.push((await signinFrom(gw, '198.51.100.200', `stuffed-${i}-${randomUUID()}@example.com`, 'Summer2024!')).statusCode)
+  t.same(statuses, [...Array(30).fill(401), 429], '31 emails from one address: the 31st failure is refused')
+  t.equal(auth.seen.length, 30)
+  const last = await signinFrom(gw, '198.51.100.200', `stuffed-x-${randomUUID()}@example.com`, 'x')
+  t.same(parseFields(last.headers['ratelimit-policy'] as string)['signin-ip-failures'], { q: 30, w: 900 })
+  auth.behave.status = 200
+  t.equal((await signinFrom(gw, '198.51.100.201', `other-${randomUUID()}@example.com`, 'x')).statusCode, 200, 'another address is unaffected')
+})
+
+t.test('limits count atomically: 25 concurrent wrong passwords on one email, at most the limit reach the auth-service', async (t) => {
+  const auth = await startUpstream(t)
+  auth.behave.status = 401
+  auth.behave.delayMs = 100 // every attempt is in flight while the others arrive
+  const gw = await buildGateway(t, { AUTH_SERVICE_URL: auth.url })
+  const victim = `burst-${randomUUID()}@example.com`
+  const statuses = await Promise.all(Array.from({ length: 25 }, (_, i) => signinFrom(gw, '198.51.100.77', victim, `guess-${i}`).then((r) => r.statusCode)))
+  t.equal(auth.seen.length, 10, 'exactly the limit was checked')
+  t.equal(statuses.filter((s) => s === 401).length, 10)
+  t.equal(statuses.filter((s) => s === 429).length, 15)
+})
+
+t.test('a successful sign-in gives its reservation back, also when sign-ins run at once', async (t) => {
+  const auth = await startUpstream(t)
+  auth.behave.delayMs = 20
+  const gw = await buildGateway(t, { AUTH_SERVICE_URL: auth.url, RATE_LIMIT_SIGNIN_EMAIL_IP_FAILURES_MAX: 3 })
+  const email = `refund-${randomUUID()}@example.com`
+  for (let round = 0; round < 4; round++) {
+    const statuses = await Promise.all(Array.from({ length: 3 }, () => signinFrom(gw, '198.51.100.5', email, 'right').then((r) => r.statusCode)))
+    t.same(statuses, [200, 200, 200], `round ${round}: three at once, all admitted (nothing left reserved)`)
+  }
+  auth.behave.status = 401
+  const failures: number[] = []
+  for (let i = 0; i < 4; i++) failures.push((await signinFrom(gw, '198.51.100.5', email, 'wrong')).statusCode)
+  t.same(failures, [401, 401, 401, 429], 'the whole failure budget is still there')
+})

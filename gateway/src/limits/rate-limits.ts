@@ -2,14 +2,26 @@
  * The gateway's rate limits, counted in @fastify/rate-limit's stores (its
  * LocalStore, or its RedisStore and Lua script behind our failover):
  *
- *   ip            every proxied request, per client address (before auth, so
- *                 garbage tokens count too)
- *   user          protected routes, per verified user (after auth)
- *   signin-ip     sign-in attempts per client address
- *   signin-email  FAILED sign-ins per email, whatever the address: after a
- *                 handful in the window, that email gets 429 (brute force,
- *                 credential stuffing)
- *   signup-ip     sign-ups per client address
+ *   ip                  every proxied request, per client address (before
+ *                       auth, so garbage tokens count too)
+ *   user                protected routes, per verified user (after auth)
+ *   signin-ip           sign-in attempts per client address
+ *   signin-email-ip     FAILED sign-ins per (email, address): the hard limit on
+ *                       guessing one account's password from one place; it
+ *                       never touches the owner at another address
+ *   signin-ip-failures  FAILED sign-ins per address, whatever the email:
+ *                       credential stuffing from one place
+ *   signin-email        FAILED sign-ins per email, whatever the address: a much
+ *                       higher ceiling with a shorter window, which slows a
+ *                       distributed attack on one account without a long
+ *                       lockout of its owner
+ *   signup-ip           sign-ups per client address
+ *
+ * The failure limits reserve before the attempt and refund after it: one
+ * count per budget is taken before the request goes to the auth-service (429
+ * when a budget is spent), and given back unless the answer is 401. So at
+ * most the limit is ever checked, also with attempts running at once on many
+ * replicas, and correct passwords cost nothing.
  *
  * The stores are driven straight from callback-style hooks rather than
  * through the plugin's promise-based limiter: same windows and counts,
@@ -20,7 +32,7 @@
  * a 429 adds `Retry-After` and the envelope.
  */
 import { normalizeIP } from '@fastify/rate-limit'
-import type { FastifyRequest } from 'fastify'
+import type { FastifyReply, FastifyRequest } from 'fastify'
 import { ErrorCode, HttpError } from '@tollgate/common'
 import type { CounterStore } from './store.js'
 import type { Step } from '../hook-steps.js'
@@ -35,7 +47,9 @@ export interface LimitsConfig {
   ip: Policy
   user: Policy
   signinIp: Policy
-  signinEmail: Policy
+  signinEmailIpFailures: Policy
+  signinIpFailures: Policy
+  signinEmailFailures: Policy
   signupIp: Policy
 }
 
@@ -51,10 +65,10 @@ export interface Limits {
   user: Step
   signinIp: Step
   signupIp: Step
-  /** preHandler on sign-in: refuse an email that has failed too often. */
-  signinEmailGuard: Step
-  /** onResponse on sign-in: count a failure against the email. */
-  signinEmailCount: Step
+  /** preHandler on sign-in: reserve one failure in each failure budget, or 429 when one is spent. */
+  signinFailureReserve: Step
+  /** onResponse on sign-in: a 401 keeps its reservations (a failure); any other answer gives them back. */
+  signinFailureSettle: Step
 }
 
 const IPV6_PREFIX = 64
@@ -71,59 +85,58 @@ function emailOf(req: FastifyRequest): string | undefined {
   return normalised.length > 0 && normalised.length <= 320 ? normalised : undefined
 }
 
-/**
- * enforce: count this request and refuse it past the limit;
- * guard:   refuse if the limit is already reached, without counting;
- * count:   count only (the answer is already on its way).
- */
-export type LimitMode = 'enforce' | 'guard' | 'count'
+function emailAtAddress(req: FastifyRequest): string | undefined {
+  const email = emailOf(req)
+  // The address goes first: an email may contain any character, the address key cannot contain a space.
+  return email === undefined ? undefined : `${clientKey(req)} ${email}`
+}
 
-/** One policy as a hook step. Requests whose key is undefined are not counted. */
+function addFields(req: FastifyRequest, reply: FastifyReply, policyField: string, state: string): void {
+  const fields = req.rateLimitFields
+  if (fields === null) {
+    req.rateLimitFields = { policy: policyField, state }
+  } else {
+    fields.policy += `, ${policyField}`
+    fields.state += `, ${state}`
+  }
+  reply.header('ratelimit-policy', req.rateLimitFields!.policy)
+  reply.header('ratelimit', req.rateLimitFields!.state)
+}
+
+function tooMany(ttlS: number): HttpError {
+  // A little jitter so refused clients do not all come back in the same second.
+  const retryAfter = Math.max(1, ttlS) + Math.floor(Math.random() * 2)
+  return new HttpError(429, ErrorCode.RATE_LIMITED, 'Rate limit exceeded, retry later', {
+    'retry-after': String(retryAfter),
+    'cache-control': 'no-store',
+  })
+}
+
+const policyField = (policy: Policy) => `"${policy.name}";q=${policy.max};w=${Math.ceil(policy.windowMs / 1000)}`
+
+/** One policy as a hook step: count this request, refuse it past the limit. Requests whose key is undefined are not counted. */
 export function makeLimiter(
   store: CounterStore,
   policy: Policy,
   key: (req: FastifyRequest) => string | undefined,
   onRejected: (policy: string) => void,
-  mode: LimitMode = 'enforce',
 ): Step {
-  const windowS = Math.ceil(policy.windowMs / 1000)
-  const policyField = `"${policy.name}";q=${policy.max};w=${windowS}`
+  const field = policyField(policy)
   const prefix = `${policy.name}:`
-  const op = mode === 'guard' ? 'read' : 'incr'
 
   return function limit(req, reply, done) {
     const k = key(req)
     if (k === undefined) return done()
-    store[op](
+    store.incr(
       prefix + k,
       (err, res) => {
         // Our stores never fail (Redis trouble falls back to memory); should one, let the request through.
-        if (err || !res || mode === 'count') return done()
+        if (err || !res) return done()
         const ttlS = Math.ceil(res.ttl / 1000)
-        const remaining = Math.max(0, policy.max - res.current)
-        const exceeded = mode === 'guard' ? remaining <= 0 && ttlS > 0 : res.current > policy.max
-        if (mode === 'enforce' || exceeded) {
-          const state = `"${policy.name}";r=${remaining};t=${ttlS}`
-          const fields = req.rateLimitFields
-          if (fields === null) {
-            req.rateLimitFields = { policy: policyField, state }
-          } else {
-            fields.policy += `, ${policyField}`
-            fields.state += `, ${state}`
-          }
-          reply.header('ratelimit-policy', req.rateLimitFields!.policy)
-          reply.header('ratelimit', req.rateLimitFields!.state)
-        }
-        if (!exceeded) return done()
+        addFields(req, reply, field, `"${policy.name}";r=${Math.max(0, policy.max - res.current)};t=${ttlS}`)
+        if (res.current <= policy.max) return done()
         onRejected(policy.name)
-        // A little jitter so refused clients do not all come back in the same second.
-        const retryAfter = Math.max(1, ttlS) + Math.floor(Math.random() * 2)
-        done(
-          new HttpError(429, ErrorCode.RATE_LIMITED, 'Rate limit exceeded, retry later', {
-            'retry-after': String(retryAfter),
-            'cache-control': 'no-store',
-          }),
-        )
+        done(tooMany(ttlS))
       },
       policy.windowMs,
       policy.max,
@@ -131,18 +144,90 @@ export function makeLimiter(
   }
 }
 
+export interface FailureBudget {
+  store: CounterStore
+  policy: Policy
+  key: (req: FastifyRequest) => string | undefined
+}
+
+type Reservation = Array<{ store: CounterStore; key: string }>
+
+function giveBack(taken: Reservation): void {
+  for (const { store, key } of taken) store.refund(key, () => {})
+}
+
+/**
+ * Failure budgets as two steps: reserve (preHandler) takes one count in each
+ * budget, in order, and refuses with the first spent one (giving back what it
+ * took); settle (onResponse) keeps the counts for a 401 and gives them back
+ * for anything else. A request is admitted only if each counter, its own
+ * reservation included, is within the limit, so concurrent attempts can never
+ * pass more than the limit. A refund that lands after its window rolled over
+ * frees one count in the next window: bounded by one per attempt in flight.
+ */
+export function makeFailureBudgets(budgets: FailureBudget[], onRejected: (policy: string) => void): { reserve: Step; settle: Step } {
+  const prepared = budgets.map((b) => ({ ...b, prefix: `${b.policy.name}:`, field: policyField(b.policy) }))
+  const reservations = new WeakMap<FastifyRequest, Reservation>()
+
+  const reserve: Step = (req, reply, done) => {
+    const taken: Reservation = []
+    const next = (i: number): void => {
+      if (i === prepared.length) {
+        if (taken.length > 0) reservations.set(req, taken)
+        return done()
+      }
+      const budget = prepared[i]!
+      const k = budget.key(req)
+      if (k === undefined) return next(i + 1)
+      const key = budget.prefix + k
+      budget.store.incr(
+        key,
+        (err, res) => {
+          // Our stores never fail (Redis trouble falls back to memory); should one, let the request through.
+          if (err || !res) return next(i + 1)
+          taken.push({ store: budget.store, key })
+          if (res.current <= budget.policy.max) return next(i + 1)
+          giveBack(taken)
+          const ttlS = Math.ceil(res.ttl / 1000)
+          addFields(req, reply, budget.field, `"${budget.policy.name}";r=0;t=${ttlS}`)
+          onRejected(budget.policy.name)
+          done(tooMany(ttlS))
+        },
+        budget.policy.windowMs,
+        budget.policy.max,
+      )
+    }
+    next(0)
+  }
+
+  const settle: Step = (req, reply, done) => {
+    const taken = reservations.get(req)
+    if (taken) {
+      reservations.delete(req)
+      if (reply.statusCode !== 401) giveBack(taken)
+    }
+    done()
+  }
+  return { reserve, settle }
+}
+
 export function createLimits(config: LimitsConfig, newStore: () => CounterStore, onRejected: (policy: string) => void): Limits {
-  const limiter = (policy: Policy, key: (req: FastifyRequest) => string | undefined, mode?: LimitMode) =>
-    makeLimiter(newStore(), policy, key, onRejected, mode)
-  // One store per policy; guard and count of the failed-sign-in policy share theirs.
-  const emailStore = newStore()
-  const countFailure = makeLimiter(emailStore, config.signinEmail, emailOf, onRejected, 'count')
+  const limiter = (policy: Policy, key: (req: FastifyRequest) => string | undefined) => makeLimiter(newStore(), policy, key, onRejected)
+  // Most specific first: the answer names the budget that is really spent.
+  const failures = makeFailureBudgets(
+    [
+      { store: newStore(), policy: config.signinEmailIpFailures, key: emailAtAddress },
+      { store: newStore(), policy: config.signinIpFailures, key: clientKey },
+      { store: newStore(), policy: config.signinEmailFailures, key: emailOf },
+    ],
+    onRejected,
+  )
   return {
     ip: limiter(config.ip, clientKey),
     user: limiter(config.user, (req) => req.auth?.sub),
     signinIp: limiter(config.signinIp, clientKey),
     signupIp: limiter(config.signupIp, clientKey),
-    signinEmailGuard: makeLimiter(emailStore, config.signinEmail, emailOf, onRejected, 'guard'),
-    signinEmailCount: (req, reply, done) => (reply.statusCode === 401 ? countFailure(req, reply, done) : done()),
+    signinFailureReserve: failures.reserve,
+    signinFailureSettle: failures.settle,
   }
 }

@@ -12,14 +12,70 @@ import type { FastifyBaseLogger } from 'fastify'
 // The plugin's own stores, so the Lua script and window semantics are exactly its.
 const require = createRequire(import.meta.url)
 export type Callback = (err: Error | null, res?: { current: number; ttl: number }) => void
-/** @fastify/rate-limit's store contract: count (incr) or peek (read) a key's fixed window. */
+/**
+ * @fastify/rate-limit's store contract: count (incr) or peek (read) a key's
+ * fixed window; plus our own refund: give one count back within the window.
+ */
 export interface CounterStore {
   incr(key: string, cb: Callback, timeWindow: number, max: number): void
   read(key: string, cb: Callback, timeWindow: number, max: number): void
+  /** One count back (a reservation that turned out not to be spent); never below 0, window unchanged. */
+  refund(key: string, cb: (err: Error | null) => void): void
 }
-type StoreCtor = new (...args: unknown[]) => CounterStore
-const LocalStore: StoreCtor = require('@fastify/rate-limit/store/LocalStore')
-const RedisStore: StoreCtor = require('@fastify/rate-limit/store/RedisStore')
+type PluginStore = Omit<CounterStore, 'refund'>
+type StoreCtor = new (...args: unknown[]) => PluginStore
+const PluginLocalStore: StoreCtor = require('@fastify/rate-limit/store/LocalStore')
+const PluginRedisStore: StoreCtor = require('@fastify/rate-limit/store/RedisStore')
+
+const NAMESPACE = 'tollgate:rl:'
+const LOCAL_ENTRIES = 50_000
+
+/** The plugin's LocalStore keeps `{ current, ttl, iterationStartMs }` per key in `lru`. */
+interface LocalEntries {
+  lru: { get(key: string): { current: number } | undefined }
+}
+
+/**
+ * The plugin's in-memory store with refund added to the instance: incr and
+ * read stay the plugin's own methods, called directly (the per-request path
+ * costs what it did), and the decrement touches the entry incr counts in.
+ */
+function localStore(): CounterStore {
+  const store = new PluginLocalStore(false, false, LOCAL_ENTRIES) as PluginStore & LocalEntries & Partial<CounterStore>
+  store.refund = (key, cb) => {
+    // An expired entry may be decremented too: incr resets an expired window to 1 anyway.
+    const entry = store.lru.get(key)
+    if (entry && entry.current > 0) entry.current -= 1
+    cb(null)
+  }
+  return store as CounterStore
+}
+
+/** DECR keeps the key's TTL; a missing or spent key is left alone (never negative, never without expiry). */
+const REFUND_LUA = `
+  local current = tonumber(redis.call('GET', KEYS[1]))
+  if current and current > 0 then
+    return redis.call('DECR', KEYS[1])
+  end
+  return 0
+`
+
+type RefundingRedis = RedisClient & { tollgateRefund(key: string, cb: (err: Error | null, res?: number) => void): void }
+
+/** The plugin's Redis store (its Lua increment and read) with our refund script beside it. */
+function redisStore(redis: RedisClient): CounterStore {
+  const client = redis as RefundingRedis
+  if (!client.tollgateRefund) client.defineCommand('tollgateRefund', { numberOfKeys: 1, lua: REFUND_LUA })
+  const store = new PluginRedisStore(false, false, redis, NAMESPACE) as PluginStore & Partial<CounterStore>
+  store.refund = (key, cb) => client.tollgateRefund(NAMESPACE + key, (err) => cb(err ?? null))
+  return store as CounterStore
+}
+
+/** The stores by themselves (no failover), for tests of their semantics. */
+export const stores = {
+  memory: localStore,
+  redis: redisStore,
+}
 
 export type CounterBackend = 'redis' | 'memory' | 'memory-fallback'
 
@@ -30,13 +86,10 @@ export interface CounterState {
   newStore(): CounterStore
 }
 
-const NAMESPACE = 'tollgate:rl:'
-const LOCAL_ENTRIES = 50_000
-
 export async function createCounterStore(redisUrl: string | undefined, log: FastifyBaseLogger, onChange: (b: CounterBackend) => void): Promise<CounterState> {
   if (!redisUrl) {
     onChange('memory')
-    return { backend: () => 'memory', close: async () => {}, newStore: () => new LocalStore(false, false, LOCAL_ENTRIES) }
+    return { backend: () => 'memory', close: async () => {}, newStore: localStore }
   }
 
   // Loaded only when configured: a gateway without Redis never pays for the client.
@@ -65,8 +118,8 @@ export async function createCounterStore(redisUrl: string | undefined, log: Fast
   redis.on('end', () => setHealthy(false, 'connection ended'))
 
   class FailoverStore implements CounterStore {
-    private readonly shared: CounterStore = new RedisStore(false, false, redis, NAMESPACE)
-    private readonly local: CounterStore = new LocalStore(false, false, LOCAL_ENTRIES)
+    private readonly shared: CounterStore = redisStore(redis)
+    private readonly local: CounterStore = localStore()
     private run(op: 'incr' | 'read', key: string, cb: Callback, timeWindow: number, max: number) {
       if (!healthy) return this.local[op](key, cb, timeWindow, max)
       this.shared[op](
@@ -85,6 +138,15 @@ export async function createCounterStore(redisUrl: string | undefined, log: Fast
     }
     read(key: string, cb: Callback, timeWindow: number, max: number) {
       this.run('read', key, cb, timeWindow, max)
+    }
+    refund(key: string, cb: (err: Error | null) => void) {
+      // Given back where counting happens now: across a switch of backend a refund may land on the
+      // other side, at most one per sign-in in flight at the switch.
+      if (!healthy) return this.local.refund(key, cb)
+      this.shared.refund(key, (err) => {
+        if (err) setHealthy(false, err.message)
+        cb(null)
+      })
     }
   }
 
