@@ -2,10 +2,10 @@
  * The auth-service process: validate config, migrate if asked, listen.
  * Every failure before listening is one line on stderr and exit code 1.
  */
-import { ConfigError, configOrExit, listen } from '@tollgate/common'
+import { ConfigError, configOrExit, describeDatabaseError, listen } from '@tollgate/common'
 import { buildApp } from './app.js'
 import { configSchema } from './config.js'
-import { describeMigrationError, runMigrations } from './migrations.js'
+import { runMigrations } from './migrations.js'
 
 const config = configOrExit(configSchema, 'auth-service')
 
@@ -13,7 +13,7 @@ if (config.MIGRATE_ON_START) {
   try {
     await runMigrations(config.DATABASE_URL)
   } catch (err) {
-    process.stderr.write(`auth-service: migration failed: ${describeMigrationError(err)}\n`)
+    process.stderr.write(`auth-service: migration failed: ${describeDatabaseError(config.DATABASE_URL, err)}\n`)
     process.exit(1)
   }
 }

@@ -76,9 +76,43 @@ function describeSchemaError(message: string): string {
     if (name === 'BETTER_AUTH_SECRET' && /fewer than/.test(what!)) {
       return 'BETTER_AUTH_SECRET must be at least 32 characters (generate one: openssl rand -base64 32)'
     }
+    const allowed = ALLOWED_VALUES[name!]
+    if (allowed) return `${name} must be one of ${allowed.join(', ')}`
+    if (name === 'DATABASE_URL' && /must match pattern/.test(what!)) {
+      return 'DATABASE_URL must be a postgres:// or postgresql:// URL (postgres://user:password@host:5432/database)'
+    }
     return `${name} ${what}`
   }
   return first
+}
+
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']
+/** Variables with a fixed set of values: a mistake lists them (ajv only says "must be equal to constant"). */
+const ALLOWED_VALUES: Record<string, string[]> = { LOG_LEVEL: LOG_LEVELS }
+
+/** "host:port" of a database URL, without credentials, for messages. */
+export function databaseAddress(url: string): string {
+  try {
+    const u = new URL(url)
+    return `${u.hostname || 'localhost'}:${u.port || '5432'}`
+  } catch {
+    return 'an unparseable URL'
+  }
+}
+
+/**
+ * A database failure at start as a line a user can act on: which variable, which server, what happened
+ * (instead of a bare `getaddrinfo ENOTFOUND base`).
+ */
+export function describeDatabaseError(url: string, err: unknown): string {
+  const e = err as { message?: unknown; code?: unknown; errors?: unknown } | null | undefined
+  let message = typeof e?.message === 'string' ? e.message : ''
+  // An AggregateError (every address of a host refused) carries its reasons inside.
+  if (!message && Array.isArray(e?.errors)) {
+    message = [...new Set(e.errors.map((x) => (x as { message?: unknown })?.message).filter((m) => typeof m === 'string' && m))].join('; ')
+  }
+  message = message.split('\n')[0]!.replace(/\s+/g, ' ').trim() || (typeof e?.code === 'string' ? e.code : String(err))
+  return `DATABASE_URL (${databaseAddress(url)}): ${message}`
 }
 
 /**
@@ -101,7 +135,7 @@ export function configOrExit<S extends TObject>(schema: S, service: string, env:
 export const commonConfig = {
   HOST: Type.String({ default: '127.0.0.1' }),
   LOG_LEVEL: Type.Union(
-    ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)),
+    LOG_LEVELS.map((l) => Type.Literal(l)),
     { default: 'info' },
   ),
   NODE_ENV: Type.String({ default: 'development' }),
@@ -114,7 +148,7 @@ export const commonConfig = {
 }
 
 export const databaseConfig = {
-  DATABASE_URL: Type.String({ minLength: 1 }),
+  DATABASE_URL: Type.String({ pattern: '^postgres(ql)?://' }),
   DB_POOL_MAX: Type.Integer({ minimum: 1, maximum: 100, default: 10 }),
   /** How long a request may wait for a pool connection before 503. */
   DB_CONNECT_TIMEOUT_MS: Type.Integer({ minimum: 100, maximum: 60000, default: 2000 }),

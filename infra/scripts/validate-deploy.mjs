@@ -784,7 +784,7 @@ function checkReferences(applied, kustNamespace) {
   }
 
   checkNetworkPolicies(byKind('NetworkPolicy'), deployments, selected)
-  checkK8sWiring({ byKind, named, deployments, selected, configMapKeys, kustNamespace: namespace })
+  checkK8sWiring({ byKind, named, deployments, selected, namespace })
 }
 
 /** A container's environment as the kubelet builds it from envFrom ConfigMaps and env values (secrets: unknown). */

@@ -7,7 +7,8 @@
  */
 import { randomBytes } from 'node:crypto'
 import { resolve } from 'node:path'
-import { readEnv } from '@tollgate/common'
+import { pathToFileURL } from 'node:url'
+import { ConfigError, loadConfig, readEnv } from '@tollgate/common'
 import { startEmbeddedPostgres, type EmbeddedPostgres } from './embedded-postgres.js'
 import { freePort, startProcess, stopProcess, waitForHealth, type Child } from './processes.js'
 
@@ -31,6 +32,45 @@ function resolveSecret(): string {
 }
 
 const secret = resolveSecret()
+
+/**
+ * Every process's settings, checked against its own schema before anything starts: a mistake is one line per
+ * process at once, instead of a failure after the database and two services have come up. Values the launcher
+ * fills in itself (ports picked at start, the embedded database's URL) get stand-ins here.
+ */
+async function checkConfiguration(): Promise<void> {
+  const shared = { ...env, BETTER_AUTH_SECRET: secret }
+  const database = env.DATABASE_URL || 'postgres://embedded@127.0.0.1:5432/postgres'
+  const internal = { GATEWAY_INTERNAL_URL: 'http://127.0.0.1:8001' }
+  const settings: Record<string, Record<string, unknown>> = {
+    'auth-service': { ...shared, ...internal, HOST: '127.0.0.1', PORT: env.AUTH_SERVICE_PORT ?? '0', DATABASE_URL: database },
+    'task-service': { ...shared, ...internal, HOST: '127.0.0.1', PORT: env.TASK_SERVICE_PORT ?? '0', DATABASE_URL: database },
+    gateway: {
+      ...shared,
+      PORT: env.PORT ?? '8000',
+      HOST: env.HOST ?? 'localhost',
+      AUTH_SERVICE_URL: 'http://127.0.0.1:3001',
+      TASK_SERVICE_URL: 'http://127.0.0.1:3002',
+      INTERNAL_HOST: '127.0.0.1',
+      INTERNAL_PORT: env.GATEWAY_INTERNAL_PORT ?? '0',
+    },
+  }
+  const problems: string[] = []
+  for (const [name, values] of Object.entries(settings)) {
+    const { configSchema } = await import(pathToFileURL(resolve(repoRoot, name, 'dist/config.js')).href)
+    try {
+      loadConfig(configSchema, values)
+    } catch (err) {
+      if (!(err instanceof ConfigError)) throw err
+      problems.push(`invalid configuration: ${name}: ${err.message}`)
+    }
+  }
+  if (problems.length > 0) {
+    for (const line of problems) process.stderr.write(`[tollgate] ${line}\n`)
+    process.exit(1)
+  }
+}
+await checkConfiguration()
 const children: Child[] = []
 let embedded: EmbeddedPostgres | undefined
 let stopping = false

@@ -3,7 +3,7 @@
  * listen. The only file that listens; failures before that are one line on
  * stderr and exit code 1, so compose and CI stop.
  */
-import { configOrExit, listen } from '@tollgate/common'
+import { configOrExit, describeDatabaseError, listen } from '@tollgate/common'
 import { buildApp } from './app.js'
 import { configSchema } from './config.js'
 import { describeError, runMigrations } from './migrations.js'
@@ -19,7 +19,10 @@ const config = configOrExit(configSchema, SERVICE)
 
 let applied: string[] = []
 if (config.MIGRATE_ON_START) {
-  applied = await runMigrations(config.DATABASE_URL).catch((err: unknown) => fail('migration failed', err))
+  applied = await runMigrations(config.DATABASE_URL).catch((err: unknown) => {
+    process.stderr.write(`${SERVICE}: migration failed: ${describeDatabaseError(config.DATABASE_URL, err)}\n`)
+    process.exit(1)
+  })
 }
 
 const app = await buildApp(config)

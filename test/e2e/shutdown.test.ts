@@ -84,3 +84,28 @@ t.test('auth-service: a sign-in hashing at SIGTERM completes; pools close; exit 
   t.ok((await res.json()).token, 'with its token')
   t.equal(await svc.exited, 0, 'exit code 0')
 })
+
+t.test('gateway: SIGTERM ends it within the grace period even when its stdout pipe was closed', async (t) => {
+  const upstream = Fastify()
+  upstream.get('/internal/revocations', async () => ({ cursor: 0, reset: false, more: false, revoked: [] }))
+  const upstreamUrl = await upstream.listen({ port: 0, host: '127.0.0.1' })
+  t.teardown(() => upstream.close())
+  const graceMs = 2000
+  const gw = await startProcess(t, 'gateway/dist/server.js', {
+    AUTH_SERVICE_URL: upstreamUrl,
+    TASK_SERVICE_URL: upstreamUrl,
+    SHUTDOWN_GRACE_MS: String(graceMs),
+  })
+  // The parent goes away from the pipe (as a log shipper or a closed terminal does). The lines logged from here on
+  // (a request, then "shutting down") wait in the log buffer until the flush at exit, which meets EPIPE.
+  gw.proc.stdout!.destroy()
+  await fetch(`${gw.url}/nowhere`).then((r) => r.arrayBuffer())
+  const signalledAt = Date.now()
+  gw.proc.kill('SIGTERM')
+  // Bounded by the test, not the machine: SIGKILL at twice the grace period marks a hang.
+  const killer = setTimeout(() => gw.proc.kill('SIGKILL'), graceMs * 2 + 3000)
+  const code = await gw.exited
+  clearTimeout(killer)
+  t.not(gw.proc.signalCode, 'SIGKILL', `ended by itself (${Date.now() - signalledAt} ms after SIGTERM)`)
+  t.type(code, 'number', 'with an exit code')
+})

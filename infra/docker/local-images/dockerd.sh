@@ -3,6 +3,7 @@
 #
 #   infra/docker/local-images/dockerd.sh start   # prints DOCKER_HOST=unix://...; reuses a daemon this script started
 #   infra/docker/local-images/dockerd.sh stop    # stops only the daemon whose pid is in our pidfile
+#   infra/docker/local-images/dockerd.sh status  # exit 0 when that daemon is running
 #
 # Its data root persists (TOLLGATE_DOCKER_DATA, default /var/lib/tollgate-ci/docker), so later runs reuse the
 # base images built by build.sh. Runtime files live under TOLLGATE_DOCKER_RUN (default /run/tollgate-ci).
@@ -18,6 +19,9 @@ docker_host=unix://$socket
 running() { [ -s "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; }
 
 case "${1:-}" in
+  status)
+    running
+    ;;
   start)
     if running && DOCKER_HOST=$docker_host docker info >/dev/null 2>&1; then
       echo "DOCKER_HOST=$docker_host"
@@ -50,7 +54,7 @@ case "${1:-}" in
     fi
     ;;
   *)
-    echo "usage: $0 start|stop" >&2
+    echo "usage: $0 start|stop|status" >&2
     exit 2
     ;;
 esac
