@@ -119,3 +119,29 @@ t.test('Redis going away mid-traffic: fast answers, in-memory limits, back to Re
   const back = await gw.inject({ url: `/api/${subOf(other)}/tasks`, headers: { authorization: `Bearer ${other}` } })
   t.equal(back.statusCode, 200, 'counting in Redis again')
 })
+
+t.test('Redis that stalls (commands time out, the connection stays): back to Redis by itself', async (t) => {
+  const redis = await startRedis(t)
+  t.teardown(() => redis.resume())
+  const upstream = await startUpstream(t)
+  const gw = await buildGateway(t, { AUTH_SERVICE_URL: upstream.url, TASK_SERVICE_URL: upstream.url, REDIS_URL: redis.url })
+  const backend = async () => (await gw.inject({ url: '/ready' })).json().checks['rate-limit-counters']
+  const waitFor = async (want: string) => {
+    const deadline = Date.now() + 10_000
+    while ((await backend()) !== want) {
+      if (Date.now() > deadline) throw new Error(`never reached ${want}`)
+      await new Promise((r) => setTimeout(r, 50))
+    }
+  }
+  await waitFor('redis')
+  const jwt = await token()
+  const req = { url: `/api/${subOf(jwt)}/tasks`, headers: { authorization: `Bearer ${jwt}` } }
+
+  redis.pause()
+  t.equal((await gw.inject(req)).statusCode, 200, 'answered from memory when a Redis command times out')
+  t.equal(await backend(), 'memory-fallback')
+  redis.resume()
+  await waitFor('redis')
+  t.pass('counting in Redis again without a reconnect')
+  t.equal((await gw.inject(req)).statusCode, 200)
+})

@@ -12,6 +12,9 @@ export interface PrivateRedis {
   url: string
   stop(): Promise<void>
   start(): Promise<void>
+  /** SIGSTOP / SIGCONT: the server stops answering but keeps its connections (commands time out). */
+  pause(): void
+  resume(): void
 }
 
 export async function startRedis(t: Tap): Promise<PrivateRedis> {
@@ -43,7 +46,13 @@ export async function startRedis(t: Tap): Promise<PrivateRedis> {
   }
   await start()
   t.teardown(stop)
-  return { url: `redis://127.0.0.1:${port}`, stop, start }
+  return {
+    url: `redis://127.0.0.1:${port}`,
+    stop,
+    start,
+    pause: () => proc?.kill('SIGSTOP'),
+    resume: () => proc?.kill('SIGCONT'),
+  }
 }
 
 /** The shared Redis for this run when CI names one, else a private one. */

@@ -29,6 +29,8 @@ const PluginRedisStore: StoreCtor = require('@fastify/rate-limit/store/RedisStor
 
 const NAMESPACE = 'tollgate:rl:'
 const LOCAL_ENTRIES = 50_000
+/** How often a failed-over store asks a still-connected Redis whether it answers again. */
+const PROBE_MS = 1000
 
 /** The plugin's LocalStore keeps `{ current, ttl, iterationStartMs }` per key in `lru`. */
 interface LocalEntries {
@@ -104,11 +106,31 @@ export async function createCounterStore(redisUrl: string | undefined, log: Fast
     lazyConnect: false,
   })
   let healthy: boolean | undefined // unknown until the first event, so an unreachable Redis at start is logged too
+  // A command that timed out leaves the connection up, so no 'ready' event will
+  // say Redis is back: while failed over on a live connection, ask it with PING.
+  let probe: NodeJS.Timeout | null = null
+  const stopProbe = () => {
+    if (probe) clearInterval(probe)
+    probe = null
+  }
+  const startProbe = () => {
+    if (probe) return
+    probe = setInterval(() => {
+      if (redis.status !== 'ready') return // reconnecting: its 'ready' event will tell
+      redis.ping().then(
+        () => setHealthy(true, 'ping'),
+        () => {},
+      )
+    }, PROBE_MS)
+    probe.unref()
+  }
   const setHealthy = (value: boolean, why: string) => {
     if (value === healthy) return
     healthy = value
     if (value) log.info('rate limits: counting in Redis again')
     else log.warn({ reason: why }, 'rate limits: Redis unavailable, counting in memory until it is back')
+    if (value) stopProbe()
+    else startProbe()
     onChange(value ? 'redis' : 'memory-fallback')
   }
   onChange('memory-fallback')
@@ -153,6 +175,7 @@ export async function createCounterStore(redisUrl: string | undefined, log: Fast
   return {
     backend: () => (healthy ? 'redis' : 'memory-fallback'),
     close: async () => {
+      stopProbe()
       redis.disconnect()
     },
     newStore: () => new FailoverStore(),
