@@ -11,6 +11,7 @@ import Fastify from 'fastify'
 import { Registry } from 'prom-client'
 import { createUpstream, createUpstreamMetrics, type Lookup, type UpstreamDef, type UpstreamDeps } from '../src/upstreams/index.js'
 import { createForwarder } from '../src/proxy/forwarder.js'
+import { buildGateway, gatewayConfig, startUpstream, token, subOf } from './helper.js'
 
 type Tap = typeof t
 
@@ -267,4 +268,25 @@ t.test('DNS: a name is re-resolved, one pool per address, Host kept as the name'
   const up2 = upstreamOf(t, { targets: [`http://tasks.internal:${a.port}`] }, { lookup: failing })
   await up2.refreshDns()
   t.equal(up2.members.length, 1, 'a failed lookup keeps what the target had')
+})
+
+t.test('TASK_SERVICE_URL with several targets: the gateway spreads, retries GETs past a dead one, and /ready lists each', async (t) => {
+  const down = await closedPort(t)
+  const live = await startUpstream(t)
+  const gw = await buildGateway(t, { TASK_SERVICE_URL: `${down}, ${live.url}` })
+  const jwt = await token()
+  const path = `/api/${subOf(jwt)}/tasks`
+  for (let i = 0; i < 4; i++) t.equal((await gw.inject({ url: path, headers: { authorization: `Bearer ${jwt}` } })).statusCode, 200)
+  t.equal(live.seen.length, 4, 'every GET reached the live target')
+  const ready = await gw.inject('/ready')
+  t.equal(ready.statusCode, 200, 'an upstream never fails readiness')
+  t.equal(ready.json().checks['task-service'], `degraded (${new URL(down).host} unavailable, ${new URL(live.url).host} ok)`)
+  const metrics = (await gw.inject('/metrics')).body
+  t.match(metrics, new RegExp(`gateway_upstream_target_requests_total\\{upstream="tasks",target="${new URL(live.url).host}"[^}]*\\} 4\n`))
+})
+
+t.test('a service URL list must be http(s) URLs of one scheme', async (t) => {
+  t.throws(() => gatewayConfig({ TASK_SERVICE_URL: 'http://127.0.0.1:1,ftp://x' }), /TASK_SERVICE_URL/)
+  t.throws(() => gatewayConfig({ TASK_SERVICE_URL: 'http://127.0.0.1:1,,http://127.0.0.1:2' }), /TASK_SERVICE_URL/)
+  t.throws(() => createUpstream({ name: 'tasks', targets: ['http://127.0.0.1:1', 'https://127.0.0.1:2'], connections: 1, connectTimeoutMs: 100, timeoutMs: 100 }), /mix/)
 })

@@ -32,6 +32,8 @@ export class Member {
   checkSuccesses = 0
   checkFailures = 0
   closed = false
+  /** Its request counter (prom-client child, labels hashed once), or null without metrics. */
+  counter: { inc(): void } | null = null
 
   constructor(
     /** "host:port" of the target, with "@address" when DNS spread it over several addresses. */

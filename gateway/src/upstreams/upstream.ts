@@ -149,7 +149,9 @@ export class Upstream extends Dispatcher {
 
   private newMember(target: Target, address: string | null): Member {
     const label = address === null ? target.host : `${target.host}@${address}`
-    return new Member(label, address, createMemberPool(target.origin, address, this.poolOptions))
+    const member = new Member(label, address, createMemberPool(target.origin, address, this.poolOptions))
+    member.counter = this.metrics?.requests.labels({ upstream: this.name, target: label }) ?? null
+    return member
   }
 
   override dispatch(opts: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): boolean {
@@ -158,12 +160,12 @@ export class Upstream extends Dispatcher {
       // One member: its Pool, untouched, unless active health checks took it out.
       const only = members[0]!
       if (!only.healthy) return this.unavailable(handler)
-      this.metrics?.requests.inc({ upstream: this.name, target: only.label })
+      only.counter?.inc()
       return only.pool.dispatch(opts, handler)
     }
     const member = this.pick(members, this.failedOn.get(handler))
     if (member === null) return this.unavailable(handler)
-    this.metrics?.requests.inc({ upstream: this.name, target: member.label })
+    member.counter?.inc()
     // A handler of undici's newer API (none in the gateway): balanced, not tracked.
     if ((handler as { onRequestStart?: unknown }).onRequestStart !== undefined) return member.pool.dispatch(opts, handler)
     member.inflight++
@@ -192,9 +194,14 @@ export class Upstream extends Dispatcher {
     return best
   }
 
-  /** Called by Tracked when an exchange on `member` settled. */
-  settled(member: Member, handler: object, failed: string | null): void {
+  /**
+   * Called by Tracked when an exchange on `member` settled: `failed` is the
+   * failure ('5xx' or an error code), null for an answer, undefined when it
+   * says nothing about the member (the client left, the request was dropped unsent).
+   */
+  settled(member: Member, handler: object, failed: string | null | undefined): void {
     member.inflight--
+    if (failed === undefined) return
     if (failed === null) {
       member.failures = 0
       return
@@ -353,7 +360,7 @@ class Tracked implements Dispatcher.DispatchHandler {
     private readonly handler: Dispatcher.DispatchHandler,
   ) {}
 
-  private settle(failed: string | null): void {
+  private settle(failed: string | null | undefined): void {
     if (this.settledYet) return
     this.settledYet = true
     this.upstream.settled(this.member, this.handler, failed)
@@ -375,7 +382,7 @@ class Tracked implements Dispatcher.DispatchHandler {
   }
   onError(err: Error): void {
     const code = (err as { code?: string }).code ?? ''
-    this.settle(FAILURE_CODES.has(code) ? code : null)
+    this.settle(FAILURE_CODES.has(code) ? code : undefined)
     this.handler.onError?.(err)
   }
   onUpgrade(statusCode: number, headers: Buffer[] | string[] | null, socket: import('node:stream').Duplex): void {
