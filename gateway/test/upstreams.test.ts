@@ -159,6 +159,12 @@ t.test('consecutive 5xx eject a target; it returns after the ejection, and the n
     [[new URL(bad.url).host, 2]],
     'per-target ejection counter',
   )
+  const healthy = metrics.find((m) => m.name === 'gateway_upstream_target_healthy')!.values
+  t.same(
+    healthy.map((v) => v.value),
+    [1, 1],
+    'the health gauge is back to 1 once the ejection ran out',
+  )
   const requests = metrics.find((m) => m.name === 'gateway_upstream_target_requests_total')!.values
   t.equal(requests.find((v) => v.labels.target === new URL(bad.url).host)!.value, 7, 'per-target request counter')
 })

@@ -34,6 +34,8 @@ export class Member {
   closed = false
   /** Its request counter (prom-client child, labels hashed once), or null without metrics. */
   counter: { inc(): void } | null = null
+  /** Its health gauge (1 in rotation, 0 out), or null without metrics. */
+  gauge: { set(value: number): void } | null = null
 
   constructor(
     /** "host:port" of the target, with "@address" when DNS spread it over several addresses. */
@@ -49,6 +51,7 @@ export class Member {
     if (this.ejectedUntil === 0) return true
     if (now < this.ejectedUntil) return false
     this.ejectedUntil = 0
+    this.gauge?.set(1) // the ejection ran out: back in rotation
     return true
   }
 }

@@ -151,6 +151,7 @@ export class Upstream extends Dispatcher {
     const label = address === null ? target.host : `${target.host}@${address}`
     const member = new Member(label, address, createMemberPool(target.origin, address, this.poolOptions))
     member.counter = this.metrics?.requests.labels({ upstream: this.name, target: label }) ?? null
+    member.gauge = this.metrics?.healthy.labels({ upstream: this.name, target: label }) ?? null
     return member
   }
 
