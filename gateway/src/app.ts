@@ -3,16 +3,16 @@
  * (verified JWT, ownership) and a proxy to the owning service that strips
  * client identity headers and signs the verified one.
  */
+import { isIP } from 'node:net'
 import cors from '@fastify/cors'
 import swagger from '@fastify/swagger'
 import swaggerUi from '@fastify/swagger-ui'
 import { openApiDocument } from './docs/openapi.js'
 import { securityHeaders } from './security-headers.js'
 import { buildInternalApp } from './internal/internal-app.js'
-import type { Pool } from 'undici'
 import { createService, normaliseEmail, proofKey, type App } from '@tollgate/common'
 import { Counter, Gauge } from 'prom-client'
-import { corsOrigins, limitsConfig, readPem, tlsOptions, trustedIssuers, trustProxy, type Config } from './config.js'
+import { corsOrigins, limitsConfig, readPem, serviceTargets, tlsOptions, trustedIssuers, trustProxy, type Config } from './config.js'
 import { createCounterStore, type CounterBackend } from './limits/store.js'
 import { createLimits } from './limits/rate-limits.js'
 import { sequence, type Step } from './hook-steps.js'
@@ -22,7 +22,7 @@ import { createJwksKeySource, type JwksKeySource } from './auth/jwks-key-source.
 import { RevocationList } from './auth/revocation-list.js'
 import { revocationFeed } from './auth/revocation-feed.js'
 import { publicIdentity } from './proxy/forwarded-headers.js'
-import { createUpstreamPool } from './proxy/upstream.js'
+import { createUpstream, createUpstreamMetrics, type Upstream } from './upstreams/index.js'
 import { forwardersFor } from './proxy/forwarder.js'
 import { registerProxyRoutes } from './proxy/proxy-routes.js'
 import { publicRoutes, type UpstreamName } from './routes/public-api.js'
@@ -35,26 +35,7 @@ export interface BuildOptions {
   now?: () => number
 }
 
-async function ping(pool: Pool): Promise<void> {
-  const res = await pool.request({ method: 'GET', path: '/health', headersTimeout: 1500, bodyTimeout: 1500 })
-  await res.body.dump()
-  if (res.statusCode !== 200) throw new Error(`health ${res.statusCode}`)
-}
-
-/** "ok" or "unavailable", for the readiness body. */
-const upstreamState = (pool: Pool): Promise<string> => ping(pool).then(() => 'ok', () => 'unavailable')
-
 export async function buildApp(config: Config, opts: BuildOptions = {}): Promise<App> {
-  const upstreamOptions = {
-    ca: config.UPSTREAM_CA_FILE ? readPem('UPSTREAM_CA_FILE', config.UPSTREAM_CA_FILE) : undefined,
-    connectTimeoutMs: config.UPSTREAM_CONNECT_TIMEOUT_MS,
-    timeoutMs: config.UPSTREAM_TIMEOUT_MS,
-    connections: config.UPSTREAM_CONNECTIONS,
-  }
-  const upstreams: Record<UpstreamName, { url: string; pool: Pool }> = {
-    auth: { url: config.AUTH_SERVICE_URL, pool: createUpstreamPool(config.AUTH_SERVICE_URL, upstreamOptions) },
-    tasks: { url: config.TASK_SERVICE_URL, pool: createUpstreamPool(config.TASK_SERVICE_URL, upstreamOptions) },
-  }
   const key = proofKey(config.BETTER_AUTH_SECRET, config.INTERNAL_PROOF_SECRET)
 
   const https = tlsOptions(config)
@@ -71,8 +52,8 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
     readiness: {
       // Upstreams are reported, never a reason to leave the load balancer: every replica sees the same outage,
       // and dropping them all would stop the routes that still work. A stale revocation list does fail it.
-      'auth-service': () => upstreamState(upstreams.auth.pool),
-      'task-service': () => upstreamState(upstreams.tasks.pool),
+      'auth-service': () => upstreams.auth.pool.readiness(),
+      'task-service': () => upstreams.tasks.pool.readiness(),
       revocations: async () => {
         if (!revocations.fresh) throw new Error('revocation list is stale')
       },
@@ -81,6 +62,32 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
     },
     fastify: { trustProxy: trustProxy(config) as never, ...(https ? { https } : {}) },
   })
+  const ca = config.UPSTREAM_CA_FILE ? readPem('UPSTREAM_CA_FILE', config.UPSTREAM_CA_FILE) : undefined
+  const upstreamMetrics = createUpstreamMetrics(app.metrics)
+  const upstreamFor = (name: string, urls: string): { url: string; pool: Upstream } => {
+    const targets = serviceTargets(urls)
+    // Active checks where there is somewhere else to send traffic: several targets, or a name DNS may spread.
+    const checked = config.UPSTREAM_HEALTH_CHECK_INTERVAL_MS > 0 && (targets.length > 1 || targets.some((t) => isIP(new URL(t).hostname.replace(/^\[|\]$/g, '')) === 0))
+    const pool = createUpstream(
+      {
+        name,
+        targets,
+        balancing: config.UPSTREAM_BALANCING,
+        connections: config.UPSTREAM_CONNECTIONS,
+        connectTimeoutMs: config.UPSTREAM_CONNECT_TIMEOUT_MS,
+        timeoutMs: config.UPSTREAM_TIMEOUT_MS,
+        ca,
+        dnsRefreshMs: config.UPSTREAM_DNS_REFRESH_MS,
+        ...(checked ? { healthCheck: { path: '/health', intervalMs: config.UPSTREAM_HEALTH_CHECK_INTERVAL_MS } } : {}),
+      },
+      { metrics: upstreamMetrics, log: app.log },
+    )
+    return { url: targets[0]!, pool }
+  }
+  const upstreams: Record<UpstreamName, { url: string; pool: Upstream }> = {
+    auth: upstreamFor('auth', config.AUTH_SERVICE_URL),
+    tasks: upstreamFor('tasks', config.TASK_SERVICE_URL),
+  }
   const revocations = new RevocationList({
     fetchPage: revocationFeed(upstreams.auth.pool, key, Math.min(config.UPSTREAM_TIMEOUT_MS, 2000)),
     pollMs: config.REVOCATION_POLL_MS,
@@ -120,7 +127,7 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
           issuer: config.JWT_ISSUER,
           audience: config.JWT_AUDIENCE,
           algorithms: ['EdDSA'],
-          key: fromJwks(config.AUTH_JWKS_URL ?? new URL('/.well-known/jwks.json', config.AUTH_SERVICE_URL).href, ['EdDSA']),
+          key: fromJwks(config.AUTH_JWKS_URL ?? new URL('/.well-known/jwks.json', upstreams.auth.url).href, ['EdDSA']),
           ...ownShape,
         },
     ...issuers.map((i) => ({

@@ -12,13 +12,22 @@ function limit<N extends string>(name: N, max: number, windowS: number) {
   } as Record<`RATE_LIMIT_${N}_MAX` | `RATE_LIMIT_${N}_WINDOW_S`, ReturnType<typeof Type.Integer>>
 }
 
+/** Comma-separated http(s) base URLs. */
+const SERVICE_URLS = '^https?://[^\\s,]+(\\s*,\\s*https?://[^\\s,]+)*$'
+
+/** The target URLs of a service variable (AUTH_SERVICE_URL, TASK_SERVICE_URL). */
+export function serviceTargets(value: string): string[] {
+  return value.split(',').map((url) => url.trim()).filter((url) => url !== '')
+}
+
 export const configSchema = Type.Object({
   ...commonConfig,
   // 'localhost' binds both 127.0.0.1 and ::1, so http://localhost:8000 works whichever a client picks.
   HOST: Type.String({ default: 'localhost' }),
   PORT: Type.Integer({ minimum: 0, maximum: 65535, default: 8000 }),
-  AUTH_SERVICE_URL: Type.String({ format: 'uri', default: 'http://127.0.0.1:3001' }),
-  TASK_SERVICE_URL: Type.String({ format: 'uri', default: 'http://127.0.0.1:3002' }),
+  /** One base URL, or several separated by commas (targets of one service, same scheme). */
+  AUTH_SERVICE_URL: Type.String({ pattern: SERVICE_URLS, default: 'http://127.0.0.1:3001' }),
+  TASK_SERVICE_URL: Type.String({ pattern: SERVICE_URLS, default: 'http://127.0.0.1:3002' }),
   /** Comma-separated browser origins allowed to call the API. Empty: no cross-origin access. */
   CORS_ORIGINS: Type.String({ default: '' }),
   /** How our auth-service signs: HS256 with BETTER_AUTH_SECRET, or EdDSA with keys published as a JWKS. */
@@ -83,6 +92,12 @@ export const configSchema = Type.Object({
   UPSTREAM_CONNECT_TIMEOUT_MS: Type.Integer({ minimum: 50, maximum: 60_000, default: 1000 }),
   UPSTREAM_TIMEOUT_MS: Type.Integer({ minimum: 100, maximum: 300_000, default: 10_000 }),
   UPSTREAM_CONNECTIONS: Type.Integer({ minimum: 1, maximum: 10_000, default: 128 }),
+  /** Services with several targets: round-robin, or the target with the fewest requests in flight. */
+  UPSTREAM_BALANCING: Type.Union([Type.Literal('round-robin'), Type.Literal('least-busy')], { default: 'round-robin' }),
+  /** Active health checks (GET /health) of services with several targets or a DNS name; 0 turns them off. */
+  UPSTREAM_HEALTH_CHECK_INTERVAL_MS: Type.Integer({ minimum: 0, maximum: 300_000, default: 5000 }),
+  /** Re-resolve service host names this often (one pool per address); 0 turns it off. */
+  UPSTREAM_DNS_REFRESH_MS: Type.Integer({ minimum: 0, maximum: 3_600_000, default: 5000 }),
   /** Serve HTTPS: PEM certificate (chain) and private key files; both or neither. */
   TLS_CERT_FILE: Type.Optional(Type.String({ minLength: 1 })),
   TLS_KEY_FILE: Type.Optional(Type.String({ minLength: 1 })),

@@ -4,7 +4,7 @@
  * what the gateway routes publicly, and adding what the gateway adds: bearer
  * auth on protected routes and its own error answers.
  */
-import type { Pool } from 'undici'
+import type { Dispatcher } from 'undici'
 import type { FastifyBaseLogger } from 'fastify'
 import type { RouteGroup, UpstreamName } from '../routes/public-api.js'
 
@@ -93,14 +93,14 @@ export function mergeOpenApi(services: Partial<Record<UpstreamName, Json>>, rout
 }
 
 /** Keeps the merged document current: fetched from each service at start, then refreshed. */
-export function openApiDocument(upstreams: Record<UpstreamName, Pool>, routes: RouteGroup[], log: FastifyBaseLogger) {
+export function openApiDocument(upstreams: Record<UpstreamName, Dispatcher>, routes: RouteGroup[], log: FastifyBaseLogger) {
   const fetched: Partial<Record<UpstreamName, Json>> = {}
   let merged = mergeOpenApi(fetched, routes)
   let timer: NodeJS.Timeout | undefined
 
   async function refresh(): Promise<void> {
     await Promise.all(
-      (Object.entries(upstreams) as Array<[UpstreamName, Pool]>).map(async ([name, pool]) => {
+      (Object.entries(upstreams) as Array<[UpstreamName, Dispatcher]>).map(async ([name, pool]) => {
         try {
           const res = await pool.request({ method: 'GET', path: '/openapi.json', headersTimeout: 2000, bodyTimeout: 2000 })
           if (res.statusCode !== 200) throw new Error(`status ${res.statusCode}`)

@@ -6,7 +6,7 @@
  * and forwards the caller with the same signed proof users get, so a service
  * can tell a service call from a user call.
  */
-import type { Pool } from 'undici'
+import type { Dispatcher } from 'undici'
 import { Counter } from 'prom-client'
 import { createService, serviceTokenKey, type App } from '@tollgate/common'
 import type { Config } from '../config.js'
@@ -20,7 +20,7 @@ import { internalRoutes } from './routes.js'
 import { authenticateService, parseAllowlist } from './service-auth.js'
 
 export interface InternalDeps {
-  upstreams: Record<UpstreamName, { url: string; pool: Pool }>
+  upstreams: Record<UpstreamName, { url: string; pool: Dispatcher }>
   proofKey: Buffer
   newStore: () => CounterStore
   logStream?: NodeJS.WritableStream

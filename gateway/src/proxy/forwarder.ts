@@ -12,7 +12,8 @@
  *     connection is never written to the upstream;
  *   - bodiless GET/HEAD are retried once, only when a pooled connection broke
  *     before any answer (the upstream closed an idle keep-alive socket under
- *     us); a request with a body never is;
+ *     us) or could not be opened; an upstream with several targets sends the
+ *     retry to another one; a request with a body never is retried;
  *   - HEAD goes upstream as HEAD; its answer keeps the declared length;
  *   - every failure (an invalid status included) is a 502/503/504 in the
  *     envelope, never the upstream's address, never a crash.
@@ -48,7 +49,8 @@ const DROPPED_RESPONSE_HEADERS = new Set([
   'x-request-id',
 ])
 
-const RETRYABLE = new Set(['UND_ERR_SOCKET', 'ECONNRESET'])
+/** Nothing reached the upstream's application: a broken pooled connection, or no connection at all. */
+const RETRYABLE = new Set(['UND_ERR_SOCKET', 'ECONNRESET', 'ECONNREFUSED', 'UND_ERR_CONNECT_TIMEOUT'])
 
 /*
  * Where one exchange stands. Every undici callback checks it first, so that a
@@ -256,7 +258,7 @@ export function createForwarder(opts: ForwarderOptions): Forward {
     onError(err: Error): void {
       if (this.state === DONE) return
       const code = (err as { code?: string }).code ?? ''
-      // A pooled connection broke before any answer: a bodiless GET/HEAD is safe to ask once more.
+      // A pooled connection broke before any answer, or none opened: a bodiless GET/HEAD is safe to ask once more.
       if (
         this.state <= SENT &&
         this.attempt === 0 &&

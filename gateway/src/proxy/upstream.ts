@@ -36,7 +36,8 @@ const BAD_GATEWAY = { status: 502, code: ErrorCode.BAD_GATEWAY, detail: 'Upstrea
 const UNAVAILABLE = { status: 503, code: ErrorCode.SERVICE_UNAVAILABLE, detail: 'Upstream service unavailable' } as const
 
 const TIMEOUT_CODES = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'UND_ERR_CONNECT_TIMEOUT', 'ETIMEDOUT'])
-const UNAVAILABLE_CODES = new Set(['ENOTFOUND', 'EAI_AGAIN', 'UND_ERR_CLOSED', 'UND_ERR_DESTROYED'])
+// UPSTREAM_NO_HEALTHY_TARGET: every target of the upstream is out (upstreams/upstream.ts), answered at once.
+const UNAVAILABLE_CODES = new Set(['ENOTFOUND', 'EAI_AGAIN', 'UND_ERR_CLOSED', 'UND_ERR_DESTROYED', 'UPSTREAM_NO_HEALTHY_TARGET'])
 
 export function classifyUpstreamError(error: unknown): Failure {
   const e = error as { code?: string; cause?: { code?: string } }
