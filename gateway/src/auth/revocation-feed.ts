@@ -1,10 +1,10 @@
 /** Reads the auth-service's revocation feed over the gateway's pooled connection, as the gateway itself. */
 import { randomUUID } from 'node:crypto'
-import type { Pool } from 'undici'
+import type { Dispatcher } from 'undici'
 import { REQUEST_ID_HEADER, signIdentity } from '@tollgate/common'
 import type { RevocationPage } from './revocation-list.js'
 
-export function revocationFeed(pool: Pool, proofKey: Buffer, timeoutMs: number) {
+export function revocationFeed(pool: Dispatcher, proofKey: Buffer, timeoutMs: number) {
   return async function fetchPage(after: number): Promise<RevocationPage> {
     const path = '/internal/revocations'
     const requestId = randomUUID()

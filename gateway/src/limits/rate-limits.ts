@@ -78,14 +78,14 @@ export function clientKey(req: FastifyRequest): string {
   return normalizeIP(req.ip, IPV6_PREFIX)
 }
 
-function emailOf(req: FastifyRequest): string | undefined {
+export function emailOf(req: FastifyRequest): string | undefined {
   const email = (req.body as { email?: unknown } | undefined)?.email
   if (typeof email !== 'string') return undefined
   const normalised = email.trim().toLowerCase()
   return normalised.length > 0 && normalised.length <= 320 ? normalised : undefined
 }
 
-function emailAtAddress(req: FastifyRequest): string | undefined {
+export function emailAtAddress(req: FastifyRequest): string | undefined {
   const email = emailOf(req)
   // The address goes first: an email may contain any character, the address key cannot contain a space.
   return email === undefined ? undefined : `${clientKey(req)} ${email}`
