@@ -97,3 +97,45 @@ t.test('/docs merges the notes service’s OpenAPI, tagged by its upstream name'
   t.ok(post.responses['403'] && post.responses['429'], 'with the gateway’s own answers')
   t.same(doc.tags, [{ name: 'notes', description: "A user's notes" }])
 })
+
+t.test('body handling comes from `body:` only; a route timeout overrides the upstream’s', async (t) => {
+  const up = await startUpstream(t)
+  const dir = mkdtempSync(join(tmpdir(), 'tollgate-body-'))
+  const file = join(dir, 'gw.yaml')
+  writeFileSync(
+    file,
+    `issuers:
+  self: { issuer: tollgate, audience: tollgate-api, algorithms: [HS256], secret: "\${BETTER_AUTH_SECRET}" }
+upstreams:
+  auth: { targets: "\${AUTH_SERVICE_URL}" }
+policies:
+  ip: { key: address, limit: 1000, window_s: 60 }
+routes:
+  - { methods: [POST], path: /limited-stream, upstream: auth, access: anonymous, policies: [ip] }
+  - { methods: [POST], path: /parsed, upstream: auth, access: anonymous, body: json }
+  - { methods: [GET], path: /slow, upstream: auth, access: anonymous, timeout_ms: 300 }
+`,
+  )
+  const gw = await buildApp(gatewayConfig({ GATEWAY_CONFIG: file, AUTH_SERVICE_URL: up.url }))
+  t.teardown(() => gw.close())
+  await gw.ready()
+
+  const text = await gw.inject({ method: 'POST', url: '/limited-stream', headers: { 'content-type': 'text/plain' }, payload: 'not json {' })
+  t.equal(text.statusCode, 200, 'a limited route still streams a body it cannot parse')
+  t.equal(up.seen.at(-1)!.body, 'not json {', 'byte for byte')
+  t.match(String(text.headers.ratelimit), /"ip";r=999;/, 'and the limit counted it')
+
+  const refused = await gw.inject({ method: 'POST', url: '/parsed', headers: { 'content-type': 'text/plain' }, payload: 'not json {' })
+  t.equal(refused.statusCode, 415, 'body: json takes JSON only')
+  t.equal(refused.json().status_code, 415)
+  const parsed = await gw.inject({ method: 'POST', url: '/parsed', payload: { a: 1 } })
+  t.equal(parsed.statusCode, 200)
+  t.same(JSON.parse(String(up.seen.at(-1)!.body)), { a: 1 })
+
+  up.behave.delayMs = 3000
+  const started = Date.now()
+  const slow = await gw.inject({ url: '/slow' })
+  t.equal(slow.statusCode, 504, 'the route’s own timeout, not the 10 s of the upstream')
+  t.ok(Date.now() - started < 2500, 'answered well before the upstream')
+  up.behave.delayMs = 0
+})

@@ -123,6 +123,8 @@ export async function registerRoute(app: FastifyInstance, route: ResolvedRoute, 
     if (route.body.kind === 'json' && route.body.normaliseEmail) {
       scope.addHook('preValidation', normaliseEmail)
     }
+    // `body: json` means JSON: Fastify's text/plain parser would hand a string on as a JSON string.
+    if (route.body.kind === 'json') scope.removeContentTypeParser('text/plain')
     registerProxyRoutes(scope, {
       bodySchema: route.body.kind === 'json' ? route.body.schema : undefined,
       forward: deps.forwarder(route.upstream, route.timeoutMs),
