@@ -51,6 +51,8 @@ t.test('a good file: variables resolved, defaults applied, numbers typed', async
   t.same(notes.targets, ['http://127.0.0.1:4001', 'http://127.0.0.1:4002'])
   t.equal(notes.poolSize, 16, '${POOL:-16} is a number')
   t.equal(def.issuers[0]!.secret, SECRET)
+  const jwks = parseGatewayConfig(GOOD.replace('algorithms: [HS256], secret: "${SECRET}"', 'algorithms: [EdDSA], jwks_url: "${BASE}/.well-known/jwks.json"'), 'good.yaml', { BASE: 'http://auth:3001/' })
+  t.equal(jwks.issuers[0]!.jwks_url, 'http://auth:3001/.well-known/jwks.json', 'a base URL with a trailing slash joins cleanly')
   t.same(def.routes[0]!.body, { kind: 'stream' }, 'a route with a limit still streams its body: only `body:` changes that')
   t.equal(def.routes[0]!.ownerParam, 'user_id')
   t.equal(def.policies[0]!.mode, 'batched', 'a bulk address limit defaults to batched')

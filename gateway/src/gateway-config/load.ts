@@ -205,7 +205,8 @@ function resolve(f: GatewayFile, file: string, report: (path: Path, message: str
     if (hmac && i.algorithms.length > 1) report([...at, 'algorithms'], 'HS256 cannot be mixed with other algorithms')
     if (hmac && !i.secret) report(at, 'HS256 needs `secret`')
     if (!hmac && !i.jwks_url) report(at, 'asymmetric algorithms need `jwks_url`')
-    issuers.push({ name, ...i })
+    // "${AUTH_SERVICE_URL}/.well-known/..." with a base URL that ends in a slash: one slash, as the URL means.
+    issuers.push({ name, ...i, ...(i.jwks_url ? { jwks_url: i.jwks_url.replace(/([^:/])\/{2,}/g, '$1/') } : {}) })
   }
 
   const upstreams: ResolvedUpstream[] = Object.entries(f.upstreams).map(([name, u]) => {
