@@ -1,7 +1,7 @@
 /**
- * The gateway: CORS, then for each public route group the access rule
- * (verified JWT, ownership) and a proxy to the owning service that strips
- * client identity headers and signs the verified one.
+ * The gateway, wired from its declarative file (GATEWAY_CONFIG, default the
+ * bundled tollgate.yaml): the edge checks, CORS, /docs, then each declared
+ * route's pipeline (pipeline/route-pipeline.ts) in front of its upstream.
  */
 import { isIP } from 'node:net'
 import cors from '@fastify/cors'
@@ -10,22 +10,20 @@ import swaggerUi from '@fastify/swagger-ui'
 import { openApiDocument } from './docs/openapi.js'
 import { securityHeaders } from './security-headers.js'
 import { buildInternalApp } from './internal/internal-app.js'
-import { createService, normaliseEmail, proofKey, type App } from '@tollgate/common'
+import { ConfigError, createService, proofKey, type App } from '@tollgate/common'
 import { Counter, Gauge } from 'prom-client'
-import { corsOrigins, limitsConfig, readPem, serviceTargets, tlsOptions, trustedIssuers, trustProxy, type Config } from './config.js'
+import { bundledGatewayFile, readPem, tlsOptions, trustedIssuers, trustProxy, type Config } from './config.js'
 import { createCounterStore, type CounterBackend } from './limits/store.js'
-import { createLimits } from './limits/rate-limits.js'
-import { sequence, type Step } from './hook-steps.js'
-import { authenticate } from './auth/authenticate.js'
 import { createTokenVerifier, importHmacKey, type KeySource } from './auth/token-verifier.js'
+import { loadGatewayFile, type GatewayDefinition, type ResolvedUpstream } from './gateway-config/load.js'
+import { gatewayVariables } from './gateway-config/variables.js'
+import { policySteps, registerRoute } from './pipeline/route-pipeline.js'
 import { createJwksKeySource, type JwksKeySource } from './auth/jwks-key-source.js'
 import { RevocationList } from './auth/revocation-list.js'
 import { revocationFeed } from './auth/revocation-feed.js'
 import { publicIdentity } from './proxy/forwarded-headers.js'
 import { createUpstream, createUpstreamMetrics, type Upstream } from './upstreams/index.js'
-import { forwardersFor } from './proxy/forwarder.js'
-import { registerProxyRoutes } from './proxy/proxy-routes.js'
-import { publicRoutes, type UpstreamName } from './routes/public-api.js'
+import { createForwarder, type Forward } from './proxy/forwarder.js'
 
 const MAX_URL_LENGTH = 4096
 
@@ -33,9 +31,20 @@ export interface BuildOptions {
   logStream?: NodeJS.WritableStream
   /** The clock of token verification and JWKS fetching (epoch ms); tests move it instead of sleeping. */
   now?: () => number
+  /** The environment `${VAR}` references in the file read (default process.env); the config's own values win. */
+  env?: Record<string, string | undefined>
+  /** An already loaded file (the CLI and tests); default: load GATEWAY_CONFIG. */
+  definition?: GatewayDefinition
+}
+
+export interface UpstreamHandle {
+  url: string
+  pool: Upstream
+  def: ResolvedUpstream
 }
 
 export async function buildApp(config: Config, opts: BuildOptions = {}): Promise<App> {
+  const definition = opts.definition ?? loadGatewayFile(config.GATEWAY_CONFIG ?? bundledGatewayFile, gatewayVariables(config, opts.env ?? process.env))
   const key = proofKey(config.BETTER_AUTH_SECRET, config.INTERNAL_PROOF_SECRET)
 
   const https = tlsOptions(config)
@@ -52,8 +61,7 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
     readiness: {
       // Upstreams are reported, never a reason to leave the load balancer: every replica sees the same outage,
       // and dropping them all would stop the routes that still work. A stale revocation list does fail it.
-      'auth-service': () => upstreams.auth.pool.readiness(),
-      'task-service': () => upstreams.tasks.pool.readiness(),
+      ...Object.fromEntries(definition.upstreams.map((d) => [d.service, () => upstreams.get(d.name)!.pool.readiness()])),
       revocations: async () => {
         if (!revocations.fresh) throw new Error('revocation list is stale')
       },
@@ -64,32 +72,41 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
   })
   const ca = config.UPSTREAM_CA_FILE ? readPem('UPSTREAM_CA_FILE', config.UPSTREAM_CA_FILE) : undefined
   const upstreamMetrics = createUpstreamMetrics(app.metrics)
-  const upstreamFor = (name: string, urls: string): { url: string; pool: Upstream } => {
-    const targets = serviceTargets(urls)
+  const upstreams = new Map<string, UpstreamHandle>()
+  for (const def of definition.upstreams) {
+    const interval = def.healthCheck?.intervalMs ?? config.UPSTREAM_HEALTH_CHECK_INTERVAL_MS
     // Active checks where there is somewhere else to send traffic: several targets, or a name DNS may spread.
-    const checked = config.UPSTREAM_HEALTH_CHECK_INTERVAL_MS > 0 && (targets.length > 1 || targets.some((t) => isIP(new URL(t).hostname.replace(/^\[|\]$/g, '')) === 0))
+    const spread = def.targets.length > 1 || def.targets.some((t) => isIP(new URL(t).hostname.replace(/^\[|\]$/g, '')) === 0)
+    const checked = def.healthCheck !== undefined && interval > 0 && spread
     const pool = createUpstream(
       {
-        name,
-        targets,
-        balancing: config.UPSTREAM_BALANCING,
-        connections: config.UPSTREAM_CONNECTIONS,
-        connectTimeoutMs: config.UPSTREAM_CONNECT_TIMEOUT_MS,
-        timeoutMs: config.UPSTREAM_TIMEOUT_MS,
+        name: def.name,
+        targets: def.targets,
+        balancing: def.balance ?? config.UPSTREAM_BALANCING,
+        connections: def.poolSize ?? config.UPSTREAM_CONNECTIONS,
+        connectTimeoutMs: def.connectTimeoutMs ?? config.UPSTREAM_CONNECT_TIMEOUT_MS,
+        timeoutMs: def.timeoutMs ?? config.UPSTREAM_TIMEOUT_MS,
         ca,
         dnsRefreshMs: config.UPSTREAM_DNS_REFRESH_MS,
-        ...(checked ? { healthCheck: { path: '/health', intervalMs: config.UPSTREAM_HEALTH_CHECK_INTERVAL_MS } } : {}),
+        ...(checked
+          ? {
+              healthCheck: {
+                path: def.healthCheck!.path,
+                intervalMs: interval,
+                ...(def.healthCheck!.timeoutMs ? { timeoutMs: def.healthCheck!.timeoutMs } : {}),
+                ...(def.healthCheck!.unhealthyAfter ? { unhealthyThreshold: def.healthCheck!.unhealthyAfter } : {}),
+                ...(def.healthCheck!.healthyAfter ? { healthyThreshold: def.healthCheck!.healthyAfter } : {}),
+              },
+            }
+          : {}),
       },
       { metrics: upstreamMetrics, log: app.log },
     )
-    return { url: targets[0]!, pool }
+    upstreams.set(def.name, { url: def.targets[0]!, pool, def })
   }
-  const upstreams: Record<UpstreamName, { url: string; pool: Upstream }> = {
-    auth: upstreamFor('auth', config.AUTH_SERVICE_URL),
-    tasks: upstreamFor('tasks', config.TASK_SERVICE_URL),
-  }
+  const feed = upstreams.get(definition.revocationFeed)!
   const revocations = new RevocationList({
-    fetchPage: revocationFeed(upstreams.auth.pool, key, Math.min(config.UPSTREAM_TIMEOUT_MS, 2000)),
+    fetchPage: revocationFeed(feed.pool, key, Math.min(config.UPSTREAM_TIMEOUT_MS, 2000)),
     pollMs: config.REVOCATION_POLL_MS,
     maxStalenessMs: config.REVOCATION_MAX_STALENESS_MS,
     failOpen: config.REVOCATION_FAIL_OPEN,
@@ -118,27 +135,27 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
     jwksSources.push(source)
     return source
   }
-  // Our own tokens have a fixed shape (API.md); external issuers' as their configuration says.
-  const ownShape: Pick<KeySource, 'requiredClaims' | 'maxLifetimeS'> = { requiredClaims: ['iat', 'jti'], maxLifetimeS: config.TOKEN_TTL_S }
-  const sources: KeySource[] = [
-    config.JWT_ALG === 'HS256'
-      ? { issuer: config.JWT_ISSUER, audience: config.JWT_AUDIENCE, algorithms: ['HS256'], key: await importHmacKey(config.BETTER_AUTH_SECRET), ...ownShape }
-      : {
-          issuer: config.JWT_ISSUER,
-          audience: config.JWT_AUDIENCE,
-          algorithms: ['EdDSA'],
-          key: fromJwks(config.AUTH_JWKS_URL ?? new URL('/.well-known/jwks.json', upstreams.auth.url).href, ['EdDSA']),
-          ...ownShape,
-        },
-    ...issuers.map((i) => ({
+  // The file's issuers (our own among them), then JWT_TRUSTED_ISSUERS' (kept for existing deployments).
+  const sources: KeySource[] = []
+  for (const i of definition.issuers) {
+    const shape = { requiredClaims: i.required_claims, maxLifetimeS: i.max_lifetime_s }
+    sources.push(
+      i.algorithms[0] === 'HS256'
+        ? { issuer: i.issuer, audience: i.audience, algorithms: ['HS256'], key: await importHmacKey(i.secret!), ...shape }
+        : { issuer: i.issuer, audience: i.audience, algorithms: i.algorithms, key: fromJwks(i.jwks_url!, i.algorithms), ...shape },
+    )
+  }
+  for (const i of issuers) {
+    if (sources.some((s) => s.issuer === i.issuer)) throw new ConfigError(`JWT_TRUSTED_ISSUERS: ${i.issuer} is already declared in ${definition.file}`)
+    sources.push({
       issuer: i.issuer,
       audience: i.audience,
       algorithms: i.algorithms,
       requiredClaims: i.requiredClaims,
       maxLifetimeS: i.maxLifetimeS,
       key: fromJwks(i.jwksUrl, i.algorithms),
-    })),
-  ]
+    })
+  }
   const verifier = createTokenVerifier({ sources, clockToleranceS: config.JWT_CLOCK_TOLERANCE_S, cacheSize: config.TOKEN_CACHE_SIZE, now: opts.now })
   const rejections = new Counter({
     name: 'gateway_rate_limit_rejections_total',
@@ -168,14 +185,14 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
     backendGauge.reset()
     backendGauge.set({ backend }, 1)
   })
-  const limits = createLimits(limitsConfig(config), counters.newStore, (policy) => rejections.inc({ policy }))
+  const policies = policySteps(counters.newStore, (policy) => rejections.inc({ policy }))
   app.decorateRequest('rateLimitFields', null)
 
   app.addHook('onClose', async () => {
     for (const source of jwksSources) source.stop()
     revocations.stop()
     await counters.close()
-    await Promise.all(Object.values(upstreams).map((u) => u.pool.close()))
+    await Promise.all([...upstreams.values()].map((u) => u.pool.close()))
   })
 
   // Before any other work: URLs are bounded well below Node's header limit;
@@ -193,17 +210,21 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
   })
 
   await app.register(cors, {
-    origin: corsOrigins(config),
-    methods: ['GET', 'POST', 'PUT', 'PATCH', 'DELETE'],
-    allowedHeaders: ['Authorization', 'Content-Type', 'X-Request-Id'],
-    exposedHeaders: ['X-Request-Id', 'WWW-Authenticate', 'Retry-After', 'RateLimit', 'RateLimit-Policy'],
+    origin: definition.cors.origins,
+    methods: definition.cors.methods ?? ['GET', 'POST', 'PUT', 'PATCH', 'DELETE'],
+    allowedHeaders: definition.cors.allowedHeaders ?? ['Authorization', 'Content-Type', 'X-Request-Id'],
+    exposedHeaders: definition.cors.exposedHeaders ?? ['X-Request-Id', 'WWW-Authenticate', 'Retry-After', 'RateLimit', 'RateLimit-Policy'],
     credentials: false,
-    maxAge: 600,
+    maxAge: definition.cors.maxAgeS ?? 600,
     strictPreflight: true,
   })
 
   // /docs: the public contract, generated from the services' route schemas.
-  const docs = openApiDocument({ auth: upstreams.auth.pool, tasks: upstreams.tasks.pool }, publicRoutes, app.log)
+  const docs = openApiDocument(
+    [...upstreams.values()].flatMap((u) => (u.def.openapi ? [{ name: u.def.name, description: u.def.description, pool: u.pool, path: u.def.openapi }] : [])),
+    definition.routes,
+    app.log,
+  )
   app.addHook('onReady', async () => docs.start())
   app.addHook('onClose', async () => docs.stop())
   await app.register(swagger, { openapi: { openapi: '3.0.3', info: { title: 'Tollgate API', version: '0.1.0' } } })
@@ -215,54 +236,36 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
     uiConfig: { deepLinking: true },
   })
 
-  const forwarders = forwardersFor(upstreams, config.UPSTREAM_TIMEOUT_MS, (labels) => upstreamErrors.inc(labels))
-  for (const group of publicRoutes) {
-    await app.register(async (scope) => {
-      // One hook, in this order: the address limit counts failed authentications too; the user limit needs a verified user.
-      const steps: Step[] = [limits.ip]
-      if (group.access !== 'anonymous') {
-        const onlyIssuer = group.issuers === 'self' ? config.JWT_ISSUER : undefined
-        steps.push(authenticate(verifier, revocations, group.access, (reason) => authFailures.inc({ reason }), onlyIssuer), limits.user)
-      }
-      if (group.limits === 'signup') steps.push(limits.signupIp)
-      if (group.limits === 'signin') steps.push(limits.signinIp)
-      scope.addHook('onRequest', sequence(steps))
-      if (group.revokes) {
-        const revokes = group.revokes
-        scope.addHook('onResponse', (request, reply, done) => {
-          const auth = request.auth
-          if (auth && reply.statusCode >= 200 && reply.statusCode < 300) {
-            const expS = Math.ceil(auth.expiresAt / 1000)
-            // An account deletion cuts off every token of the user, whatever its iat (a racing sign-in may sign after it).
-            if (revokes === 'user') revocations.revokeUser(auth.sub, Number.MAX_SAFE_INTEGER, expS + config.JWT_CLOCK_TOLERANCE_S)
-            else if (auth.jti) revocations.revokeToken(auth.jti, expS)
-          }
-          done()
-        })
-      }
-      if (group.limits === 'signin') {
-        scope.addHook('preHandler', limits.signinFailureReserve)
-        scope.addHook('onResponse', limits.signinFailureSettle)
-      }
-      // Sign-in and sign-up bodies are parsed here (the email is a rate-limit key) and checked
-      // against the service's schema, email normalised as the service does; others stream through.
-      if (group.bodySchema) scope.addHook('preValidation', normaliseEmail)
-      registerProxyRoutes(scope as never, {
-        bodySchema: group.bodySchema,
-        forward: forwarders[group.upstream],
-        urls: group.urls,
-        methods: group.methods,
-        streamBodies: group.limits === undefined,
-        proofKey: key,
-        forwardAuthorization: group.forwardAuthorization ?? false,
-        identity: publicIdentity,
-        publicCache: group.cache === 'public',
-      })
+  // One forwarder per (upstream, timeout): a route's timeout override is its own forwarder.
+  const forwarders = new Map<string, Forward>()
+  const forwarder = (name: string, timeoutMs?: number): Forward => {
+    const upstream = upstreams.get(name)!
+    const timeout = timeoutMs ?? upstream.def.timeoutMs ?? config.UPSTREAM_TIMEOUT_MS
+    const id = `${name} ${timeout}`
+    let forward = forwarders.get(id)
+    if (!forward) {
+      forward = createForwarder({ name, pool: upstream.pool, timeoutMs: timeout, countError: (labels) => upstreamErrors.inc(labels) })
+      forwarders.set(id, forward)
+    }
+    return forward
+  }
+  const issuerOf = (name: string) => definition.issuers.find((i) => i.name === name)!.issuer
+  for (const route of definition.routes) {
+    await registerRoute(app, route, {
+      verifier,
+      revocations,
+      policies,
+      issuerOf,
+      forwarder,
+      proofKey: key,
+      identity: publicIdentity,
+      clockToleranceS: config.JWT_CLOCK_TOLERANCE_S,
+      onAuthFailure: (reason) => authFailures.inc({ reason }),
     })
   }
 
   // The internal listener shares the upstream connections and the counters' store.
-  const internal = await buildInternalApp(config, { upstreams, proofKey: key, newStore: counters.newStore, logStream: opts.logStream })
+  const internal = await buildInternalApp(config, { routes: definition.internalRoutes, upstreams, proofKey: key, newStore: counters.newStore, logStream: opts.logStream })
   app.decorate('internal', internal)
   app.addHook('onClose', async () => {
     await internal.close()

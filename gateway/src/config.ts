@@ -1,6 +1,7 @@
 /** The gateway's configuration, validated once at start (see README for each variable). */
 import { Type, type Static } from 'typebox'
 import { readFileSync } from 'node:fs'
+import { fileURLToPath } from 'node:url'
 import { commonConfig, ConfigError } from '@tollgate/common'
 import { DEFAULT_ALLOWLIST } from './internal/routes.js'
 
@@ -20,8 +21,13 @@ export function serviceTargets(value: string): string[] {
   return value.split(',').map((url) => url.trim()).filter((url) => url !== '')
 }
 
+/** The bundled declarative file: today's auth and task routes (GATEWAY_CONFIG's default). */
+export const bundledGatewayFile = fileURLToPath(new URL('../tollgate.yaml', import.meta.url))
+
 export const configSchema = Type.Object({
   ...commonConfig,
+  /** The declarative file of routes, upstreams, issuers and policies (YAML or JSON); unset: the bundled tollgate.yaml. */
+  GATEWAY_CONFIG: Type.Optional(Type.String({ minLength: 1 })),
   // 'localhost' binds both 127.0.0.1 and ::1, so http://localhost:8000 works whichever a client picks.
   HOST: Type.String({ default: 'localhost' }),
   PORT: Type.Integer({ minimum: 0, maximum: 65535, default: 8000 }),
@@ -111,31 +117,12 @@ export const configSchema = Type.Object({
 
 export type Config = Static<typeof configSchema>
 
-export function corsOrigins(config: Pick<Config, 'CORS_ORIGINS'>): string[] {
-  return config.CORS_ORIGINS.split(',')
-    .map((o) => o.trim())
-    .filter(Boolean)
-}
-
 /** Fastify's trustProxy from TRUST_PROXY: never blanket trust, which would let clients pick their address. */
 export function trustProxy(config: Pick<Config, 'TRUST_PROXY'>): false | number | string {
   const v = config.TRUST_PROXY.trim()
   if (!v || v === 'false') return false
   if (/^\d+$/.test(v)) return Number(v)
   return v
-}
-
-export function limitsConfig(config: Config) {
-  const policy = (name: string, max: number, windowS: number) => ({ name, max, windowMs: windowS * 1000 })
-  return {
-    ip: policy('ip', config.RATE_LIMIT_IP_MAX, config.RATE_LIMIT_IP_WINDOW_S),
-    user: policy('user', config.RATE_LIMIT_USER_MAX, config.RATE_LIMIT_USER_WINDOW_S),
-    signinIp: policy('signin-ip', config.RATE_LIMIT_SIGNIN_IP_MAX, config.RATE_LIMIT_SIGNIN_IP_WINDOW_S),
-    signinEmailIpFailures: policy('signin-email-ip', config.RATE_LIMIT_SIGNIN_EMAIL_IP_FAILURES_MAX, config.RATE_LIMIT_SIGNIN_EMAIL_IP_FAILURES_WINDOW_S),
-    signinIpFailures: policy('signin-ip-failures', config.RATE_LIMIT_SIGNIN_IP_FAILURES_MAX, config.RATE_LIMIT_SIGNIN_IP_FAILURES_WINDOW_S),
-    signinEmailFailures: policy('signin-email', config.RATE_LIMIT_SIGNIN_EMAIL_FAILURES_MAX, config.RATE_LIMIT_SIGNIN_EMAIL_FAILURES_WINDOW_S),
-    signupIp: policy('signup-ip', config.RATE_LIMIT_SIGNUP_IP_MAX, config.RATE_LIMIT_SIGNUP_IP_WINDOW_S),
-  }
 }
 
 export interface TrustedIssuer {

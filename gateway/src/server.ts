@@ -1,14 +1,24 @@
-/** Entry point: load config, build the gateway, listen. */
+/** Entry point: load config and the gateway's file, build the gateway, listen. */
 import { ConfigError, configOrExit, listen } from '@tollgate/common'
 import { buildApp } from './app.js'
-import { configSchema } from './config.js'
+import { bundledGatewayFile, configSchema } from './config.js'
+import { loadGatewayFile } from './gateway-config/load.js'
+import { gatewayVariables } from './gateway-config/variables.js'
 
 const config = configOrExit(configSchema, 'gateway')
-const app = await buildApp(config).catch((err) => {
-  // Settings that need more than the schema (JWT_TRUSTED_ISSUERS) are checked while building.
+const invalid = (err: unknown): never => {
+  // Settings that need more than the schema (the file, JWT_TRUSTED_ISSUERS) are checked here: nothing starts on a bad one.
   if (!(err instanceof ConfigError)) throw err
-  process.stderr.write(`gateway: invalid configuration: ${err.message}\n`)
+  process.stderr.write(`gateway: invalid configuration:\n${err.message}\n`)
   process.exit(1)
-})
-await app.internal.listen({ host: config.INTERNAL_HOST, port: config.INTERNAL_PORT })
-await listen(app, { host: config.HOST, port: config.PORT, graceMs: config.SHUTDOWN_GRACE_MS })
+}
+let definition
+try {
+  definition = loadGatewayFile(config.GATEWAY_CONFIG ?? bundledGatewayFile, gatewayVariables(config, process.env))
+} catch (err) {
+  invalid(err)
+}
+const app = await buildApp(config, { definition }).catch(invalid)
+const listeners = definition!.listeners
+await app.internal.listen({ host: listeners.internal?.host ?? config.INTERNAL_HOST, port: listeners.internal?.port ?? config.INTERNAL_PORT })
+await listen(app, { host: listeners.public?.host ?? config.HOST, port: listeners.public?.port ?? config.PORT, graceMs: config.SHUTDOWN_GRACE_MS })

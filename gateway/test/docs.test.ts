@@ -1,9 +1,11 @@
 /** /docs: the public contract as OpenAPI, generated from the real services' route schemas. */
 import t from 'tap'
-import { buildGateway, SECRET } from './helper.js'
+import { buildGateway, gatewayConfig, SECRET } from './helper.js'
 import { build as buildTaskService } from '../../task-service/test/helper.js'
 import { build as buildAuthService } from '../../auth-service/test/helper.js'
-import { publicRoutes } from '../src/routes/public-api.js'
+import { loadGatewayFile } from '../src/gateway-config/load.js'
+import { bundledGatewayFile } from '../src/config.js'
+import { gatewayVariables } from '../src/gateway-config/variables.js'
 
 async function listen(app: { listen(o: object): Promise<string> }) {
   return app.listen({ port: 0, host: '127.0.0.1' })
@@ -21,7 +23,8 @@ t.test('the document lists exactly the public routes, with the services’ schem
     if (doc.paths['/api/auth/signup']?.post?.requestBody && doc.paths['/api/{user_id}/tasks']?.get?.parameters) break
     await new Promise((r) => setTimeout(r, 100))
   }
-  const expected = publicRoutes.flatMap((g) => g.urls.flatMap((u) => g.methods.map((m) => `${m} ${u.replace(/:(\w+)/g, '{$1}')}`))).sort()
+  const bundled = loadGatewayFile(bundledGatewayFile, gatewayVariables(gatewayConfig(), {}))
+  const expected = bundled.routes.flatMap((g) => g.paths.flatMap((u) => g.methods.map((m) => `${m} ${u.replace(/:(\w+)/g, '{$1}')}`))).sort()
   const listed = Object.entries(doc.paths).flatMap(([p, ops]) => Object.keys(ops as object).map((m) => `${m.toUpperCase()} ${p}`)).sort()
   t.same(listed, expected, 'every public route, and nothing else (no /internal, /health, /metrics)')
 

@@ -39,24 +39,27 @@ export function otherIssuer(): HttpError {
 
 /**
  * Verify the bearer token (a token verified before is answered from the
- * cache without a promise), check that its issuer is the one the route
- * accepts (`onlyIssuer`, e.g. our own for the account routes), check
- * revocation and, for `owner`, that the path's user is the token's subject.
+ * cache without a promise), check that its issuer is one the route
+ * accepts (`accepts.issuers`, e.g. our own for the account routes), check
+ * revocation and, for `owner`, that the path parameter `accepts.ownerParam`
+ * is the token's subject.
  */
 export function authenticate(
   verifier: TokenVerifier,
   revocations: RevocationList,
   access: Exclude<Access, 'anonymous'>,
   onFailure: (code: string) => void,
-  onlyIssuer?: string,
+  accepts: { issuers?: ReadonlySet<string>; ownerParam?: string } = {},
 ): Step {
+  const onlyIssuers = accepts.issuers
+  const ownerParam = accepts.ownerParam ?? 'user_id'
   const decide = (request: FastifyRequest, result: TokenResult): HttpError | undefined => {
     if (result instanceof HttpError) return result
-    if (onlyIssuer !== undefined && result.iss !== onlyIssuer) return otherIssuer()
+    if (onlyIssuers !== undefined && !onlyIssuers.has(result.iss)) return otherIssuer()
     const status = revocations.check(result)
     if (status === 'revoked') return errors.tokenRevoked()
     if (status === 'unavailable') return errors.unavailable('Token revocation status unavailable')
-    if (access === 'owner' && (request.params as { user_id?: string }).user_id !== result.sub) return errors.forbidden()
+    if (access === 'owner' && (request.params as Record<string, string | undefined>)[ownerParam] !== result.sub) return errors.forbidden()
     request.auth = result
     return undefined
   }

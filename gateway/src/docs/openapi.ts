@@ -1,12 +1,22 @@
 /**
- * /docs: one OpenAPI document for the public contract, generated from the
- * services' own route schemas (each publishes /openapi.json), keeping only
- * what the gateway routes publicly, and adding what the gateway adds: bearer
- * auth on protected routes and its own error answers.
+ * /docs: one OpenAPI document for the public contract, merged from the
+ * documents of every upstream that publishes one (its `openapi:` path in the
+ * gateway's file), keeping only what the gateway routes publicly, tagged by
+ * upstream name, and adding what the gateway adds: bearer auth on protected
+ * routes and its own error answers.
  */
 import type { Dispatcher } from 'undici'
 import type { FastifyBaseLogger } from 'fastify'
-import type { RouteGroup, UpstreamName } from '../routes/public-api.js'
+import type { ResolvedRoute } from '../gateway-config/load.js'
+
+/** An upstream whose OpenAPI document is merged. */
+export interface DocumentedUpstream {
+  name: string
+  description?: string
+  pool: Dispatcher
+  /** Where it publishes its document, e.g. /openapi.json. */
+  path: string
+}
 
 type Json = Record<string, any>
 
@@ -44,22 +54,22 @@ function namespaced(doc: Json, prefix: string): Json {
   return out
 }
 
-export function mergeOpenApi(services: Partial<Record<UpstreamName, Json>>, routes: RouteGroup[]): Json {
+export function mergeOpenApi(services: Record<string, Json>, routes: ResolvedRoute[], tags: Array<{ name: string; description?: string }>): Json {
   const paths: Json = {}
   const schemas: Json = { ErrorEnvelope: ENVELOPE_SCHEMA }
-  const docs: Partial<Record<UpstreamName, Json>> = {}
-  for (const [name, doc] of Object.entries(services) as Array<[UpstreamName, Json]>) {
+  const docs: Record<string, Json> = {}
+  for (const [name, doc] of Object.entries(services)) {
     docs[name] = namespaced(doc, `${name}_`)
     Object.assign(schemas, docs[name]!.components.schemas)
   }
   for (const group of routes) {
     const doc = docs[group.upstream]
-    for (const url of group.urls) {
+    for (const url of group.paths) {
       const path = toOpenApiPath(url)
       for (const method of group.methods) {
         const op: Json | undefined = doc?.paths?.[path]?.[method.toLowerCase()]
         const operation: Json = structuredClone(op ?? { summary: `${method} ${path}`, responses: {} })
-        operation.tags = [group.upstream === 'auth' ? 'auth' : 'tasks']
+        operation.tags = [group.upstream]
         // Parameters with a default are optional to the caller, whatever the schema's `required` says.
         for (const p of operation.parameters ?? []) if (p.in !== 'path' && p.schema?.default !== undefined) p.required = false
         const extra = { ...GATEWAY_ERRORS, ...(group.access === 'anonymous' ? {} : AUTH_ERRORS), ...(group.access === 'owner' ? OWNER_ERRORS : {}) }
@@ -80,10 +90,7 @@ export function mergeOpenApi(services: Partial<Record<UpstreamName, Json>>, rout
         'The public contract of the Tollgate gateway. Every error is `{detail, error_code, status_code}`; ' +
         'every response carries `x-request-id`.',
     },
-    tags: [
-      { name: 'auth', description: 'Accounts and tokens (auth-service)' },
-      { name: 'tasks', description: "A user's tasks (task-service); the path user id must be the token's subject" },
-    ],
+    tags: tags.map((t) => (t.description ? { name: t.name, description: t.description } : { name: t.name })),
     paths,
     components: {
       schemas,
@@ -92,25 +99,31 @@ export function mergeOpenApi(services: Partial<Record<UpstreamName, Json>>, rout
   }
 }
 
-/** Keeps the merged document current: fetched from each service at start, then refreshed. */
-export function openApiDocument(upstreams: Record<UpstreamName, Dispatcher>, routes: RouteGroup[], log: FastifyBaseLogger) {
-  const fetched: Partial<Record<UpstreamName, Json>> = {}
-  let merged = mergeOpenApi(fetched, routes)
+/** Keeps the merged document current: fetched from each upstream that publishes one at start, then refreshed. */
+export function openApiDocument(upstreams: DocumentedUpstream[], routes: ResolvedRoute[], log: FastifyBaseLogger) {
+  const fetched: Record<string, Json> = {}
+  // Every routed upstream is a tag, documented or not, in the order the file declares them.
+  const routed = new Set(routes.map((r) => r.upstream))
+  const tags = [...routed].map((name) => ({ name, description: upstreams.find((u) => u.name === name)?.description }))
+  let merged = mergeOpenApi(fetched, routes, tags)
   let timer: NodeJS.Timeout | undefined
 
   async function refresh(): Promise<void> {
     await Promise.all(
-      (Object.entries(upstreams) as Array<[UpstreamName, Dispatcher]>).map(async ([name, pool]) => {
+      upstreams.map(async ({ name, pool, path }) => {
         try {
-          const res = await pool.request({ method: 'GET', path: '/openapi.json', headersTimeout: 2000, bodyTimeout: 2000 })
-          if (res.statusCode !== 200) throw new Error(`status ${res.statusCode}`)
+          const res = await pool.request({ method: 'GET', path, headersTimeout: 2000, bodyTimeout: 2000 })
+          if (res.statusCode !== 200) {
+            await res.body.dump()
+            throw new Error(`status ${res.statusCode}`)
+          }
           fetched[name] = (await res.body.json()) as Json
         } catch (err) {
           log.debug({ upstream: name, err: { message: (err as Error).message } }, 'OpenAPI document not fetched yet')
         }
       }),
     )
-    merged = mergeOpenApi(fetched, routes)
+    merged = mergeOpenApi(fetched, routes, tags)
   }
 
   return {
@@ -118,7 +131,7 @@ export function openApiDocument(upstreams: Record<UpstreamName, Dispatcher>, rou
     start() {
       const tick = async () => {
         await refresh()
-        const complete = Object.keys(fetched).length === Object.keys(upstreams).length
+        const complete = Object.keys(fetched).length === upstreams.length
         timer = setTimeout(tick, complete ? 300_000 : 5_000)
         timer.unref()
       }

@@ -7,20 +7,21 @@
  * can tell a service call from a user call.
  */
 import type { Dispatcher } from 'undici'
+import type { HTTPMethods } from 'fastify'
 import { Counter } from 'prom-client'
 import { createService, serviceTokenKey, type App } from '@tollgate/common'
 import type { Config } from '../config.js'
-import { clientKey, makeLimiter } from '../limits/rate-limits.js'
-import { asyncStep, sequence } from '../hook-steps.js'
+import { asyncStep, sequence, type Step } from '../hook-steps.js'
 import type { CounterStore } from '../limits/store.js'
 import { registerProxyRoutes } from '../proxy/proxy-routes.js'
-import { forwardersFor } from '../proxy/forwarder.js'
-import type { UpstreamName } from '../routes/public-api.js'
-import { internalRoutes } from './routes.js'
+import { createForwarder, type Forward } from '../proxy/forwarder.js'
+import type { ResolvedInternalRoute } from '../gateway-config/load.js'
+import { policySteps } from '../pipeline/route-pipeline.js'
 import { authenticateService, parseAllowlist } from './service-auth.js'
 
 export interface InternalDeps {
-  upstreams: Record<UpstreamName, { url: string; pool: Dispatcher }>
+  routes: ResolvedInternalRoute[]
+  upstreams: Map<string, { pool: Dispatcher; def: { timeoutMs?: number } }>
   proofKey: Buffer
   newStore: () => CounterStore
   logStream?: NodeJS.WritableStream
@@ -44,19 +45,8 @@ export async function buildInternalApp(config: Config, deps: InternalDeps): Prom
   const upstreamErrors = metric('gateway_upstream_errors_total', 'Upstream failures answered 502/503/504', ['upstream', 'status', 'cause'])
 
   app.decorateRequest('rateLimitFields', null)
-  const perService = makeLimiter(
-    deps.newStore(),
-    { name: 'service', max: config.RATE_LIMIT_SERVICE_MAX, windowMs: config.RATE_LIMIT_SERVICE_WINDOW_S * 1000 },
-    (req) => req.service ?? undefined,
-    (policy) => rejections.inc({ policy }),
-  )
-  // Asking for a token proves a credential: limited per address like a sign-in.
-  const credentialAttempts = makeLimiter(
-    deps.newStore(),
-    { name: 'service-credential', max: config.RATE_LIMIT_SIGNIN_IP_MAX, windowMs: config.RATE_LIMIT_SIGNIN_IP_WINDOW_S * 1000 },
-    clientKey,
-    (policy) => rejections.inc({ policy }),
-  )
+  // Declared policies: per calling service (after its token) or per address (asking for a token proves a credential).
+  const policies = policySteps(deps.newStore, (policy) => rejections.inc({ policy }))
   const authenticate = authenticateService(
     serviceTokenKey(config.BETTER_AUTH_SECRET, config.SERVICE_TOKEN_SECRET),
     config.JWT_ISSUER,
@@ -65,14 +55,20 @@ export async function buildInternalApp(config: Config, deps: InternalDeps): Prom
     (reason) => authFailures.inc({ reason }),
   )
 
-  const forwarders = forwardersFor(deps.upstreams, config.UPSTREAM_TIMEOUT_MS, (labels) => upstreamErrors.inc(labels))
-  for (const group of internalRoutes) {
+  const forwarders = new Map<string, Forward>()
+  for (const [name, upstream] of deps.upstreams) {
+    const timeoutMs = upstream.def.timeoutMs ?? config.UPSTREAM_TIMEOUT_MS
+    forwarders.set(name, createForwarder({ name, pool: upstream.pool, timeoutMs, countError: (labels) => upstreamErrors.inc(labels) }))
+  }
+  for (const route of deps.routes) {
     await app.register(async (scope) => {
-      scope.addHook('onRequest', group.access === 'service' ? sequence([asyncStep(authenticate), perService]) : credentialAttempts)
+      const steps: Step[] = route.policies.filter((p) => p.key === 'address').map((p) => policies.limiter(p))
+      if (route.access === 'service') steps.push(asyncStep(authenticate), ...route.policies.filter((p) => p.key === 'service').map((p) => policies.limiter(p)))
+      if (steps.length > 0) scope.addHook('onRequest', sequence(steps))
       registerProxyRoutes(scope as never, {
-        forward: forwarders[group.upstream],
-        urls: group.urls,
-        methods: group.methods,
+        forward: forwarders.get(route.upstream)!,
+        urls: route.paths,
+        methods: route.methods as HTTPMethods[],
         streamBodies: true,
         proofKey: deps.proofKey,
         forwardAuthorization: false,

@@ -1,6 +1,8 @@
 /**
  * The gateway's rate limits, counted in @fastify/rate-limit's stores (its
- * LocalStore, or its RedisStore and Lua script behind our failover):
+ * LocalStore, or its RedisStore and Lua script behind our failover). The
+ * policies are declared in the gateway's file; pipeline/route-pipeline.ts
+ * applies each route's. The bundled file's:
  *
  *   ip                  every proxied request, per client address (before
  *                       auth, so garbage tokens count too)
@@ -43,32 +45,11 @@ export interface Policy {
   windowMs: number
 }
 
-export interface LimitsConfig {
-  ip: Policy
-  user: Policy
-  signinIp: Policy
-  signinEmailIpFailures: Policy
-  signinIpFailures: Policy
-  signinEmailFailures: Policy
-  signupIp: Policy
-}
-
 declare module 'fastify' {
   interface FastifyRequest {
     /** RateLimit field values gathered from every policy applied so far. */
     rateLimitFields: { policy: string; state: string } | null
   }
-}
-
-export interface Limits {
-  ip: Step
-  user: Step
-  signinIp: Step
-  signupIp: Step
-  /** preHandler on sign-in: reserve one failure in each failure budget, or 429 when one is spent. */
-  signinFailureReserve: Step
-  /** onResponse on sign-in: a 401 keeps its reservations (a failure); any other answer gives them back. */
-  signinFailureSettle: Step
 }
 
 const IPV6_PREFIX = 64
@@ -78,14 +59,14 @@ export function clientKey(req: FastifyRequest): string {
   return normalizeIP(req.ip, IPV6_PREFIX)
 }
 
-function emailOf(req: FastifyRequest): string | undefined {
+export function emailOf(req: FastifyRequest): string | undefined {
   const email = (req.body as { email?: unknown } | undefined)?.email
   if (typeof email !== 'string') return undefined
   const normalised = email.trim().toLowerCase()
   return normalised.length > 0 && normalised.length <= 320 ? normalised : undefined
 }
 
-function emailAtAddress(req: FastifyRequest): string | undefined {
+export function emailAtAddress(req: FastifyRequest): string | undefined {
   const email = emailOf(req)
   // The address goes first: an email may contain any character, the address key cannot contain a space.
   return email === undefined ? undefined : `${clientKey(req)} ${email}`
@@ -209,25 +190,4 @@ export function makeFailureBudgets(budgets: FailureBudget[], onRejected: (policy
     done()
   }
   return { reserve, settle }
-}
-
-export function createLimits(config: LimitsConfig, newStore: () => CounterStore, onRejected: (policy: string) => void): Limits {
-  const limiter = (policy: Policy, key: (req: FastifyRequest) => string | undefined) => makeLimiter(newStore(), policy, key, onRejected)
-  // Most specific first: the answer names the budget that is really spent.
-  const failures = makeFailureBudgets(
-    [
-      { store: newStore(), policy: config.signinEmailIpFailures, key: emailAtAddress },
-      { store: newStore(), policy: config.signinIpFailures, key: clientKey },
-      { store: newStore(), policy: config.signinEmailFailures, key: emailOf },
-    ],
-    onRejected,
-  )
-  return {
-    ip: limiter(config.ip, clientKey),
-    user: limiter(config.user, (req) => req.auth?.sub),
-    signinIp: limiter(config.signinIp, clientKey),
-    signupIp: limiter(config.signupIp, clientKey),
-    signinFailureReserve: failures.reserve,
-    signinFailureSettle: failures.settle,
-  }
 }

@@ -16,7 +16,12 @@ export interface UpstreamOptions {
 }
 
 export function createUpstreamPool(url: string, opts: UpstreamOptions): Pool {
-  return new Pool(new URL(url).origin, {
+  return new Pool(new URL(url).origin, poolOptions(opts))
+}
+
+/** The options of each target's pool (also a BalancedPool's, for an upstream with several targets). */
+export function poolOptions(opts: UpstreamOptions): Pool.Options {
+  return {
     connections: opts.connections,
     pipelining: 1,
     keepAliveTimeout: 30_000,
@@ -25,7 +30,7 @@ export function createUpstreamPool(url: string, opts: UpstreamOptions): Pool {
     headersTimeout: opts.timeoutMs + 1000,
     bodyTimeout: opts.timeoutMs,
     connect: { rejectUnauthorized: true, ...(opts.ca ? { ca: opts.ca } : {}) },
-  })
+  }
 }
 
 export type Failure = { status: 502 | 503 | 504; code: ErrorCode; detail: string; cause: string }

@@ -1,0 +1,140 @@
+/**
+ * Each declared route's pipeline, built from its declaration in one place:
+ *
+ *   onRequest   address-keyed limits, token + revocation + ownership, user-keyed limits
+ *   body        streamed through (`body: stream`) or parsed and checked (`body: json(...)`)
+ *   preHandler  limits keyed by the body (email), then the failure budgets' reservations
+ *   handler     forward to the route's upstream
+ *   onResponse  failure budgets settled; a 2xx on a revoking route revokes
+ *
+ * Steps are composed once per route at start; a request runs them as one
+ * callback-style hook per phase, with no closure or promise of its own.
+ */
+import type { FastifyInstance, FastifyRequest, HTTPMethods } from 'fastify'
+import { normaliseEmail, type Identity } from '@tollgate/common'
+import { sequence, type Step } from '../hook-steps.js'
+import { authenticate } from '../auth/authenticate.js'
+import type { TokenVerifier } from '../auth/token-verifier.js'
+import type { RevocationList } from '../auth/revocation-list.js'
+import { clientKey, emailAtAddress, emailOf, makeFailureBudgets, makeLimiter } from '../limits/rate-limits.js'
+import type { CounterStore } from '../limits/store.js'
+import type { Forward } from '../proxy/forwarder.js'
+import { registerProxyRoutes } from '../proxy/proxy-routes.js'
+import type { ResolvedPolicy, ResolvedRoute } from '../gateway-config/load.js'
+
+type Key = (req: FastifyRequest) => string | undefined
+
+const KEYS: Record<ResolvedPolicy['key'], Key> = {
+  address: clientKey,
+  user: (req: FastifyRequest) => req.auth?.sub,
+  email: emailOf,
+  'email+address': emailAtAddress,
+  service: (req: FastifyRequest) => (req as FastifyRequest & { service?: string | null }).service ?? undefined,
+}
+
+/** One counter store and one limiter step per policy, shared by every route that names it. */
+export function policySteps(newStore: () => CounterStore, onRejected: (policy: string) => void) {
+  const stores = new Map<string, CounterStore>()
+  const limiters = new Map<string, Step>()
+  const storeOf = (policy: ResolvedPolicy) => {
+    let store = stores.get(policy.name)
+    if (!store) stores.set(policy.name, (store = newStore()))
+    return store
+  }
+  const asPolicy = (p: ResolvedPolicy) => ({ name: p.name, max: p.limit, windowMs: p.window_s * 1000 })
+  return {
+    /** Counts every request. */
+    limiter(policy: ResolvedPolicy): Step {
+      let step = limiters.get(policy.name)
+      if (!step) limiters.set(policy.name, (step = makeLimiter(storeOf(policy), asPolicy(policy), KEYS[policy.key], onRejected)))
+      return step
+    },
+    /** Reserve-then-settle budgets: only 401 answers keep their count. */
+    failureBudgets(policies: ResolvedPolicy[]) {
+      return makeFailureBudgets(
+        policies.map((p) => ({ store: storeOf(p), policy: asPolicy(p), key: KEYS[p.key] })),
+        onRejected,
+      )
+    },
+  }
+}
+
+export type PolicySteps = ReturnType<typeof policySteps>
+
+export interface PipelineDeps {
+  verifier: TokenVerifier
+  revocations: RevocationList
+  policies: PolicySteps
+  /** Issuer name -> its `iss`, for routes that accept only some issuers. */
+  issuerOf: (name: string) => string
+  forwarder: (upstream: string, timeoutMs?: number) => Forward
+  proofKey: Buffer
+  identity: (request: FastifyRequest) => Identity
+  clockToleranceS: number
+  onAuthFailure: (reason: string) => void
+}
+
+/** Register one declared route in its own encapsulated scope (its hooks and body parsers stay there). */
+export async function registerRoute(app: FastifyInstance, route: ResolvedRoute, deps: PipelineDeps): Promise<void> {
+  await app.register(async (scope) => {
+    const countAll = route.policies.filter((p) => p.count === 'all')
+    const failures = route.policies.filter((p) => p.count === 'failures')
+    const beforeToken = countAll.filter((p) => p.key === 'address')
+    const afterToken = countAll.filter((p) => p.key === 'user')
+    const fromBody = countAll.filter((p) => p.key === 'email' || p.key === 'email+address')
+
+    const onRequest: Step[] = beforeToken.map((p) => deps.policies.limiter(p))
+    if (route.access !== 'anonymous') {
+      const issuers = route.issuers && new Set(route.issuers.map(deps.issuerOf))
+      onRequest.push(
+        authenticate(deps.verifier, deps.revocations, route.access, deps.onAuthFailure, {
+          ...(issuers ? { issuers } : {}),
+          ...(route.ownerParam ? { ownerParam: route.ownerParam } : {}),
+        }),
+      )
+    }
+    for (const p of afterToken) onRequest.push(deps.policies.limiter(p))
+    if (onRequest.length > 0) scope.addHook('onRequest', sequence(onRequest))
+
+    const preHandler: Step[] = fromBody.map((p) => deps.policies.limiter(p))
+    if (failures.length > 0) {
+      const budgets = deps.policies.failureBudgets(failures)
+      preHandler.push(budgets.reserve)
+      scope.addHook('onResponse', budgets.settle)
+    }
+    if (preHandler.length > 0) scope.addHook('preHandler', sequence(preHandler))
+
+    if (route.revokes) {
+      const revokes = route.revokes
+      const { revocations, clockToleranceS } = deps
+      scope.addHook('onResponse', (request, reply, done) => {
+        const auth = request.auth
+        if (auth && reply.statusCode >= 200 && reply.statusCode < 300) {
+          const expS = Math.ceil(auth.expiresAt / 1000)
+          // An account deletion cuts off every token of the user, whatever its iat (a racing sign-in may sign after it).
+          if (revokes === 'user') revocations.revokeUser(auth.sub, Number.MAX_SAFE_INTEGER, expS + clockToleranceS)
+          else if (auth.jti) revocations.revokeToken(auth.jti, expS)
+        }
+        done()
+      })
+    }
+
+    // Emails normalised as the auth-service does: its schema accepts them, and a limit's key is the account's.
+    if (route.body.kind === 'json' && route.body.normaliseEmail) {
+      scope.addHook('preValidation', normaliseEmail)
+    }
+    // `body: json` means JSON: Fastify's text/plain parser would hand a string on as a JSON string.
+    if (route.body.kind === 'json') scope.removeContentTypeParser('text/plain')
+    registerProxyRoutes(scope, {
+      bodySchema: route.body.kind === 'json' ? route.body.schema : undefined,
+      forward: deps.forwarder(route.upstream, route.timeoutMs),
+      urls: route.paths,
+      methods: route.methods as HTTPMethods[],
+      streamBodies: route.body.kind === 'stream',
+      proofKey: deps.proofKey,
+      forwardAuthorization: route.forwardAuthorization,
+      identity: deps.identity,
+      publicCache: route.cache === 'public',
+    })
+  })
+}
