@@ -2,6 +2,9 @@
  * `npm run test:compose`: docker-compose.yml run for real, as the README's compose section says, and judged only
  * through the gateway's published port (plus the database, for the one thing no client can see: purged rows).
  *
+ * `--scale task-service=3` is checked too: the gateway re-resolves the service name and spreads GETs over the
+ * replicas; one killed replica costs no GET.
+ *
  * Engine: DOCKER_HOST when it answers; otherwise a private dockerd started by infra/docker/local-images/dockerd.sh
  * (root only) and stopped at the end. Base images: NODE_IMAGE / POSTGRES_IMAGE / REDIS_IMAGE when set, otherwise
  * the local ones build.sh makes (each only when missing: the daemon's data root persists between runs).
@@ -256,6 +259,43 @@ async function composeSuite({ host, started, ownEngine }: { host: string; starte
     const list = await call('GET', `/api/${userId}/tasks?sort=title&order=asc`, undefined, signin.json?.token)
     t.same(list.json?.map((x: { title: string }) => x.title), ['first', 'second'], 'the tasks are there')
     t.equal((await call('GET', `/api/${userId}/tasks`, undefined, token)).status, 200, 'a token from before the restart still works')
+  })
+
+  await t.test('--scale task-service=3: every replica takes requests, a killed one costs no GET', async (t) => {
+    const r = await compose(['up', '-d', '--no-recreate', '--scale', 'task-service=3'], 300_000)
+    t.equal(r.code, 0, 'docker-compose up --scale task-service=3 exits 0', { stderr: r.stderr.slice(-2000) })
+    const replicas = (await compose(['ps', '-q', 'task-service'])).stdout.trim().split('\n').filter(Boolean)
+    t.equal(replicas.length, 3, 'three task-service containers')
+    // The gateway re-resolves the service name (UPSTREAM_DNS_REFRESH_MS) and health-checks each address.
+    let ready = ''
+    for (let i = 0; i < 90 && !/^ok \((?:[^,]+ ok(?:, |\)$)){3}/.test(ready); i++) {
+      ready = String((await call('GET', '/ready')).json?.checks?.['task-service'] ?? '')
+      if (!/^ok \((?:[^,]+ ok(?:, |\)$)){3}/.test(ready)) await sleep(1000)
+    }
+    t.match(ready, /^ok \((?:[^,]+ ok(?:, |\)$)){3}/, `the gateway sees three healthy targets: ${ready}`)
+
+    const jwt = (await call('POST', '/api/auth/signin', { email, password })).json?.token
+    const since = new Date(Date.now() - 1000).toISOString()
+    const statuses: number[] = []
+    for (let i = 0; i < 30; i++) statuses.push((await call('GET', `/api/${userId}/tasks`, undefined, jwt)).status)
+    t.same([...new Set(statuses)], [200], '30 GETs answered 200')
+    await sleep(1500) // access lines are buffered for up to a second
+    for (const id of replicas) {
+      const logs = await docker(['logs', '--since', since, id])
+      const served = `${logs.stdout}\n${logs.stderr}`.split('\n').filter((l) => l.includes(`/api/${userId}/tasks`)).length
+      t.ok(served > 0, `replica ${id.slice(0, 12)} served ${served} of them`)
+    }
+
+    // One replica dies mid-traffic: GETs are retried on another target, then it is taken out.
+    const kill = await docker(['kill', replicas[0]!])
+    t.equal(kill.code, 0, 'one replica killed')
+    const after: number[] = []
+    for (let i = 0; i < 30; i++) after.push((await call('GET', `/api/${userId}/tasks`, undefined, jwt)).status)
+    t.same([...new Set(after)], [200], 'every GET after the kill answered 200')
+
+    const back = await compose(['up', '-d', '--no-recreate', '--scale', 'task-service=1'], 300_000)
+    t.equal(back.code, 0, 'scaled back to one replica')
+    t.same(await allHealthy(180_000), Object.fromEntries(SERVICES.map((s) => [s, 'running/healthy'])), 'healthy again')
   })
 
   await t.test('docker-compose stop: every service exits 0 with no error line', async (t) => {
