@@ -60,8 +60,10 @@ const MAX_PENDING_BYTES = 4 * 1024 * 1024
 
 /** Lines gathered in memory, written to a file descriptor in one write. */
 export class BufferedLogDestination {
-  private pending: Buffer[] = []
-  private pendingBytes = 0
+  /** Lines not written yet, as one string: converted to bytes once per flush rather than once per line. */
+  private pending = ''
+  /** Bytes a full pipe did not take (EAGAIN): they go first at the next flush. */
+  private unwritten: Buffer | null = null
   private broken = false
   private readonly timer: NodeJS.Timeout
 
@@ -76,11 +78,10 @@ export class BufferedLogDestination {
 
   write(chunk: string): boolean {
     // Dropped when the destination is gone, or has taken nothing for a long while (bounded memory).
-    if (this.broken || this.pendingBytes > MAX_PENDING_BYTES) return true
-    const buf = Buffer.from(chunk)
-    this.pending.push(buf)
-    this.pendingBytes += buf.length
-    if (this.pendingBytes >= this.minBytes) this.flush()
+    // Lengths are counted in characters: at least one byte each, so the thresholds hold in bytes too.
+    if (this.broken || this.pending.length + (this.unwritten?.length ?? 0) > MAX_PENDING_BYTES) return true
+    this.pending += chunk
+    if (this.pending.length >= this.minBytes) this.flush()
     return true
   }
 
@@ -91,20 +92,17 @@ export class BufferedLogDestination {
    * closed never ended after SIGTERM.
    */
   flush(): void {
-    if (this.broken || this.pendingBytes === 0) return
-    let data = this.pending.length === 1 ? this.pending[0]! : Buffer.concat(this.pending)
-    this.pending = []
-    this.pendingBytes = 0
+    if (this.broken || (this.pending.length === 0 && this.unwritten === null)) return
+    const lines = this.pending.length > 0 ? Buffer.from(this.pending) : null
+    let data = this.unwritten === null ? lines! : lines === null ? this.unwritten : Buffer.concat([this.unwritten, lines])
+    this.pending = ''
+    this.unwritten = null
     while (data.length > 0) {
       try {
         data = data.subarray(writeSync(this.fd, data))
       } catch (err) {
-        if ((err as NodeJS.ErrnoException).code === 'EAGAIN') {
-          this.pending = [data]
-          this.pendingBytes = data.length
-        } else {
-          this.broken = true
-        }
+        if ((err as NodeJS.ErrnoException).code === 'EAGAIN') this.unwritten = data
+        else this.broken = true
         return
       }
     }

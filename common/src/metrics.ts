@@ -18,11 +18,27 @@ export function installMetrics(app: FastifyInstance, service: string): void {
   registry.setDefaultLabels({ service })
   collectDefaultMetrics({ register: registry })
 
-  const requests = new Counter({
+  /** One (method, route, status) series: its histogram child, and requests counted since the last scrape. */
+  interface Series {
+    labels: { method: string; route: string; status: string }
+    pending: number
+    time: { observe(v: number): void }
+  }
+  const series: Series[] = []
+  new Counter({
     name: 'http_requests_total',
     help: 'HTTP requests answered, by method, route pattern and status',
     labelNames: ['method', 'route', 'status'] as const,
     registers: [registry],
+    // Counted in plain numbers per request and handed over at scrape time: prom-client's inc hashes the labels
+    // on every call. Series are handed over in the order they first appeared, as per-request inc would insert them.
+    collect() {
+      for (const s of series) {
+        if (s.pending === 0) continue
+        this.inc(s.labels, s.pending)
+        s.pending = 0
+      }
+    },
   })
   const duration = new Histogram({
     name: 'http_request_duration_seconds',
@@ -33,20 +49,26 @@ export function installMetrics(app: FastifyInstance, service: string): void {
   })
 
   app.decorate('metrics', registry)
-  // One labelled child per (method, route, status), made once: no label hashing per request.
-  const children = new Map<string, { count: { inc(): void }; time: { observe(v: number): void } }>()
+  // Series found by route, method and status (strings the router and parser reuse, a number): no key built per request.
+  const byRoute = new Map<string, Map<string, Map<number, Series>>>()
   app.addHook('onResponse', (request, reply, done) => {
     // The route pattern, never the raw URL: bounded label cardinality.
     const route = request.routeOptions.url ?? 'unmatched'
-    const key = `${request.method} ${route} ${reply.statusCode}`
-    let child = children.get(key)
-    if (!child) {
-      const labels = { method: request.method, route, status: String(reply.statusCode) }
-      child = { count: requests.labels(labels), time: duration.labels(labels) }
-      children.set(key, child)
+    const method = request.method
+    const status = reply.statusCode
+    let byMethod = byRoute.get(route)
+    if (byMethod === undefined) byRoute.set(route, (byMethod = new Map()))
+    let byStatus = byMethod.get(method)
+    if (byStatus === undefined) byMethod.set(method, (byStatus = new Map()))
+    let s = byStatus.get(status)
+    if (s === undefined) {
+      const labels = { method, route, status: String(status) }
+      s = { labels, pending: 0, time: duration.labels(labels) }
+      byStatus.set(status, s)
+      series.push(s)
     }
-    child.count.inc()
-    child.time.observe(reply.elapsedTime / 1000)
+    s.pending++
+    s.time.observe(reply.elapsedTime / 1000)
     done()
   })
   app.get('/metrics', { logLevel: 'warn' }, async (_request, reply) => {
