@@ -55,6 +55,13 @@ export const configSchema = Type.Object({
    * address is the client), a hop count, or comma-separated addresses/CIDRs.
    */
   TRUST_PROXY: Type.String({ default: '' }),
+  /**
+   * Policies counted locally and added to Redis in batches (comma-separated names); the others
+   * count atomically in Redis; `none`: every policy exact. The sign-in failure budgets are always exact.
+   */
+  RATE_LIMIT_BATCHED: Type.String({ default: 'ip,user' }),
+  /** Batched policies send their increments to Redis at most this often (one pipelined call per interval). */
+  RATE_LIMIT_SYNC_MS: Type.Integer({ minimum: 10, maximum: 60_000, default: 100 }),
   ...limit('IP', 12_000, 60),
   ...limit('USER', 6_000, 60),
   /** Sign-in attempts per address, failed or not. */
@@ -110,8 +117,29 @@ export function trustProxy(config: Pick<Config, 'TRUST_PROXY'>): false | number 
   return v
 }
 
+/**
+ * Policies that may be batched. The sign-in failure budgets reserve and refund, which needs
+ * one atomic count; the service limits (internal listener) always count exactly too.
+ */
+export const BATCHABLE_POLICIES = ['ip', 'user', 'signin-ip', 'signup-ip'] as const
+
+/** RATE_LIMIT_BATCHED as a set of policy names; an unknown or unbatchable name is a ConfigError. */
+export function batchedPolicies(config: Pick<Config, 'RATE_LIMIT_BATCHED'>): Set<string> {
+  if (config.RATE_LIMIT_BATCHED.trim() === 'none') return new Set()
+  const names = config.RATE_LIMIT_BATCHED.split(',')
+    .map((n) => n.trim())
+    .filter(Boolean)
+  for (const name of names) {
+    if (!(BATCHABLE_POLICIES as readonly string[]).includes(name)) {
+      throw new ConfigError(`RATE_LIMIT_BATCHED may list only ${BATCHABLE_POLICIES.join(', ')} (or be none)`)
+    }
+  }
+  return new Set(names)
+}
+
 export function limitsConfig(config: Config) {
-  const policy = (name: string, max: number, windowS: number) => ({ name, max, windowMs: windowS * 1000 })
+  const batched = batchedPolicies(config)
+  const policy = (name: string, max: number, windowS: number) => ({ name, max, windowMs: windowS * 1000, mode: batched.has(name) ? ('batched' as const) : ('exact' as const) })
   return {
     ip: policy('ip', config.RATE_LIMIT_IP_MAX, config.RATE_LIMIT_IP_WINDOW_S),
     user: policy('user', config.RATE_LIMIT_USER_MAX, config.RATE_LIMIT_USER_WINDOW_S),

@@ -34,13 +34,15 @@
 import { normalizeIP } from '@fastify/rate-limit'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { ErrorCode, HttpError } from '@tollgate/common'
-import type { CounterStore } from './store.js'
+import type { CounterStore, CountingMode } from './store.js'
 import type { Step } from '../hook-steps.js'
 
 export interface Policy {
   name: string
   max: number
   windowMs: number
+  /** How the count is shared with Redis (store.ts); exact when not said. */
+  mode?: CountingMode
 }
 
 export interface LimitsConfig {
@@ -211,8 +213,12 @@ export function makeFailureBudgets(budgets: FailureBudget[], onRejected: (policy
   return { reserve, settle }
 }
 
-export function createLimits(config: LimitsConfig, newStore: () => CounterStore, onRejected: (policy: string) => void): Limits {
-  const limiter = (policy: Policy, key: (req: FastifyRequest) => string | undefined) => makeLimiter(newStore(), policy, key, onRejected)
+export function createLimits(config: LimitsConfig, newStore: (mode?: CountingMode) => CounterStore, onRejected: (policy: string) => void): Limits {
+  const limiter = (policy: Policy, key: (req: FastifyRequest) => string | undefined) => makeLimiter(newStore(policy.mode), policy, key, onRejected)
+  for (const budget of [config.signinEmailIpFailures, config.signinIpFailures, config.signinEmailFailures]) {
+    // Reserve and refund need one atomic count: a batched budget could pass R times its limit at once.
+    if (budget.mode === 'batched') throw new Error(`rate limit policy ${budget.name} must be exact`)
+  }
   // Most specific first: the answer names the budget that is really spent.
   const failures = makeFailureBudgets(
     [

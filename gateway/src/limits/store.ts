@@ -8,6 +8,7 @@
 import { createRequire } from 'node:module'
 import type { Redis as RedisClient } from 'ioredis'
 import type { FastifyBaseLogger } from 'fastify'
+import { createBatchedCounters, type SyncItem, type SyncResult } from './batched.js'
 
 // The plugin's own stores, so the Lua script and window semantics are exactly its.
 const require = createRequire(import.meta.url)
@@ -79,19 +80,67 @@ export const stores = {
   redis: redisStore,
 }
 
+/** Batched keys: their own prefix (never mixed with an exact counter of the same policy), hash-tagged for Redis Cluster. */
+const BATCHED_NAMESPACE = 'tollgate:rlb:'
+export const batchedKey = (key: string) => `${BATCHED_NAMESPACE}{${key}}`
+
+/** Adds a delta to a key's window and reads back the total and the window's remaining ms (opening it if new). */
+const SYNC_LUA = `
+  local total = redis.call('INCRBY', KEYS[1], ARGV[1])
+  local ttl = redis.call('PTTL', KEYS[1])
+  if ttl < 0 then
+    redis.call('PEXPIRE', KEYS[1], ARGV[2])
+    ttl = tonumber(ARGV[2])
+  end
+  return { total, ttl }
+`
+
+type SyncingRedis = RedisClient & { tollgateSync(key: string, delta: number, windowMs: number): Promise<[number, number]> }
+
+/** One pipeline (one round trip) for every key of the interval. */
+export async function syncBatch(redis: RedisClient, items: SyncItem[]): Promise<SyncResult> {
+  const client = redis as SyncingRedis
+  if (!client.tollgateSync) client.defineCommand('tollgateSync', { numberOfKeys: 1, lua: SYNC_LUA })
+  const pipeline = client.pipeline() as unknown as { tollgateSync(key: string, delta: number, windowMs: number): void; exec(): Promise<Array<[Error | null, unknown]> | null> }
+  for (const item of items) pipeline.tollgateSync(batchedKey(item.key), item.delta, item.windowMs)
+  const replies = (await pipeline.exec()) ?? []
+  return replies.map(([err, reply]) => {
+    if (err) throw err
+    const [count, ttl] = reply as [number, number]
+    return { count, ttl }
+  })
+}
+
 export type CounterBackend = 'redis' | 'memory' | 'memory-fallback'
+
+/**
+ * exact: every count is an atomic Redis operation (security-critical, low-rate policies);
+ * batched: counted locally and added to Redis in batches (high-rate policies; see batched.ts).
+ * Without Redis both are the same in-memory store.
+ */
+export type CountingMode = 'exact' | 'batched'
 
 export interface CounterState {
   backend(): CounterBackend
   close(): Promise<void>
-  /** A store for one policy (its keys are prefixed with the policy's name). */
-  newStore(): CounterStore
+  /** A store for one policy (its keys are prefixed with the policy's name); exact unless asked. */
+  newStore(mode?: CountingMode): CounterStore
 }
 
-export async function createCounterStore(redisUrl: string | undefined, log: FastifyBaseLogger, onChange: (b: CounterBackend) => void): Promise<CounterState> {
+export interface CounterOptions {
+  /** Batched policies add their increments to Redis at most this often. */
+  syncMs: number
+}
+
+export async function createCounterStore(
+  redisUrl: string | undefined,
+  log: FastifyBaseLogger,
+  onChange: (b: CounterBackend) => void,
+  options: CounterOptions = { syncMs: 100 },
+): Promise<CounterState> {
   if (!redisUrl) {
     onChange('memory')
-    return { backend: () => 'memory', close: async () => {}, newStore: localStore }
+    return { backend: () => 'memory', close: async () => {}, newStore: () => localStore() }
   }
 
   // Loaded only when configured: a gateway without Redis never pays for the client.
@@ -132,7 +181,10 @@ export async function createCounterStore(redisUrl: string | undefined, log: Fast
     if (value) stopProbe()
     else startProbe()
     onChange(value ? 'redis' : 'memory-fallback')
+    if (value) batched?.kick()
   }
+  // One batcher for every batched policy (their keys carry the policy's name): one sync call per interval.
+  let batched: ReturnType<typeof createBatchedCounters> | undefined
   onChange('memory-fallback')
   redis.on('ready', () => setHealthy(true, 'ready'))
   redis.on('error', (err) => setHealthy(false, err.message))
@@ -172,12 +224,21 @@ export async function createCounterStore(redisUrl: string | undefined, log: Fast
     }
   }
 
+  batched = createBatchedCounters({
+    syncMs: options.syncMs,
+    sync: (items) => syncBatch(redis, items),
+    canSync: () => healthy === true,
+    onSyncError: (err) => setHealthy(false, err.message),
+  })
+  const batchedStore = batched.store
+
   return {
     backend: () => (healthy ? 'redis' : 'memory-fallback'),
     close: async () => {
       stopProbe()
+      await batched!.close()
       redis.disconnect()
     },
-    newStore: () => new FailoverStore(),
+    newStore: (mode = 'exact') => (mode === 'batched' ? batchedStore : new FailoverStore()),
   }
 }
