@@ -1,6 +1,8 @@
 /**
  * The gateway's rate limits, counted in @fastify/rate-limit's stores (its
- * LocalStore, or its RedisStore and Lua script behind our failover):
+ * LocalStore, or its RedisStore and Lua script behind our failover), or with
+ * Redis for a policy whose mode is batched, in local counters synced to Redis
+ * in batches (batched.ts):
  *
  *   ip                  every proxied request, per client address (before
  *                       auth, so garbage tokens count too)
