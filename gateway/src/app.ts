@@ -164,7 +164,7 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
       backendGauge.reset()
       backendGauge.set({ backend }, 1)
     },
-    { syncMs: config.RATE_LIMIT_SYNC_MS },
+    { syncMs: config.RATE_LIMIT_SYNC_MS, cluster: config.REDIS_CLUSTER },
   )
   const limits = createLimits(limitsConfig(config), counters.newStore, (policy) => rejections.inc({ policy }))
   app.decorateRequest('rateLimitFields', null)

@@ -50,6 +50,8 @@ export const configSchema = Type.Object({
   TOKEN_CACHE_SIZE: Type.Integer({ minimum: 0, maximum: 1_000_000, default: 10_000 }),
   /** Shared rate-limit counters for all replicas; unset: counted in each process's memory. */
   REDIS_URL: Type.Optional(Type.String({ pattern: '^rediss?://' })),
+  /** true: REDIS_URL names seed nodes of a Redis Cluster (comma-separated); keys are hash-tagged per counter. */
+  REDIS_CLUSTER: Type.Boolean({ default: false }),
   /**
    * Which proxies in front may set X-Forwarded-For: empty (none: the socket
    * address is the client), a hop count, or comma-separated addresses/CIDRs.

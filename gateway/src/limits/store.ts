@@ -27,6 +27,8 @@ type PluginStore = Omit<CounterStore, 'refund'>
 type StoreCtor = new (...args: unknown[]) => PluginStore
 const PluginLocalStore: StoreCtor = require('@fastify/rate-limit/store/LocalStore')
 const PluginRedisStore: StoreCtor = require('@fastify/rate-limit/store/RedisStore')
+// ioredis's own slot function (CRC16 with {hash tags}), to group a Cluster sync per node.
+const calculateSlot: (key: string) => number = require('cluster-key-slot')
 
 const NAMESPACE = 'tollgate:rl:'
 const LOCAL_ENTRIES = 50_000
@@ -97,18 +99,47 @@ const SYNC_LUA = `
 
 type SyncingRedis = RedisClient & { tollgateSync(key: string, delta: number, windowMs: number): Promise<[number, number]> }
 
-/** One pipeline (one round trip) for every key of the interval. */
-export async function syncBatch(redis: RedisClient, items: SyncItem[]): Promise<SyncResult> {
-  const client = redis as SyncingRedis
-  if (!client.tollgateSync) client.defineCommand('tollgateSync', { numberOfKeys: 1, lua: SYNC_LUA })
-  const pipeline = client.pipeline() as unknown as { tollgateSync(key: string, delta: number, windowMs: number): void; exec(): Promise<Array<[Error | null, unknown]> | null> }
+type SyncPipeline = { tollgateSync(key: string, delta: number, windowMs: number): void; exec(): Promise<Array<[Error | null, unknown]> | null> }
+
+async function syncPipeline(client: SyncingRedis, items: SyncItem[]): Promise<SyncResult> {
+  const pipeline = client.pipeline() as unknown as SyncPipeline
   for (const item of items) pipeline.tollgateSync(batchedKey(item.key), item.delta, item.windowMs)
   const replies = (await pipeline.exec()) ?? []
+  if (replies.length !== items.length) throw new Error('rate limits: incomplete sync reply')
   return replies.map(([err, reply]) => {
     if (err) throw err
     const [count, ttl] = reply as [number, number]
     return { count, ttl }
   })
+}
+
+/**
+ * One pipeline (one round trip) for every key of the interval; on a Redis
+ * Cluster one per node, each holding the keys whose slots that node serves.
+ */
+export async function syncBatch(redis: RedisClient, items: SyncItem[]): Promise<SyncResult> {
+  const client = redis as SyncingRedis
+  if (!client.tollgateSync) client.defineCommand('tollgateSync', { numberOfKeys: 1, lua: SYNC_LUA })
+  if (!(redis as { isCluster?: boolean }).isCluster) return syncPipeline(client, items)
+  const slots = (redis as unknown as { slots: string[][] }).slots
+  const groups = new Map<string, number[]>()
+  items.forEach((item, i) => {
+    const node = slots[calculateSlot(batchedKey(item.key))]?.join(',') ?? ''
+    const group = groups.get(node)
+    if (group) group.push(i)
+    else groups.set(node, [i])
+  })
+  const result: SyncResult = new Array(items.length)
+  await Promise.all(
+    [...groups.values()].map(async (indexes) => {
+      const replies = await syncPipeline(
+        client,
+        indexes.map((i) => items[i]!),
+      )
+      indexes.forEach((i, j) => (result[i] = replies[j]!))
+    }),
+  )
+  return result
 }
 
 export type CounterBackend = 'redis' | 'memory' | 'memory-fallback'
@@ -130,6 +161,26 @@ export interface CounterState {
 export interface CounterOptions {
   /** Batched policies add their increments to Redis at most this often. */
   syncMs: number
+  /** REDIS_URL names seed nodes of a Redis Cluster (comma-separated URLs; the other nodes are discovered). */
+  cluster?: boolean
+}
+
+/** `redis://h1:p1,redis://h2:p2` (or `redis://h1:p1,h2:p2`) as ioredis Cluster seed nodes. */
+function clusterSeeds(redisUrl: string): Array<{ host: string; port: number }> {
+  return redisUrl.split(',').map((part) => {
+    const url = new URL(/^rediss?:\/\//.test(part.trim()) ? part.trim() : `redis://${part.trim()}`)
+    return { host: url.hostname, port: Number(url.port || 6379) }
+  })
+}
+
+/** Credentials and TLS from the first seed URL, for every node. */
+function clusterAuth(redisUrl: string): { username?: string; password?: string; tls?: object } {
+  const url = new URL(redisUrl.split(',')[0]!.trim())
+  return {
+    ...(url.username ? { username: decodeURIComponent(url.username) } : {}),
+    ...(url.password ? { password: decodeURIComponent(url.password) } : {}),
+    ...(url.protocol === 'rediss:' ? { tls: {} } : {}),
+  }
 }
 
 export async function createCounterStore(
@@ -144,16 +195,22 @@ export async function createCounterStore(
   }
 
   // Loaded only when configured: a gateway without Redis never pays for the client.
-  const { Redis } = await import('ioredis')
-  const redis: RedisClient = new Redis(redisUrl, {
-    // Fail fast instead of queueing: a command while Redis is away errors at once.
-    enableOfflineQueue: false,
+  const { Redis, Cluster } = await import('ioredis')
+  const connection = {
     maxRetriesPerRequest: 1,
     connectTimeout: 500,
     commandTimeout: 300,
-    retryStrategy: (times) => Math.min(100 * times, 2000),
-    lazyConnect: false,
-  })
+  }
+  const retry = (times: number) => Math.min(100 * times, 2000)
+  // Fail fast instead of queueing: a command while Redis is away errors at once.
+  const redis: RedisClient = options.cluster
+    ? (new Cluster(clusterSeeds(redisUrl), {
+        enableOfflineQueue: false,
+        clusterRetryStrategy: retry,
+        redisOptions: { ...connection, ...clusterAuth(redisUrl) },
+        lazyConnect: false,
+      }) as unknown as RedisClient)
+    : new Redis(redisUrl, { ...connection, enableOfflineQueue: false, retryStrategy: retry, lazyConnect: false })
   let healthy: boolean | undefined // unknown until the first event, so an unreachable Redis at start is logged too
   // A command that timed out leaves the connection up, so no 'ready' event will
   // say Redis is back: while failed over on a live connection, ask it with PING.
