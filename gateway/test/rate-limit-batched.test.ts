@@ -138,17 +138,17 @@ t.test('batched counting, Redis that stalls: the sync times out, memory fallback
   const redis = await startRedis(t)
   t.teardown(() => redis.resume())
   const upstream = await startUpstream(t)
-  const gw = await buildGateway(t, { AUTH_SERVICE_URL: upstream.url, TASK_SERVICE_URL: upstream.url, REDIS_URL: redis.url, RATE_LIMIT_SYNC_MS: 50 })
+  // The first sync goes out a second after the request: until then nothing has asked the stalled Redis.
+  const gw = await buildGateway(t, { AUTH_SERVICE_URL: upstream.url, TASK_SERVICE_URL: upstream.url, REDIS_URL: redis.url, RATE_LIMIT_SYNC_MS: 1000 })
   const backend = async () => (await gw.inject({ url: '/ready' })).json().checks['rate-limit-counters']
   await until('counting in Redis', async () => (await backend()) === 'redis')
   const jwt = await token()
   const req = { url: `/api/${subOf(jwt)}/tasks`, headers: { authorization: `Bearer ${jwt}` } }
 
   redis.pause()
-  const started = Date.now()
-  t.equal((await gw.inject(req)).statusCode, 200, 'answered at once: the request never waits for Redis')
-  t.ok(Date.now() - started < 250, 'no Redis timeout in the request path')
-  await until('the fallback', async () => (await backend()) === 'memory-fallback', 5000)
+  t.equal((await gw.inject(req)).statusCode, 200, 'answered from local counts')
+  t.equal(await backend(), 'redis', 'no Redis command timed out in the request path (exact counting would have failed over here)')
+  await until('the fallback at the next sync', async () => (await backend()) === 'memory-fallback', 10_000)
   t.equal((await gw.inject(req)).statusCode, 200)
   redis.resume()
   await until('back in Redis', async () => (await backend()) === 'redis')
