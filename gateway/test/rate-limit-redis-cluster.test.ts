@@ -6,7 +6,7 @@
 import t from 'tap'
 import { randomUUID } from 'node:crypto'
 import { Cluster, Redis } from 'ioredis'
-import { buildGateway, startUpstream, subOf, token } from './helper.js'
+import { buildGateway, logCapture, startUpstream, subOf, token } from './helper.js'
 import { startRedisCluster } from './redis-server.js'
 
 async function until(what: string, check: () => Promise<boolean>, timeoutMs = 10_000): Promise<void> {
@@ -83,4 +83,52 @@ t.test('two gateways on a three-node Redis Cluster: batched and exact limits sha
     statuses.push(res.statusCode)
   }
   t.equal(statuses.filter((s) => s === 429).length, 2, `exactly the sign-up limit of 3 passed across both gateways (${statuses.join(', ')})`)
+})
+
+t.test('a cluster node killed mid-traffic: memory fallback at its next sync, still limiting, back by itself', async (t) => {
+  const cluster = await startRedisCluster(t)
+  const upstream = await startUpstream(t)
+  const logs = logCapture()
+  const gw = await buildGateway(t, {
+    AUTH_SERVICE_URL: upstream.url,
+    TASK_SERVICE_URL: upstream.url,
+    REDIS_URL: cluster.url,
+    REDIS_CLUSTER: true,
+    RATE_LIMIT_SYNC_MS: 50,
+    RATE_LIMIT_USER_MAX: 5,
+    LOG_LEVEL: 'info',
+  }, { logStream: logs.stream })
+  const backend = async () => (await gw.inject({ url: '/ready' })).json().checks['rate-limit-counters']
+  await until('counting in Redis', async () => (await backend()) === 'redis')
+  // Enough users that some of their keys live on the node that goes away.
+  const users = await Promise.all(Array.from({ length: 12 }, () => token()))
+  const call = (jwt: string) => gw.inject({ url: `/api/${subOf(jwt)}/tasks`, headers: { authorization: `Bearer ${jwt}` } })
+  for (const jwt of users) t.equal((await call(jwt)).statusCode, 200)
+
+  await cluster.stop(1)
+  for (const jwt of users) await call(jwt) // a sync that reaches the dead node fails
+  await until('the fallback', async () => (await backend()) === 'memory-fallback')
+  const statuses: number[] = []
+  for (let i = 0; i < 5; i++) statuses.push((await call(users[0]!)).statusCode)
+  t.same(statuses, [200, 200, 200, 429, 429], 'still limiting, on this replica, its count so far included')
+  t.equal((await gw.inject({ url: '/ready' })).statusCode, 200, 'still ready')
+  // Once the cluster itself has noticed (cluster_state:fail), and for a few probe intervals (1 s each) after:
+  // the other masters answer PING, yet counting stays in memory while a master is away.
+  const survivor = new Redis(cluster.ports[0]!, '127.0.0.1')
+  t.teardown(() => survivor.disconnect())
+  await until('the cluster marks the node failed', async () => /cluster_state:fail/.test(String(await survivor.call('CLUSTER', 'INFO'))))
+  for (let i = 0; i < 15; i++) {
+    await new Promise((r) => setTimeout(r, 200))
+    await call(users[i % users.length]!)
+  }
+  t.equal(await backend(), 'memory-fallback', 'not back while a master is down')
+  t.equal(logs.count('rate limits: Redis unavailable, counting in memory until it is back'), 1, 'logged once')
+  t.equal(logs.count('rate limits: counting in Redis again'), 1, 'no flapping: only the first connection said so')
+
+  await cluster.start(1)
+  await until('back in Redis', async () => (await backend()) === 'redis', 20_000)
+  const client = new Cluster([{ host: '127.0.0.1', port: cluster.ports[0]! }])
+  t.teardown(() => client.disconnect())
+  await until('the counts kept during the outage synced', async () => Number(await client.get(`tollgate:rlb:{user:${subOf(users[0]!)}}`)) >= 7)
+  t.pass('counting in the cluster again, the outage\'s counts added')
 })

@@ -67,6 +67,9 @@ export interface PrivateRedisCluster {
   /** Seed URLs of every node, comma-separated (REDIS_URL with REDIS_CLUSTER=true). */
   url: string
   ports: number[]
+  /** SIGKILL one node; start brings it back with its cluster config (same id, same slots). */
+  stop(node: number): Promise<void>
+  start(node: number): Promise<void>
 }
 
 /** A Redis Cluster of `nodes` masters (no replicas) on free loopback ports, its files in a temp dir. */
@@ -85,16 +88,19 @@ export async function startRedisCluster(t: Tap, nodes = 3): Promise<PrivateRedis
     )
     await rm(dir, { recursive: true, force: true })
   })
+  const spawnNode = (port: number) =>
+    spawn(
+      'redis-server',
+      [
+        ...['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir],
+        ...['--cluster-enabled', 'yes', '--cluster-config-file', `nodes-${port}.conf`, '--cluster-node-timeout', '1000'],
+      ],
+      { stdio: 'ignore' },
+    )
   for (let i = 0; i < nodes; i++) {
     const port = await freePort()
     ports.push(port)
-    procs.push(
-      spawn(
-        'redis-server',
-        ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--cluster-enabled', 'yes', '--cluster-config-file', `nodes-${port}.conf`, '--dir', dir],
-        { stdio: 'ignore' },
-      ),
-    )
+    procs.push(spawnNode(port))
   }
   for (const port of ports) await untilAnswers(port)
   await run('redis-cli', ['--cluster', 'create', ...ports.map((p) => `127.0.0.1:${p}`), '--cluster-replicas', '0', '--cluster-yes'])
@@ -111,7 +117,21 @@ export async function startRedisCluster(t: Tap, nodes = 3): Promise<PrivateRedis
       node.disconnect()
     }
   }
-  return { url: ports.map((p) => `redis://127.0.0.1:${p}`).join(','), ports }
+  return {
+    url: ports.map((p) => `redis://127.0.0.1:${p}`).join(','),
+    ports,
+    stop: async (i) => {
+      const proc = procs[i]!
+      if (proc.exitCode !== null) return
+      const exited = new Promise((r) => proc.once('exit', r))
+      proc.kill('SIGKILL')
+      await exited
+    },
+    start: async (i) => {
+      procs[i] = spawnNode(ports[i]!)
+      await untilAnswers(ports[i]!)
+    },
+  }
 }
 
 async function untilAnswers(port: number): Promise<void> {

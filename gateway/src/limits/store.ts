@@ -211,6 +211,25 @@ export async function createCounterStore(
         lazyConnect: false,
       }) as unknown as RedisClient)
     : new Redis(redisUrl, { ...connection, enableOfflineQueue: false, retryStrategy: retry, lazyConnect: false })
+  /**
+   * Redis answers: PING; on a cluster, PING to the master of every slot (one node answering says
+   * nothing about the others' slots, and a master that went away is no longer in the client's pool).
+   */
+  const answers = async (): Promise<boolean> => {
+    if (!options.cluster) return (await redis.ping()) === 'PONG'
+    const cluster = redis as unknown as { slots: string[][]; nodes(role: 'master'): RedisClient[]; refreshSlotsCache(): void }
+    const owners = new Set<string>()
+    for (let slot = 0; slot < 16384; slot++) {
+      const owner = cluster.slots[slot]?.[0]
+      if (owner === undefined) return false
+      owners.add(owner)
+    }
+    const masters = new Map(cluster.nodes('master').map((node) => [`${node.options.host}:${node.options.port}`, node]))
+    // The client drops a master whose connection ended; asking the cluster for its slots brings it back.
+    if ([...owners].some((owner) => !masters.has(owner))) cluster.refreshSlotsCache()
+    const replies = await Promise.all([...owners].map((owner) => masters.get(owner)?.ping() ?? 'missing'))
+    return replies.every((r) => r === 'PONG')
+  }
   let healthy: boolean | undefined // unknown until the first event, so an unreachable Redis at start is logged too
   // A command that timed out leaves the connection up, so no 'ready' event will
   // say Redis is back: while failed over on a live connection, ask it with PING.
@@ -223,8 +242,8 @@ export async function createCounterStore(
     if (probe) return
     probe = setInterval(() => {
       if (redis.status !== 'ready') return // reconnecting: its 'ready' event will tell
-      redis.ping().then(
-        () => setHealthy(true, 'ping'),
+      answers().then(
+        (ok) => ok && setHealthy(true, 'ping'),
         () => {},
       )
     }, PROBE_MS)
@@ -243,7 +262,15 @@ export async function createCounterStore(
   // One batcher for every batched policy (their keys carry the policy's name): one sync call per interval.
   let batched: ReturnType<typeof createBatchedCounters> | undefined
   onChange('memory-fallback')
-  redis.on('ready', () => setHealthy(true, 'ready'))
+  // A cluster is ready once its slot map is known, even with a master down: ask every master first.
+  redis.on('ready', () => {
+    if (!options.cluster) return setHealthy(true, 'ready')
+    // Not yet: the probe asks again every second.
+    answers().then(
+      (ok) => setHealthy(ok, ok ? 'ready' : 'a master did not answer'),
+      (err: Error) => setHealthy(false, err.message),
+    )
+  })
   redis.on('error', (err) => setHealthy(false, err.message))
   redis.on('close', () => setHealthy(false, 'connection closed'))
   redis.on('end', () => setHealthy(false, 'connection ended'))
