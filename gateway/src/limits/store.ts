@@ -1,9 +1,11 @@
 /**
- * Rate-limit counters: in Redis when REDIS_URL is set, so every replica shares
- * them; in memory otherwise. When Redis fails, counting falls back to memory
- * at once (never unlimited, never a 500, never a wait for Redis), the change
- * is logged once and shown in metrics and readiness, and counting returns to
- * Redis by itself when it is back.
+ * Rate-limit counters: in Redis (or a Redis Cluster) when REDIS_URL is set, so
+ * every replica shares them; in memory otherwise. Per policy, exact (an atomic
+ * Redis operation per count) or batched (local counts synced in batches, see
+ * batched.ts). When Redis fails, counting falls back to memory at once (never
+ * unlimited, never a 500, never a wait for Redis), the change is logged once
+ * and shown in metrics and readiness, and counting returns to Redis by itself
+ * when it is back.
  */
 import { createRequire } from 'node:module'
 import type { Redis as RedisClient } from 'ioredis'
