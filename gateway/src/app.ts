@@ -181,10 +181,15 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
     labelNames: ['backend'] as const,
     registers: [app.metrics],
   })
-  const counters = await createCounterStore(config.REDIS_URL, app.log, (backend: CounterBackend) => {
-    backendGauge.reset()
-    backendGauge.set({ backend }, 1)
-  })
+  const counters = await createCounterStore(
+    config.REDIS_URL,
+    app.log,
+    (backend: CounterBackend) => {
+      backendGauge.reset()
+      backendGauge.set({ backend }, 1)
+    },
+    { syncMs: config.RATE_LIMIT_SYNC_MS, cluster: config.REDIS_CLUSTER },
+  )
   const policies = policySteps(counters.newStore, (policy) => rejections.inc({ policy }))
   app.decorateRequest('rateLimitFields', null)
 

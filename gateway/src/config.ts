@@ -65,11 +65,20 @@ export const configSchema = Type.Object({
   TOKEN_CACHE_SIZE: Type.Integer({ minimum: 0, maximum: 1_000_000, default: 10_000 }),
   /** Shared rate-limit counters for all replicas; unset: counted in each process's memory. */
   REDIS_URL: Type.Optional(Type.String({ pattern: '^rediss?://' })),
+  /** true: REDIS_URL names seed nodes of a Redis Cluster (comma-separated); keys are hash-tagged per counter. */
+  REDIS_CLUSTER: Type.Boolean({ default: false }),
   /**
    * Which proxies in front may set X-Forwarded-For: empty (none: the socket
    * address is the client), a hop count, or comma-separated addresses/CIDRs.
    */
   TRUST_PROXY: Type.String({ default: '' }),
+  /**
+   * Policies counted locally and added to Redis in batches (comma-separated names); the others
+   * count atomically in Redis; `none`: every policy exact. The sign-in failure budgets are always exact.
+   */
+  RATE_LIMIT_BATCHED: Type.String({ default: 'ip,user' }),
+  /** Batched policies send their increments to Redis at most this often (one pipelined call per interval). */
+  RATE_LIMIT_SYNC_MS: Type.Integer({ minimum: 10, maximum: 60_000, default: 100 }),
   ...limit('IP', 12_000, 60),
   ...limit('USER', 6_000, 60),
   /** Sign-in attempts per address, failed or not. */

@@ -4,36 +4,10 @@
  * by itself.
  */
 import t from 'tap'
-import { spawn } from 'node:child_process'
 import { randomUUID } from 'node:crypto'
-import { fileURLToPath } from 'node:url'
-import { buildGateway, SECRET, startUpstream, subOf, token } from './helper.js'
-import { freePort, startRedis, testRedisUrl } from './redis-server.js'
-
-const gatewayEntry = fileURLToPath(new URL('../dist/server.js', import.meta.url))
-
-async function startGatewayProcess(t: { teardown(fn: () => unknown): void }, env: Record<string, string>): Promise<string> {
-  const port = await freePort()
-  const proc = spawn(process.execPath, [gatewayEntry], {
-    env: { PATH: process.env.PATH ?? '', BETTER_AUTH_SECRET: SECRET, LOG_LEVEL: 'warn', HOST: '127.0.0.1', PORT: String(port), INTERNAL_PORT: '0', ...env },
-    stdio: ['ignore', 'ignore', 'inherit'],
-  })
-  t.teardown(() => {
-    proc.kill('SIGTERM')
-  })
-  const url = `http://127.0.0.1:${port}`
-  const deadline = Date.now() + 15_000
-  for (;;) {
-    try {
-      const ready = await fetch(`${url}/ready`)
-      if (ready.status === 200 && (await ready.json()).checks['rate-limit-counters'] === 'redis') return url
-    } catch {
-      // not yet
-    }
-    if (Date.now() > deadline) throw new Error('gateway process did not become ready on Redis')
-    await new Promise((r) => setTimeout(r, 100))
-  }
-}
+import { buildGateway, startUpstream, subOf, token } from './helper.js'
+import { startGatewayProcess } from './gateway-process.js'
+import { startRedis, testRedisUrl } from './redis-server.js'
 
 t.test('two gateway processes on one Redis share one limit', async (t) => {
   const redisUrl = await testRedisUrl(t)
@@ -43,6 +17,8 @@ t.test('two gateway processes on one Redis share one limit', async (t) => {
     TASK_SERVICE_URL: upstream.url,
     REDIS_URL: redisUrl,
     RATE_LIMIT_USER_MAX: '20',
+    // Exact counting (the user limit is batched by default: see rate-limit-batched.test.ts for that bound).
+    RATE_LIMIT_BATCHED: 'none',
   }
   const [a, b] = await Promise.all([startGatewayProcess(t, env), startGatewayProcess(t, env)])
   const jwt = await token()
@@ -79,10 +55,10 @@ t.test('two gateway processes on one Redis: 25 concurrent wrong passwords on one
   t.equal(statuses.filter((s) => s === 429).length, 15)
 })
 
-t.test('Redis going away mid-traffic: fast answers, in-memory limits, back to Redis by itself', async (t) => {
+t.test('exact counting, Redis going away mid-traffic: fast answers, in-memory limits, back to Redis by itself', async (t) => {
   const redis = await startRedis(t)
   const upstream = await startUpstream(t)
-  const gw = await buildGateway(t, { AUTH_SERVICE_URL: upstream.url, TASK_SERVICE_URL: upstream.url, REDIS_URL: redis.url, RATE_LIMIT_USER_MAX: 5 })
+  const gw = await buildGateway(t, { AUTH_SERVICE_URL: upstream.url, TASK_SERVICE_URL: upstream.url, REDIS_URL: redis.url, RATE_LIMIT_USER_MAX: 5, RATE_LIMIT_BATCHED: 'none' })
   const waitFor = async (backend: string) => {
     const deadline = Date.now() + 10_000
     while ((await gw.inject({ url: '/ready' })).json().checks['rate-limit-counters'] !== backend) {
@@ -120,11 +96,12 @@ t.test('Redis going away mid-traffic: fast answers, in-memory limits, back to Re
   t.equal(back.statusCode, 200, 'counting in Redis again')
 })
 
-t.test('Redis that stalls (commands time out, the connection stays): back to Redis by itself', async (t) => {
+t.test('exact counting, Redis that stalls (commands time out, the connection stays): back to Redis by itself', async (t) => {
   const redis = await startRedis(t)
   t.teardown(() => redis.resume())
   const upstream = await startUpstream(t)
-  const gw = await buildGateway(t, { AUTH_SERVICE_URL: upstream.url, TASK_SERVICE_URL: upstream.url, REDIS_URL: redis.url })
+  // Exact counting: a request's own Redis command times out (batched policies notice at their next sync).
+  const gw = await buildGateway(t, { AUTH_SERVICE_URL: upstream.url, TASK_SERVICE_URL: upstream.url, REDIS_URL: redis.url, RATE_LIMIT_BATCHED: 'none' })
   const backend = async () => (await gw.inject({ url: '/ready' })).json().checks['rate-limit-counters']
   const waitFor = async (want: string) => {
     const deadline = Date.now() + 10_000

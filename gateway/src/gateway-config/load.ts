@@ -134,7 +134,7 @@ export function parseGatewayConfig(text: string, file: string, variables: Variab
     report(path, message)
   }
   if (problems.length > 0) throw new GatewayConfigError([...new Set(problems)])
-  const definition = resolve(value as GatewayFile, file, report)
+  const definition = resolve(value as GatewayFile, file, report, variables.RATE_LIMIT_BATCHED)
   if (problems.length > 0) throw new GatewayConfigError(problems)
   return definition
 }
@@ -193,7 +193,7 @@ function lineOf(doc: Document, lineCounter: LineCounter, path: Path): number {
 const list = (v: string | string[] | undefined): string[] =>
   v === undefined ? [] : (Array.isArray(v) ? v : v.split(',')).map((s) => s.trim()).filter(Boolean)
 
-function resolve(f: GatewayFile, file: string, report: (path: Path, message: string) => void): GatewayDefinition {
+function resolve(f: GatewayFile, file: string, report: (path: Path, message: string) => void, batchedVariable?: string): GatewayDefinition {
   const issuers: ResolvedIssuer[] = []
   const seenIss = new Set<string>()
   for (const [name, i] of Object.entries(f.issuers)) {
@@ -240,13 +240,23 @@ function resolve(f: GatewayFile, file: string, report: (path: Path, message: str
   for (const r of f.routes) for (const p of r.policies ?? []) usedOn.set(p, [...(usedOn.get(p) ?? []), r])
   const internalOnly = new Set((f.internal_routes ?? []).flatMap((r) => r.policies ?? []))
   const policies = new Map<string, ResolvedPolicy>()
+  const listed = batchedVariable?.trim()
+  const listedBatched = listed ? new Set(listed === 'none' ? [] : listed.split(',').map((n: string) => n.trim()).filter(Boolean)) : null
   for (const [name, p] of Object.entries(policyDecls)) {
     const count = p.count ?? 'all'
     // Budgets that guard credentials are counted exactly; bulk traffic limits may be batched (issue 19).
     const signInShape = (usedOn.get(name) ?? []).length > 0 && usedOn.get(name)!.every((r) => r.access === 'anonymous' && (r.body ?? 'stream') !== 'stream')
     const exact =
       count === 'failures' || p.key === 'service' || p.key === 'email' || p.key === 'email+address' || signInShape || (internalOnly.has(name) && !usedOn.has(name))
-    policies.set(name, { name, key: p.key, limit: p.limit, window_s: p.window_s, count, mode: p.mode ?? (exact ? 'exact' : 'batched') })
+    // A mode the file leaves open: RATE_LIMIT_BATCHED names the batched policies (`none`: all exact), else the shape decides.
+    const mode = p.mode ?? (listedBatched ? (listedBatched.has(name) ? 'batched' : 'exact') : exact ? 'exact' : 'batched')
+    if (mode === 'batched' && (count === 'failures' || p.key === 'service')) {
+      report(['policies', name, 'mode'], p.mode ? 'failure budgets and service limits count exactly' : `RATE_LIMIT_BATCHED names ${name}, which must count exactly`)
+    }
+    policies.set(name, { name, key: p.key, limit: p.limit, window_s: p.window_s, count, mode })
+  }
+  for (const name of listedBatched ?? []) {
+    if (!policies.has(name)) report(['policies'], `RATE_LIMIT_BATCHED names ${name}, which is not declared`)
   }
 
   const upstreamNames = new Set(Object.keys(f.upstreams))

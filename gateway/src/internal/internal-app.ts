@@ -12,7 +12,7 @@ import { Counter } from 'prom-client'
 import { createService, serviceTokenKey, type App } from '@tollgate/common'
 import type { Config } from '../config.js'
 import { asyncStep, sequence, type Step } from '../hook-steps.js'
-import type { CounterStore } from '../limits/store.js'
+import type { CounterStore, CountingMode } from '../limits/store.js'
 import { registerProxyRoutes } from '../proxy/proxy-routes.js'
 import { createForwarder, type Forward } from '../proxy/forwarder.js'
 import type { ResolvedInternalRoute } from '../gateway-config/load.js'
@@ -23,7 +23,7 @@ export interface InternalDeps {
   routes: ResolvedInternalRoute[]
   upstreams: Map<string, { pool: Dispatcher; def: { timeoutMs?: number } }>
   proofKey: Buffer
-  newStore: () => CounterStore
+  newStore: (mode?: CountingMode) => CounterStore
   logStream?: NodeJS.WritableStream
 }
 

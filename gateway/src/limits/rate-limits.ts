@@ -1,8 +1,9 @@
 /**
  * The gateway's rate limits, counted in @fastify/rate-limit's stores (its
- * LocalStore, or its RedisStore and Lua script behind our failover). The
- * policies are declared in the gateway's file; pipeline/route-pipeline.ts
- * applies each route's. The bundled file's:
+ * LocalStore, or its RedisStore and Lua script behind our failover), or,
+ * with Redis, for a policy whose mode is batched, in local counters synced to
+ * Redis in batches (batched.ts). The policies are declared in the gateway's
+ * file; pipeline/route-pipeline.ts applies each route's. The bundled file's:
  *
  *   ip                  every proxied request, per client address (before
  *                       auth, so garbage tokens count too)
@@ -36,13 +37,15 @@
 import { normalizeIP } from '@fastify/rate-limit'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { ErrorCode, HttpError } from '@tollgate/common'
-import type { CounterStore } from './store.js'
+import type { CounterStore, CountingMode } from './store.js'
 import type { Step } from '../hook-steps.js'
 
 export interface Policy {
   name: string
   max: number
   windowMs: number
+  /** How the count is shared with Redis (store.ts); exact when not said. */
+  mode?: CountingMode
 }
 
 declare module 'fastify' {

@@ -1,13 +1,16 @@
 /**
- * Rate-limit counters: in Redis when REDIS_URL is set, so every replica shares
- * them; in memory otherwise. When Redis fails, counting falls back to memory
- * at once (never unlimited, never a 500, never a wait for Redis), the change
- * is logged once and shown in metrics and readiness, and counting returns to
- * Redis by itself when it is back.
+ * Rate-limit counters: in Redis (or a Redis Cluster) when REDIS_URL is set, so
+ * every replica shares them; in memory otherwise. Per policy, exact (an atomic
+ * Redis operation per count) or batched (local counts synced in batches, see
+ * batched.ts). When Redis fails, counting falls back to memory at once (never
+ * unlimited, never a 500, never a wait for Redis), the change is logged once
+ * and shown in metrics and readiness, and counting returns to Redis by itself
+ * when it is back.
  */
 import { createRequire } from 'node:module'
 import type { Redis as RedisClient } from 'ioredis'
 import type { FastifyBaseLogger } from 'fastify'
+import { createBatchedCounters, type SyncItem, type SyncResult } from './batched.js'
 
 // The plugin's own stores, so the Lua script and window semantics are exactly its.
 const require = createRequire(import.meta.url)
@@ -26,6 +29,8 @@ type PluginStore = Omit<CounterStore, 'refund'>
 type StoreCtor = new (...args: unknown[]) => PluginStore
 const PluginLocalStore: StoreCtor = require('@fastify/rate-limit/store/LocalStore')
 const PluginRedisStore: StoreCtor = require('@fastify/rate-limit/store/RedisStore')
+// ioredis's own slot function (CRC16 with {hash tags}), to group a Cluster sync per node.
+const calculateSlot: (key: string) => number = require('cluster-key-slot')
 
 const NAMESPACE = 'tollgate:rl:'
 const LOCAL_ENTRIES = 50_000
@@ -79,32 +84,154 @@ export const stores = {
   redis: redisStore,
 }
 
+/** Batched keys: their own prefix (never mixed with an exact counter of the same policy), hash-tagged for Redis Cluster. */
+const BATCHED_NAMESPACE = 'tollgate:rlb:'
+export const batchedKey = (key: string) => `${BATCHED_NAMESPACE}{${key}}`
+
+/** Adds a delta to a key's window and reads back the total and the window's remaining ms (opening it if new). */
+const SYNC_LUA = `
+  local total = redis.call('INCRBY', KEYS[1], ARGV[1])
+  local ttl = redis.call('PTTL', KEYS[1])
+  if ttl < 0 then
+    redis.call('PEXPIRE', KEYS[1], ARGV[2])
+    ttl = tonumber(ARGV[2])
+  end
+  return { total, ttl }
+`
+
+type SyncingRedis = RedisClient & { tollgateSync(key: string, delta: number, windowMs: number): Promise<[number, number]> }
+
+type SyncPipeline = { tollgateSync(key: string, delta: number, windowMs: number): void; exec(): Promise<Array<[Error | null, unknown]> | null> }
+
+async function syncPipeline(client: SyncingRedis, items: SyncItem[]): Promise<SyncResult> {
+  const pipeline = client.pipeline() as unknown as SyncPipeline
+  for (const item of items) pipeline.tollgateSync(batchedKey(item.key), item.delta, item.windowMs)
+  const replies = (await pipeline.exec()) ?? []
+  if (replies.length !== items.length) throw new Error('rate limits: incomplete sync reply')
+  return replies.map(([err, reply]) => {
+    if (err) throw err
+    const [count, ttl] = reply as [number, number]
+    return { count, ttl }
+  })
+}
+
+/**
+ * One pipeline (one round trip) for every key of the interval; on a Redis
+ * Cluster one per node, each holding the keys whose slots that node serves.
+ */
+export async function syncBatch(redis: RedisClient, items: SyncItem[]): Promise<SyncResult> {
+  const client = redis as SyncingRedis
+  if (!client.tollgateSync) client.defineCommand('tollgateSync', { numberOfKeys: 1, lua: SYNC_LUA })
+  if (!(redis as { isCluster?: boolean }).isCluster) return syncPipeline(client, items)
+  const slots = (redis as unknown as { slots: string[][] }).slots
+  const groups = new Map<string, number[]>()
+  items.forEach((item, i) => {
+    const node = slots[calculateSlot(batchedKey(item.key))]?.join(',') ?? ''
+    const group = groups.get(node)
+    if (group) group.push(i)
+    else groups.set(node, [i])
+  })
+  const result: SyncResult = new Array(items.length)
+  await Promise.all(
+    [...groups.values()].map(async (indexes) => {
+      const replies = await syncPipeline(
+        client,
+        indexes.map((i) => items[i]!),
+      )
+      indexes.forEach((i, j) => (result[i] = replies[j]!))
+    }),
+  )
+  return result
+}
+
 export type CounterBackend = 'redis' | 'memory' | 'memory-fallback'
+
+/**
+ * exact: every count is an atomic Redis operation (security-critical, low-rate policies);
+ * batched: counted locally and added to Redis in batches (high-rate policies; see batched.ts).
+ * Without Redis both are the same in-memory store.
+ */
+export type CountingMode = 'exact' | 'batched'
 
 export interface CounterState {
   backend(): CounterBackend
   close(): Promise<void>
-  /** A store for one policy (its keys are prefixed with the policy's name). */
-  newStore(): CounterStore
+  /** A store for one policy (its keys are prefixed with the policy's name); exact unless asked. */
+  newStore(mode?: CountingMode): CounterStore
 }
 
-export async function createCounterStore(redisUrl: string | undefined, log: FastifyBaseLogger, onChange: (b: CounterBackend) => void): Promise<CounterState> {
+export interface CounterOptions {
+  /** Batched policies add their increments to Redis at most this often. */
+  syncMs: number
+  /** REDIS_URL names seed nodes of a Redis Cluster (comma-separated URLs; the other nodes are discovered). */
+  cluster?: boolean
+}
+
+/** `redis://h1:p1,redis://h2:p2` (or `redis://h1:p1,h2:p2`) as ioredis Cluster seed nodes. */
+function clusterSeeds(redisUrl: string): Array<{ host: string; port: number }> {
+  return redisUrl.split(',').map((part) => {
+    const url = new URL(/^rediss?:\/\//.test(part.trim()) ? part.trim() : `redis://${part.trim()}`)
+    return { host: url.hostname, port: Number(url.port || 6379) }
+  })
+}
+
+/** Credentials and TLS from the first seed URL, for every node. */
+function clusterAuth(redisUrl: string): { username?: string; password?: string; tls?: object } {
+  const url = new URL(redisUrl.split(',')[0]!.trim())
+  return {
+    ...(url.username ? { username: decodeURIComponent(url.username) } : {}),
+    ...(url.password ? { password: decodeURIComponent(url.password) } : {}),
+    ...(url.protocol === 'rediss:' ? { tls: {} } : {}),
+  }
+}
+
+export async function createCounterStore(
+  redisUrl: string | undefined,
+  log: FastifyBaseLogger,
+  onChange: (b: CounterBackend) => void,
+  options: CounterOptions = { syncMs: 100 },
+): Promise<CounterState> {
   if (!redisUrl) {
     onChange('memory')
-    return { backend: () => 'memory', close: async () => {}, newStore: localStore }
+    return { backend: () => 'memory', close: async () => {}, newStore: () => localStore() }
   }
 
   // Loaded only when configured: a gateway without Redis never pays for the client.
-  const { Redis } = await import('ioredis')
-  const redis: RedisClient = new Redis(redisUrl, {
-    // Fail fast instead of queueing: a command while Redis is away errors at once.
-    enableOfflineQueue: false,
+  const { Redis, Cluster } = await import('ioredis')
+  const connection = {
     maxRetriesPerRequest: 1,
     connectTimeout: 500,
     commandTimeout: 300,
-    retryStrategy: (times) => Math.min(100 * times, 2000),
-    lazyConnect: false,
-  })
+  }
+  const retry = (times: number) => Math.min(100 * times, 2000)
+  // Fail fast instead of queueing: a command while Redis is away errors at once.
+  const redis: RedisClient = options.cluster
+    ? (new Cluster(clusterSeeds(redisUrl), {
+        enableOfflineQueue: false,
+        clusterRetryStrategy: retry,
+        redisOptions: { ...connection, ...clusterAuth(redisUrl) },
+        lazyConnect: false,
+      }) as unknown as RedisClient)
+    : new Redis(redisUrl, { ...connection, enableOfflineQueue: false, retryStrategy: retry, lazyConnect: false })
+  /**
+   * Redis answers: PING; on a cluster, PING to the master of every slot (one node answering says
+   * nothing about the others' slots, and a master that went away is no longer in the client's pool).
+   */
+  const answers = async (): Promise<boolean> => {
+    if (!options.cluster) return (await redis.ping()) === 'PONG'
+    const cluster = redis as unknown as { slots: string[][]; nodes(role: 'master'): RedisClient[]; refreshSlotsCache(): void }
+    const owners = new Set<string>()
+    for (let slot = 0; slot < 16384; slot++) {
+      const owner = cluster.slots[slot]?.[0]
+      if (owner === undefined) return false
+      owners.add(owner)
+    }
+    const masters = new Map(cluster.nodes('master').map((node) => [`${node.options.host}:${node.options.port}`, node]))
+    // The client drops a master whose connection ended; asking the cluster for its slots brings it back.
+    if ([...owners].some((owner) => !masters.has(owner))) cluster.refreshSlotsCache()
+    const replies = await Promise.all([...owners].map((owner) => masters.get(owner)?.ping() ?? 'missing'))
+    return replies.every((r) => r === 'PONG')
+  }
   let healthy: boolean | undefined // unknown until the first event, so an unreachable Redis at start is logged too
   // A command that timed out leaves the connection up, so no 'ready' event will
   // say Redis is back: while failed over on a live connection, ask it with PING.
@@ -117,8 +244,8 @@ export async function createCounterStore(redisUrl: string | undefined, log: Fast
     if (probe) return
     probe = setInterval(() => {
       if (redis.status !== 'ready') return // reconnecting: its 'ready' event will tell
-      redis.ping().then(
-        () => setHealthy(true, 'ping'),
+      answers().then(
+        (ok) => ok && setHealthy(true, 'ping'),
         () => {},
       )
     }, PROBE_MS)
@@ -132,9 +259,20 @@ export async function createCounterStore(redisUrl: string | undefined, log: Fast
     if (value) stopProbe()
     else startProbe()
     onChange(value ? 'redis' : 'memory-fallback')
+    if (value) batched?.kick()
   }
+  // One batcher for every batched policy (their keys carry the policy's name): one sync call per interval.
+  let batched: ReturnType<typeof createBatchedCounters> | undefined
   onChange('memory-fallback')
-  redis.on('ready', () => setHealthy(true, 'ready'))
+  // A cluster is ready once its slot map is known, even with a master down: ask every master first.
+  redis.on('ready', () => {
+    if (!options.cluster) return setHealthy(true, 'ready')
+    // Not yet: the probe asks again every second.
+    answers().then(
+      (ok) => setHealthy(ok, ok ? 'ready' : 'a master did not answer'),
+      (err: Error) => setHealthy(false, err.message),
+    )
+  })
   redis.on('error', (err) => setHealthy(false, err.message))
   redis.on('close', () => setHealthy(false, 'connection closed'))
   redis.on('end', () => setHealthy(false, 'connection ended'))
@@ -172,12 +310,21 @@ export async function createCounterStore(redisUrl: string | undefined, log: Fast
     }
   }
 
+  batched = createBatchedCounters({
+    syncMs: options.syncMs,
+    sync: (items) => syncBatch(redis, items),
+    canSync: () => healthy === true,
+    onSyncError: (err) => setHealthy(false, err.message),
+  })
+  const batchedStore = batched.store
+
   return {
     backend: () => (healthy ? 'redis' : 'memory-fallback'),
     close: async () => {
       stopProbe()
+      await batched!.close()
       redis.disconnect()
     },
-    newStore: () => new FailoverStore(),
+    newStore: (mode = 'exact') => (mode === 'batched' ? batchedStore : new FailoverStore()),
   }
 }

@@ -17,7 +17,7 @@ import { authenticate } from '../auth/authenticate.js'
 import type { TokenVerifier } from '../auth/token-verifier.js'
 import type { RevocationList } from '../auth/revocation-list.js'
 import { clientKey, emailAtAddress, emailOf, makeFailureBudgets, makeLimiter } from '../limits/rate-limits.js'
-import type { CounterStore } from '../limits/store.js'
+import type { CounterStore, CountingMode } from '../limits/store.js'
 import type { Forward } from '../proxy/forwarder.js'
 import { registerProxyRoutes } from '../proxy/proxy-routes.js'
 import type { ResolvedPolicy, ResolvedRoute } from '../gateway-config/load.js'
@@ -33,12 +33,12 @@ const KEYS: Record<ResolvedPolicy['key'], Key> = {
 }
 
 /** One counter store and one limiter step per policy, shared by every route that names it. */
-export function policySteps(newStore: () => CounterStore, onRejected: (policy: string) => void) {
+export function policySteps(newStore: (mode?: CountingMode) => CounterStore, onRejected: (policy: string) => void) {
   const stores = new Map<string, CounterStore>()
   const limiters = new Map<string, Step>()
   const storeOf = (policy: ResolvedPolicy) => {
     let store = stores.get(policy.name)
-    if (!store) stores.set(policy.name, (store = newStore()))
+    if (!store) stores.set(policy.name, (store = newStore(policy.mode)))
     return store
   }
   const asPolicy = (p: ResolvedPolicy) => ({ name: p.name, max: p.limit, windowMs: p.window_s * 1000 })
