@@ -248,15 +248,13 @@ function resolve(f: GatewayFile, file: string, report: (path: Path, message: str
     const signInShape = (usedOn.get(name) ?? []).length > 0 && usedOn.get(name)!.every((r) => r.access === 'anonymous' && (r.body ?? 'stream') !== 'stream')
     const exact =
       count === 'failures' || p.key === 'service' || p.key === 'email' || p.key === 'email+address' || signInShape || (internalOnly.has(name) && !usedOn.has(name))
-    // A mode the file leaves open: RATE_LIMIT_BATCHED names the batched policies (`none`: all exact), else the shape decides.
+    // A mode the file leaves open: RATE_LIMIT_BATCHED names the batched policies (`none`: all exact; names a file
+    // does not declare are ignored, as the default `ip,user` names the bundled file's), else the shape decides.
     const mode = p.mode ?? (listedBatched ? (listedBatched.has(name) ? 'batched' : 'exact') : exact ? 'exact' : 'batched')
     if (mode === 'batched' && (count === 'failures' || p.key === 'service')) {
       report(['policies', name, 'mode'], p.mode ? 'failure budgets and service limits count exactly' : `RATE_LIMIT_BATCHED names ${name}, which must count exactly`)
     }
     policies.set(name, { name, key: p.key, limit: p.limit, window_s: p.window_s, count, mode })
-  }
-  for (const name of listedBatched ?? []) {
-    if (!policies.has(name)) report(['policies'], `RATE_LIMIT_BATCHED names ${name}, which is not declared`)
   }
 
   const upstreamNames = new Set(Object.keys(f.upstreams))
