@@ -79,7 +79,7 @@ t.test('request ids, redaction and metrics across gateway and services', async (
 t.test('upstream errors are counted by upstream, status and cause', async (t) => {
   const gw = await buildGateway(loadConfig(gatewaySchema, { BETTER_AUTH_SECRET: SECRET, LOG_LEVEL: 'silent', AUTH_SERVICE_URL: 'http://127.0.0.1:1' }))
   t.teardown(() => gw.close())
-  await gw.inject({ method: 'POST', url: '/api/auth/signup', payload: { email: 'a@example.com', password: 'x' } })
+  await gw.inject({ method: 'POST', url: '/api/auth/signup', payload: { email: 'a@example.com', password: 'Observability-Pass-123' } })
   const gm = (await gw.inject({ url: '/metrics' })).body
   t.match(gm, /gateway_upstream_errors_total\{upstream="auth",status="502",cause="ECONNREFUSED"[^}]*\} 1/)
 })
