@@ -3,6 +3,7 @@
  * `{ detail, error_code, status_code }`, with status_code equal to the HTTP status.
  * Every component answers errors through this module, so the shape cannot drift.
  */
+import { randomUUID } from 'node:crypto'
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { Type } from 'typebox'
 import { lingerOnRefusal } from './refused-upload.js'
@@ -188,10 +189,11 @@ export function installErrorEnvelope(app: FastifyInstance): void {
     if (status === 401 && !reply.hasHeader('www-authenticate')) reply.header('www-authenticate', challenge.missing)
     // Refused before the body was read (413, a hook's 401...): let the client finish sending, bounded.
     lingerOnRefusal(request, reply)
-    reply.code(status).type('application/json; charset=utf-8').send(body)
+    // An error is about this request only: never kept by a cache (a 401 or 403 least of all).
+    reply.code(status).header('cache-control', 'no-store').type('application/json; charset=utf-8').send(body)
   })
   app.setNotFoundHandler((_request, reply) => {
-    reply.code(404).type('application/json; charset=utf-8').send(envelope(404, ErrorCode.NOT_FOUND, 'Route not found'))
+    reply.code(404).header('cache-control', 'no-store').type('application/json; charset=utf-8').send(envelope(404, ErrorCode.NOT_FOUND, 'Route not found'))
   })
 }
 
@@ -202,6 +204,8 @@ export function clientErrorResponse(err: NodeJS.ErrnoException & { code?: string
   const reason = status === 431 ? 'Request Header Fields Too Large' : status === 408 ? 'Request Timeout' : 'Bad Request'
   return (
     `HTTP/1.1 ${status} ${reason}\r\nContent-Type: application/json; charset=utf-8\r\n` +
+    // Every answer carries a request id (API.md), this one too: there is no request to take it from.
+    `x-request-id: ${randomUUID()}\r\nCache-Control: no-store\r\n` +
     `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`
   )
 }

@@ -58,6 +58,11 @@ export function installJsonBodyParser(app: FastifyInstance, maxDepth = MAX_JSON_
   )
   app.removeContentTypeParser('application/json')
   app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
+    // No body at all, only the header (many HTTP clients send it on every POST/DELETE): no body, not an error.
+    if ((body as string).length === 0) {
+      done(null, undefined)
+      return
+    }
     if (exceedsJsonDepth(body as string, maxDepth)) {
       done(new JsonTooDeepError(maxDepth), undefined)
       return

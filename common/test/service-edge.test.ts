@@ -158,3 +158,36 @@ t.test('a client that sends its whole body before reading gets the 413, and its 
     t.same(await writeThenRead(port, 3 * 1024 * 1024, chunked), ['HTTP/1.1 413 Payload Too Large', 'HTTP/1.1 200 OK'], chunked ? 'chunked' : 'Content-Length')
   }
 })
+
+t.test('a bodiless request that says application/json is read as having no body (many clients send the header anyway)', async (t) => {
+  const app = createService({ name: 'edge-test', logLevel: 'silent', openapi: false })
+  app.post('/signout', async (request) => ({ body: request.body ?? null }))
+  t.teardown(() => app.close())
+  const res = await app.inject({ method: 'POST', url: '/signout', headers: { 'content-type': 'application/json' } })
+  t.equal(res.statusCode, 200)
+  t.same(res.json(), { body: null })
+  const bad = await app.inject({ method: 'POST', url: '/signout', headers: { 'content-type': 'application/json' }, payload: '{' })
+  t.equal(bad.statusCode, 400, 'malformed JSON is still refused')
+})
+
+t.test('errors are never cached, and those Node answers itself carry a request id too', async (t) => {
+  const app = service(t)
+  const notFound = await app.inject({ url: '/nowhere' })
+  t.equal(notFound.headers['cache-control'], 'no-store', '404')
+  const invalid = await app.inject({ method: 'POST', url: '/items/1', payload: { title: 1 } })
+  t.equal(invalid.statusCode, 400)
+  t.equal(invalid.headers['cache-control'], 'no-store', '400')
+
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  const port = (app.server.address() as net.AddressInfo).port
+  const raw = await new Promise<string>((resolve, reject) => {
+    const socket = net.connect(port, '127.0.0.1', () => socket.write('FOO /health HTTP/1.1\r\nHost: x\r\n\r\n'))
+    let data = ''
+    socket.on('data', (d) => (data += d))
+    socket.on('end', () => resolve(data))
+    socket.on('error', reject)
+  })
+  t.match(raw, /^HTTP\/1\.1 400 /, 'a malformed request is a 400')
+  t.match(raw, /\r\nx-request-id: [A-Za-z0-9._:-]+\r\n/i, 'with a request id')
+  t.match(raw, /"error_code":"VALIDATION_ERROR"/)
+})
