@@ -3,7 +3,7 @@
  * a signed-in user, or only the user the path names).
  */
 import type { FastifyRequest } from 'fastify'
-import { challenge, ErrorCode, errors, HttpError } from '@tollgate/common'
+import { BEARER_REALM, challenge, ErrorCode, errors, HttpError } from '@tollgate/common'
 import type { TokenResult, TokenVerifier, VerifiedToken } from './token-verifier.js'
 import type { RevocationList } from './revocation-list.js'
 import type { Step } from '../hook-steps.js'
@@ -28,6 +28,26 @@ export function bearerToken(header: string | undefined): string | HttpError {
     return /^bearer\b/i.test(header) ? errors.invalidToken() : errors.unauthorized()
   }
   return m[1]!
+}
+
+/**
+ * More than one credential: a second Authorization header (Node keeps only
+ * the first, so it is looked for in the raw headers), or the header and an
+ * access_token parameter (RFC 6750 section 2: one method per request).
+ */
+export function secondCredential(rawHeaders: string[], url: string): boolean {
+  let seen = 0
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    const name = rawHeaders[i]!
+    if (name.length === 13 && name.toLowerCase() === 'authorization' && ++seen === 2) return true
+  }
+  return seen === 1 && url.includes('access_token=')
+}
+
+export function invalidRequest(): HttpError {
+  return new HttpError(400, ErrorCode.VALIDATION_ERROR, 'Send one bearer token, in the Authorization header only', {
+    'www-authenticate': `Bearer realm="${BEARER_REALM}", error="invalid_request"`,
+  })
 }
 
 /** A valid token of a trusted external issuer on a route of our own accounts (API.md has no closer code). */
@@ -68,6 +88,7 @@ export function authenticate(
     return err
   }
   return function authenticateStep(request, _reply, done) {
+    if (secondCredential(request.raw.rawHeaders, request.url)) return done(refuse(invalidRequest()))
     const token = bearerToken(request.headers.authorization)
     if (token instanceof HttpError) return done(refuse(token))
     const hit = verifier.cached(token)
