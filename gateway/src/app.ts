@@ -221,7 +221,8 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
     exposedHeaders: definition.cors.exposedHeaders ?? ['X-Request-Id', 'WWW-Authenticate', 'Retry-After', 'RateLimit', 'RateLimit-Policy'],
     credentials: false,
     maxAge: definition.cors.maxAgeS ?? 600,
-    strictPreflight: true,
+    // An OPTIONS without Origin is no preflight: answered 204 too, never a text/plain 400 outside the envelope.
+    strictPreflight: false,
   })
 
   // /docs: the public contract, generated from the services' route schemas.

@@ -114,6 +114,10 @@ t.test('CORS: listed origins only; preflight answered at the edge', async (t) =>
     headers: { origin: 'https://evil.example', 'access-control-request-method': 'GET' },
   })
   t.notOk(foreign.headers['access-control-allow-origin'], 'no ACAO for a foreign origin')
+  // An OPTIONS that is no preflight (no Origin): never an error outside the envelope.
+  const bare = await gw.inject({ method: 'OPTIONS', url })
+  t.equal(bare.statusCode, 204, 'a bare OPTIONS is answered, not refused in text/plain')
+  t.notOk(bare.headers['access-control-allow-origin'])
   const get = await gw.inject({ url, headers: { origin: 'https://app.example.com', authorization: `Bearer ${jwt}` } })
   t.equal(get.headers['access-control-allow-origin'], 'https://app.example.com')
   t.match(String(get.headers['access-control-expose-headers']), /WWW-Authenticate/)
