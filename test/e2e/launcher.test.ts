@@ -42,3 +42,37 @@ t.test('without a secret in development one is generated for the run, and said s
   const signin = await call(cluster.url, 'POST', '/api/auth/signin', { email, password: 'SecurePass123!' })
   t.equal((await call(cluster.url, 'GET', '/api/auth/me', undefined, signin.json.token)).status, 200, 'all processes share the generated secret')
 })
+
+t.test('SIGTERM to `npm start` stops the whole cluster (the README promises it)', async (t) => {
+  const { spawn } = await import('node:child_process')
+  const { freePort } = await import('../../infra/src/processes.js')
+  const port = await freePort()
+  const npm = spawn('npm', ['start', '--silent'], {
+    cwd: new URL('../../', import.meta.url).pathname,
+    env: { ...process.env, BETTER_AUTH_SECRET: 'npm-start-test-secret-0123456789-abcdef', DATABASE_URL: process.env.TEST_DATABASE_URL!, PORT: String(port), LOG_LEVEL: 'warn', BCRYPT_COST: '10' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  let out = ''
+  npm.stdout!.on('data', (d) => (out += d))
+  npm.stderr!.on('data', (d) => (out += d))
+  const exited = new Promise<number | null>((resolve) => npm.on('exit', (code) => resolve(code)))
+  t.teardown(() => npm.kill('SIGKILL'))
+  const deadline = Date.now() + 120_000
+  while (!/Tollgate is up at/.test(out)) {
+    if (npm.exitCode !== null || Date.now() > deadline) throw new Error(`npm start did not come up:\n${out}`)
+    await new Promise((r) => setTimeout(r, 100))
+  }
+  t.equal((await fetch(`http://127.0.0.1:${port}/health`)).status, 200, 'up')
+  npm.kill('SIGTERM')
+  await exited
+  // The launcher and its three processes go too: nothing answers on the public port any more.
+  let answered = true
+  for (let i = 0; i < 100 && answered; i++) {
+    answered = await fetch(`http://127.0.0.1:${port}/health`).then(
+      () => true,
+      () => false,
+    )
+    if (answered) await new Promise((r) => setTimeout(r, 100))
+  }
+  t.notOk(answered, 'the gateway stopped with npm')
+})
