@@ -323,14 +323,3 @@ function connectionFields(rawHeaders: Buffer[]): string[] | null {
   }
   return null
 }
-
-/** One forwarder per upstream service. */
-export function forwardersFor<N extends string>(
-  upstreams: Record<N, { pool: Dispatcher }>,
-  timeoutMs: number,
-  countError: UpstreamErrorCounter,
-): Record<N, Forward> {
-  const out = {} as Record<N, Forward>
-  for (const name of Object.keys(upstreams) as N[]) out[name] = createForwarder({ name, pool: upstreams[name].pool, timeoutMs, countError })
-  return out
-}

@@ -2,6 +2,7 @@
  * One place requests can go: one undici Pool to one address of one target,
  * with what balancing, outlier ejection and health checks know about it.
  */
+import { poolOptions } from '../proxy/upstream.js'
 import { buildConnector, Pool } from 'undici'
 
 export interface PoolOptions {
@@ -61,19 +62,10 @@ export class Member {
  * the origin (Host header, TLS server name) stays the target's name.
  */
 export function createMemberPool(origin: string, address: string | null, opts: PoolOptions): Pool {
-  const tls = { rejectUnauthorized: true, ...(opts.ca ? { ca: opts.ca } : {}) }
-  const options: Pool.Options = {
-    connections: opts.connections,
-    pipelining: 1,
-    keepAliveTimeout: 30_000,
-    connectTimeout: opts.connectTimeoutMs,
-    // The forwarder enforces the time to the first byte itself; undici's check is a backstop.
-    headersTimeout: opts.timeoutMs + 1000,
-    bodyTimeout: opts.timeoutMs,
-    connect: tls,
-  }
+  const options = poolOptions(opts)
   if (address !== null) {
-    const connector = buildConnector({ ...tls, timeout: opts.connectTimeoutMs })
+    // Dial the resolved address; the origin (Host, TLS server name) stays the name.
+    const connector = buildConnector({ rejectUnauthorized: true, ...(opts.ca ? { ca: opts.ca } : {}), timeout: opts.connectTimeoutMs })
     const servername = new URL(origin).hostname
     options.connect = (connectOpts, callback) =>
       connector({ ...connectOpts, hostname: address, servername: connectOpts.servername || servername }, callback)
