@@ -13,7 +13,7 @@ import { fileURLToPath } from 'node:url'
 import { GatewayFileSchema } from '../src/gateway-config/schema.js'
 import { GatewayConfigError, parseGatewayConfig } from '../src/gateway-config/load.js'
 import { buildApp } from '../src/app.js'
-import { gatewayConfig, SECRET } from './helper.js'
+import { buildGateway, gatewayConfig, SECRET, startUpstream } from './helper.js'
 
 const root = fileURLToPath(new URL('..', import.meta.url))
 const cli = join(root, 'dist/cli.js')
@@ -113,4 +113,10 @@ t.test('tollgate check and routes, as processes', async (t) => {
   const usage = await run(['frobnicate'])
   t.equal(usage.code, 2)
   t.match(usage.stderr, /^usage: tollgate check <file>/)
+})
+
+t.test('every value the environment accepts, the bundled file accepts too (a limit of a billion, say)', async (t) => {
+  const upstream = await startUpstream(t)
+  const gw = await buildGateway(t, { AUTH_SERVICE_URL: upstream.url, TASK_SERVICE_URL: upstream.url, RATE_LIMIT_IP_MAX: 1_000_000_000, RATE_LIMIT_USER_MAX: 1_000_000_000 })
+  t.equal((await gw.inject({ url: '/health' })).statusCode, 200)
 })

@@ -57,7 +57,7 @@ const Upstream = Type.Object(
 const Policy = Type.Object(
   {
     key: Type.Union(['address', 'user', 'email', 'email+address', 'service'].map((k) => Type.Literal(k)), { description: 'what is counted' }),
-    limit: PositiveInt('requests (or failures) per window', 100_000_000),
+    limit: PositiveInt('requests (or failures) per window', Number.MAX_SAFE_INTEGER),
     window_s: PositiveInt('window length in seconds', 86_400),
     count: Type.Optional(Type.Union([Type.Literal('all'), Type.Literal('failures')], { description: 'failures: only 401 answers keep their count' })),
     mode: Type.Optional(Type.Union([Type.Literal('exact'), Type.Literal('batched')], { description: 'default: exact for failure, sign-in, sign-up and service policies, batched for the others' })),
