@@ -51,12 +51,19 @@ t.test('SIGTERM to `npm start` stops the whole cluster (the README promises it)'
     cwd: new URL('../../', import.meta.url).pathname,
     env: { ...process.env, BETTER_AUTH_SECRET: 'npm-start-test-secret-0123456789-abcdef', DATABASE_URL: process.env.TEST_DATABASE_URL!, PORT: String(port), LOG_LEVEL: 'warn', BCRYPT_COST: '10' },
     stdio: ['ignore', 'pipe', 'pipe'],
+    detached: true, // its own process group, so a failed test can clean up everything npm started
   })
   let out = ''
   npm.stdout!.on('data', (d) => (out += d))
   npm.stderr!.on('data', (d) => (out += d))
   const exited = new Promise<number | null>((resolve) => npm.on('exit', (code) => resolve(code)))
-  t.teardown(() => npm.kill('SIGKILL'))
+  t.teardown(() => {
+    try {
+      process.kill(-npm.pid!, 'SIGKILL')
+    } catch {
+      // already gone
+    }
+  })
   const deadline = Date.now() + 120_000
   while (!/Tollgate is up at/.test(out)) {
     if (npm.exitCode !== null || Date.now() > deadline) throw new Error(`npm start did not come up:\n${out}`)

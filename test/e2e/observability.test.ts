@@ -49,7 +49,7 @@ t.test('request ids, redaction and metrics across gateway and services', async (
   const signin = await gw.inject({ method: 'POST', url: '/api/auth/signin', headers: rid('signin'), payload: { email, password } })
   const { token, user } = signin.json()
   const listId = rid('list')
-  await gw.inject({ url: `/api/${user.id}/tasks?access_token=${token}`, headers: { ...listId, authorization: `Bearer ${token}` } })
+  await gw.inject({ url: `/api/${user.id}/tasks?api_key=${token}`, headers: { ...listId, authorization: `Bearer ${token}` } })
   await gw.inject({ url: '/api/auth/me', headers: { ...rid('me'), authorization: `Bearer ${token}` } })
   await gw.inject({ url: `/api/${user.id}/tasks`, headers: { authorization: 'Bearer not.a.token' } })
   await gw.inject({ method: 'POST', url: '/api/auth/signout', headers: { ...rid('signout'), authorization: `Bearer ${token}` } })
@@ -66,7 +66,7 @@ t.test('request ids, redaction and metrics across gateway and services', async (
   t.ok(withId(taskLog.lines, listId['x-request-id']).length > 0, 'and the task-service for the task list')
   const done = withId(gatewayLog.lines, listId['x-request-id']).map((l) => JSON.parse(l)).find((l) => l.msg === 'request completed')
   t.match(done, { status: 200, method: 'GET' }, 'one access line with status and time')
-  t.match(done.url, /access_token=\[redacted\]/, 'a token in the query string is redacted')
+  t.match(done.url, /api_key=\[redacted\]/, 'a token in the query string is redacted')
 
   const gm = (await gw.inject({ url: '/metrics' })).body
   t.match(gm, /gateway_auth_failures_total\{reason="INVALID_TOKEN"[^}]*\} 1/, 'auth failures by reason')
