@@ -244,6 +244,22 @@ t.test('a target ejected for refusing connections is back at the first passing h
   t.equal(again.hits, 2, 'in rotation again before its 30 s ejection ended')
 })
 
+t.test('a target ejected because its connections were reset (a killed process) is back at the first passing health check', async (t) => {
+  const a = await startTarget(t)
+  const b = await startTarget(t)
+  a.behave.reset = true // every exchange dies mid-way, as when the process is killed under load
+  let now = 1_000_000
+  const up = upstreamOf(t, { targets: [a.url, b.url], healthCheck: {}, outlier: { consecutiveFailures: 2 } }, { now: () => now })
+  for (let i = 0; i < 4; i++) await get(up).catch(() => 0)
+  a.behave.reset = false
+  const hitsAtEjection = a.hits
+  for (let i = 0; i < 4; i++) t.equal(await get(up), 200)
+  t.equal(a.hits, hitsAtEjection, 'ejected: no traffic')
+  await up.checkHealth()
+  for (let i = 0; i < 4; i++) await get(up)
+  t.equal(a.hits, hitsAtEjection + 2, 'in rotation again before its 30 s ejection ended')
+})
+
 t.test('DNS: a name is re-resolved, one pool per address, Host kept as the name', async (t) => {
   const a = await startTarget(t, '127.0.0.1')
   const b = await startTarget(t, '127.0.0.2', a.port)

@@ -85,8 +85,12 @@ const FAILURE_CODES = new Set([
   'UND_ERR_HEADERS_TIMEOUT',
   'UND_ERR_BODY_TIMEOUT',
 ])
-/** Of those, the ones that say the process is not there (a passing health check brings it back). */
-const CONNECT_CODES = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'UND_ERR_CONNECT_TIMEOUT'])
+/**
+ * Of those, the ones that say the connection or the process is gone (a passing health check brings it back):
+ * a killed process first resets the exchanges in flight, then refuses, so resets count here too. Answers that
+ * are 5xx or too slow come from a process that is there: those wait their ejection out.
+ */
+const CONNECT_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'UND_ERR_SOCKET', 'EHOSTUNREACH', 'ENETUNREACH', 'UND_ERR_CONNECT_TIMEOUT'])
 
 interface Target {
   origin: string
