@@ -3,7 +3,7 @@
  * many apps never collide): request counts and latency by route and status,
  * plus Node's default process metrics. Served at /metrics.
  */
-import type { FastifyInstance } from 'fastify'
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
 import type pg from 'pg'
 
@@ -13,7 +13,26 @@ declare module 'fastify' {
   }
 }
 
-export function installMetrics(app: FastifyInstance, service: string): void {
+/**
+ * A registry with the request counters and the hook that feeds them. A process that
+ * rebuilds its Fastify instance (the gateway's config reload) keeps one across them.
+ */
+export interface MetricsKit {
+  registry: Registry
+  onResponse: (request: FastifyRequest, reply: FastifyReply, done: () => void) => void
+}
+
+export function installMetrics(app: FastifyInstance, service: string, kit: MetricsKit = createMetricsKit(service)): void {
+  app.decorate('metrics', kit.registry)
+  app.addHook('onResponse', kit.onResponse)
+  const registry = kit.registry
+  app.get('/metrics', { logLevel: 'warn' }, async (_request, reply) => {
+    reply.type(registry.contentType)
+    return registry.metrics()
+  })
+}
+
+export function createMetricsKit(service: string): MetricsKit {
   const registry = new Registry()
   registry.setDefaultLabels({ service })
   collectDefaultMetrics({ register: registry })
@@ -48,10 +67,9 @@ export function installMetrics(app: FastifyInstance, service: string): void {
     registers: [registry],
   })
 
-  app.decorate('metrics', registry)
   // Series found by route, method and status (strings the router and parser reuse, a number): no key built per request.
   const byRoute = new Map<string, Map<string, Map<number, Series>>>()
-  app.addHook('onResponse', (request, reply, done) => {
+  const onResponse = (request: FastifyRequest, reply: FastifyReply, done: () => void) => {
     // The route pattern, never the raw URL: bounded label cardinality.
     const route = request.routeOptions.url ?? 'unmatched'
     const method = request.method
@@ -70,11 +88,8 @@ export function installMetrics(app: FastifyInstance, service: string): void {
     s.pending++
     s.time.observe(reply.elapsedTime / 1000)
     done()
-  })
-  app.get('/metrics', { logLevel: 'warn' }, async (_request, reply) => {
-    reply.type(registry.contentType)
-    return registry.metrics()
-  })
+  }
+  return { registry, onResponse }
 }
 
 /** Pool state at scrape time: connections in use, idle, and requests waiting for one. */

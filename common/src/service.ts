@@ -22,7 +22,7 @@ import { clientErrorResponse, envelope, ErrorCode, installErrorEnvelope, toEnvel
 import { installJsonBodyParser } from './json-body.js'
 import { lingerOnRefusal } from './refused-upload.js'
 import { genReqId, loggerOptions, redactUrl, REQUEST_ID_HEADER, stdoutDestination } from './logging.js'
-import { installMetrics } from './metrics.js'
+import { installMetrics, type MetricsKit } from './metrics.js'
 
 export type App = FastifyInstance<
   RawServerDefault,
@@ -52,6 +52,8 @@ export interface ServiceOptions {
   openapi?: boolean
   /** Headers every answer carries, framework errors included (the gateway's security headers). */
   responseHeaders?: Record<string, string>
+  /** A registry kept across instances (the gateway's reload); default: a new one. */
+  metrics?: MetricsKit
   /** Extra Fastify options (https, etc.). */
   fastify?: Partial<FastifyServerOptions>
 }
@@ -134,7 +136,7 @@ export function createService(opts: ServiceOptions): App {
   })
 
 
-  installMetrics(app as unknown as FastifyInstance, opts.name)
+  installMetrics(app as unknown as FastifyInstance, opts.name, opts.metrics)
 
   // The OpenAPI document of this service's routes, generated from their schemas.
   // The gateway reads it to publish /docs; internal routes are left out.

@@ -28,6 +28,8 @@ export const configSchema = Type.Object({
   ...commonConfig,
   /** The declarative file of routes, upstreams, issuers and policies (YAML or JSON); unset: the bundled tollgate.yaml. */
   GATEWAY_CONFIG: Type.Optional(Type.String({ minLength: 1 })),
+  /** Reload the file when it changes on disk (besides SIGHUP). */
+  GATEWAY_CONFIG_WATCH: Type.Boolean({ default: false }),
   // 'localhost' binds both 127.0.0.1 and ::1, so http://localhost:8000 works whichever a client picks.
   HOST: Type.String({ default: 'localhost' }),
   PORT: Type.Integer({ minimum: 0, maximum: 65535, default: 8000 }),

@@ -1,9 +1,8 @@
-/** Entry point: load config and the gateway's file, build the gateway, listen. */
-import { ConfigError, configOrExit, listen } from '@tollgate/common'
-import { buildApp } from './app.js'
+/** Entry point: load config and the gateway's file, start the gateway (reloaded on SIGHUP, see reload/reloader.ts). */
+import { ConfigError, configOrExit } from '@tollgate/common'
 import { bundledGatewayFile, configSchema } from './config.js'
-import { loadGatewayFile } from './gateway-config/load.js'
 import { gatewayVariables } from './gateway-config/variables.js'
+import { readGatewayFile, startReloadingGateway, type LoadedFile } from './reload/reloader.js'
 
 const config = configOrExit(configSchema, 'gateway')
 const invalid = (err: unknown): never => {
@@ -12,14 +11,12 @@ const invalid = (err: unknown): never => {
   process.stderr.write(`gateway: invalid configuration:\n${err.message}\n`)
   process.exit(1)
 }
-let definition
+const file = config.GATEWAY_CONFIG ?? bundledGatewayFile
+const variables = () => gatewayVariables(config, process.env)
+let first: LoadedFile
 try {
-  definition = loadGatewayFile(config.GATEWAY_CONFIG ?? bundledGatewayFile, gatewayVariables(config, process.env))
+  first = readGatewayFile(file, variables())
 } catch (err) {
   invalid(err)
 }
-const app = await buildApp(config, { definition }).catch(invalid)
-const listeners = definition!.listeners
-// Public first: the launcher (and a probe on the internal port) takes the internal listener's /health as "up".
-await listen(app, { host: listeners.public?.host ?? config.HOST, port: listeners.public?.port ?? config.PORT, graceMs: config.SHUTDOWN_GRACE_MS })
-await app.internal.listen({ host: listeners.internal?.host ?? config.INTERNAL_HOST, port: listeners.internal?.port ?? config.INTERNAL_PORT })
+await startReloadingGateway(config, first!, { file, variables }).catch(invalid)

@@ -7,9 +7,9 @@
  * can tell a service call from a user call.
  */
 import type { Dispatcher } from 'undici'
-import type { HTTPMethods } from 'fastify'
+import type { FastifyServerOptions, HTTPMethods } from 'fastify'
 import { Counter } from 'prom-client'
-import { createService, serviceTokenKey, type App } from '@tollgate/common'
+import { createMetricsKit, createService, serviceTokenKey, type App } from '@tollgate/common'
 import type { Config } from '../config.js'
 import { asyncStep, sequence, type Step } from '../hook-steps.js'
 import type { CounterStore, CountingMode } from '../limits/store.js'
@@ -25,28 +25,45 @@ export interface InternalDeps {
   proofKey: Buffer
   newStore: (mode?: CountingMode) => CounterStore
   logStream?: NodeJS.WritableStream
+  /** What outlives a config reload (metrics, limit counts); default: its own. */
+  shared?: InternalShared
+  /** Extra Fastify options (the reloading listener's serverFactory). */
+  fastify?: Partial<FastifyServerOptions>
 }
+
+/** The internal listener's process-lifetime pieces: its registry and counters, and its policies' counter stores. */
+export function createInternalShared() {
+  const kit = createMetricsKit('gateway-internal')
+  const metric = (name: string, help: string, labelNames: string[]) => new Counter({ name, help, labelNames, registers: [kit.registry] })
+  return {
+    kit,
+    authFailures: metric('gateway_internal_auth_failures_total', 'Internal calls refused, by error code', ['reason']),
+    rejections: metric('gateway_internal_rate_limit_rejections_total', 'Internal calls refused with 429, by policy', ['policy']),
+    upstreamErrors: metric('gateway_upstream_errors_total', 'Upstream failures answered 502/503/504', ['upstream', 'status', 'cause']),
+    stores: new Map<string, CounterStore>(),
+  }
+}
+export type InternalShared = ReturnType<typeof createInternalShared>
 
 export async function buildInternalApp(config: Config, deps: InternalDeps): Promise<App> {
   const allowlist = parseAllowlist(config.INTERNAL_ALLOWLIST)
+  const shared = deps.shared ?? createInternalShared()
   const app = createService({
     name: 'gateway-internal',
     logLevel: config.LOG_LEVEL,
     logStream: deps.logStream,
     openapi: false,
     bodyLimit: config.BODY_LIMIT_BYTES,
+    metrics: shared.kit,
+    ...(deps.fastify ? { fastify: deps.fastify } : {}),
   })
   app.decorateRequest('auth', null)
   app.decorateRequest('service', null)
-
-  const metric = (name: string, help: string, labelNames: string[]) => new Counter({ name, help, labelNames, registers: [app.metrics] })
-  const authFailures = metric('gateway_internal_auth_failures_total', 'Internal calls refused, by error code', ['reason'])
-  const rejections = metric('gateway_internal_rate_limit_rejections_total', 'Internal calls refused with 429, by policy', ['policy'])
-  const upstreamErrors = metric('gateway_upstream_errors_total', 'Upstream failures answered 502/503/504', ['upstream', 'status', 'cause'])
+  const { authFailures, rejections, upstreamErrors } = shared
 
   app.decorateRequest('rateLimitFields', null)
   // Declared policies: per calling service (after its token) or per address (asking for a token proves a credential).
-  const policies = policySteps(deps.newStore, (policy) => rejections.inc({ policy }))
+  const policies = policySteps(deps.newStore, (policy) => rejections.inc({ policy }), shared.stores)
   const authenticate = authenticateService(
     serviceTokenKey(config.BETTER_AUTH_SECRET, config.SERVICE_TOKEN_SECRET),
     config.JWT_ISSUER,

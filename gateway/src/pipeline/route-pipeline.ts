@@ -32,13 +32,20 @@ const KEYS: Record<ResolvedPolicy['key'], Key> = {
   service: (req: FastifyRequest) => (req as FastifyRequest & { service?: string | null }).service ?? undefined,
 }
 
-/** One counter store and one limiter step per policy, shared by every route that names it. */
-export function policySteps(newStore: (mode?: CountingMode) => CounterStore, onRejected: (policy: string) => void) {
-  const stores = new Map<string, CounterStore>()
+/**
+ * One counter store and one limiter step per policy, shared by every route that names it.
+ * `stores` may outlive these steps (a config reload keeps the counts: it never resets a limit).
+ */
+export function policySteps(
+  newStore: (mode?: CountingMode) => CounterStore,
+  onRejected: (policy: string) => void,
+  stores = new Map<string, CounterStore>(),
+) {
   const limiters = new Map<string, Step>()
   const storeOf = (policy: ResolvedPolicy) => {
-    let store = stores.get(policy.name)
-    if (!store) stores.set(policy.name, (store = newStore(policy.mode)))
+    const id = `${policy.name} ${policy.mode}`
+    let store = stores.get(id)
+    if (!store) stores.set(id, (store = newStore(policy.mode)))
     return store
   }
   const asPolicy = (p: ResolvedPolicy) => ({ name: p.name, max: p.limit, windowMs: p.window_s * 1000 })
