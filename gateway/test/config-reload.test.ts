@@ -51,6 +51,9 @@ interface Gateway {
   reload(expect: 'ok' | 'error'): Promise<void>
   reloads(): Promise<{ ok: number; error: number }>
   metrics(): Promise<string>
+  /** Resolves with the process's exit code. */
+  exited: Promise<number | null>
+  kill(signal: NodeJS.Signals): void
 }
 
 async function startGateway(t: Tap, text: string, env: Record<string, string> = {}): Promise<Gateway> {
@@ -86,7 +89,7 @@ async function startGateway(t: Tap, text: string, env: Record<string, string> = 
     rest = parts.pop()!
     lines.push(...parts.filter(Boolean))
   })
-  const exited = new Promise((r) => proc.once('exit', r))
+  const exited = new Promise<number | null>((r) => proc.once('exit', (code) => r(code)))
   t.teardown(async () => {
     proc.kill('SIGTERM')
     await exited
@@ -114,6 +117,8 @@ async function startGateway(t: Tap, text: string, env: Record<string, string> = 
     file,
     pid: proc.pid!,
     lines,
+    exited,
+    kill: (signal) => proc.kill(signal),
     async logged(text, count) {
       const until = Date.now() + 10_000
       for (;;) {
@@ -190,14 +195,13 @@ t.test('a bad file keeps the running configuration: one log line, result="error"
   t.equal(await status(`${gw.url}/new`), 200, 'a fixed file loads')
 })
 
-t.test('a request in flight finishes on the generation it started on', async (t) => {
-  const gw = await startGateway(t, gatewayFile([route('/kept')]))
-  // The upstream holds the answer until the reload is done: no timing involved.
+/** An upstream that holds every proxied answer until released (the revocation feed answers at once). */
+async function heldUpstream(t: Tap) {
   let release!: () => void
   const held = new Promise<void>((r) => (release = r))
   let arrived!: () => void
   const arrival = new Promise<void>((r) => (arrived = r))
-  const slow = http.createServer((req, res) => {
+  const server = http.createServer((req, res) => {
     if (req.url?.startsWith('/internal/revocations')) {
       res.setHeader('content-type', 'application/json')
       return res.end(JSON.stringify({ cursor: 0, reset: false, more: false, revoked: [] }))
@@ -205,22 +209,49 @@ t.test('a request in flight finishes on the generation it started on', async (t)
     arrived()
     void held.then(() => res.end('{"late":true}'))
   })
-  await new Promise<void>((r) => slow.listen(0, '127.0.0.1', r))
-  t.teardown(() => slow.close())
-  const slowUrl = `http://127.0.0.1:${(slow.address() as AddressInfo).port}`
-  gw.write(
-    gatewayFile([route('/kept')]).replace('upstreams:\n', `upstreams:\n  slow: { targets: "${slowUrl}" }\n`).replace('routes:\n', 'routes:\n  - { methods: [GET], path: /slow, upstream: slow, access: anonymous }\n'),
-  )
-  await gw.reload('ok')
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
+  t.teardown(() => server.close())
+  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, arrival, release }
+}
+
+const withSlowRoute = (text: string, slowUrl: string) =>
+  text.replace('upstreams:\n', `upstreams:\n  slow: { targets: "${slowUrl}" }\n`).replace('routes:\n', 'routes:\n  - { methods: [GET], path: /slow, upstream: slow, access: anonymous }\n')
+
+t.test('a request in flight finishes on the generation it started on', async (t) => {
+  // The upstream holds the answer until the reload is done: no timing involved.
+  const slow = await heldUpstream(t)
+  const gw = await startGateway(t, withSlowRoute(gatewayFile([route('/kept')]), slow.url))
   const inFlight = fetch(`${gw.url}/slow`)
-  await arrival
+  await slow.arrival
   gw.write(gatewayFile([route('/kept')]))
   await gw.reload('ok')
   t.equal(await status(`${gw.url}/slow`), 404, 'new requests take the new file')
-  release()
+  slow.release()
   const res = await inFlight
   t.equal(res.status, 200, 'the request started before the reload completes')
   t.same(await res.json(), { late: true })
+})
+
+t.test('SIGTERM still drains: the request in flight is answered (connection: close), then exit 0', async (t) => {
+  const slow = await heldUpstream(t)
+  const gw = await startGateway(t, withSlowRoute(gatewayFile([route('/kept')]), slow.url))
+  const inFlight = fetch(`${gw.url}/slow`)
+  await slow.arrival
+  gw.kill('SIGTERM')
+  // Accepting stops at once: a new connection is refused while the old request is still held.
+  for (let i = 0; i < 400; i++) {
+    const refused = await fetch(`${gw.url}/kept`, { headers: { connection: 'close' } }).then(
+      () => false,
+      () => true,
+    )
+    if (refused) break
+    await new Promise((r) => setTimeout(r, 50))
+  }
+  slow.release()
+  const res = await inFlight
+  t.equal(res.status, 200)
+  t.equal(res.headers.get('connection'), 'close')
+  t.equal(await gw.exited, 0)
 })
 
 t.test('a reload never resets a limit', async (t) => {

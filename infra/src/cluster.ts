@@ -3,7 +3,7 @@
  * PostgreSQL (unless DATABASE_URL names a real one), then auth-service and
  * task-service on free loopback ports (each applies its own migrations), then
  * the gateway on PORT (default 8000), and prints the public URL. SIGINT or
- * SIGTERM stops everything in reverse order.
+ * SIGTERM stops everything in reverse order; SIGHUP goes to the gateway (reloads its file).
  */
 import { randomBytes } from 'node:crypto'
 import { resolve } from 'node:path'
@@ -85,6 +85,8 @@ async function shutdown(code: number): Promise<never> {
 }
 process.on('SIGINT', () => void shutdown(0))
 process.on('SIGTERM', () => void shutdown(0))
+// A reload of the gateway's file (README, "Reloading the file without a restart"), not a stop.
+process.on('SIGHUP', () => children.find((c) => c.name === 'gateway')?.proc.kill('SIGHUP'))
 
 try {
   let databaseUrl = env.DATABASE_URL

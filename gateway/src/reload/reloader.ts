@@ -11,7 +11,9 @@
  */
 import { createHash } from 'node:crypto'
 import { readFileSync, watch, type FSWatcher } from 'node:fs'
+import { ServerResponse } from 'node:http'
 import { basename, dirname } from 'node:path'
+import type { Duplex } from 'node:stream'
 import closeWithGrace from 'close-with-grace'
 import { Counter, Gauge } from 'prom-client'
 import type { App } from '@tollgate/common'
@@ -44,7 +46,8 @@ export function readGatewayFile(file: string, variables: Variables): LoadedFile 
 interface Generation extends Target {
   id: number
   hash: string
-  inflight: number
+  /** Requests (responses) and upgraded sockets in flight on it. */
+  open: Set<ServerResponse | Duplex>
   retired: boolean
   closed?: Promise<void>
 }
@@ -84,6 +87,12 @@ export async function startReloadingGateway(config: Config, first: LoadedFile, o
   const lastOk = new Gauge({ name: 'gateway_config_last_reload_successful', help: '1 if the last load of the file succeeded, 0 if it was refused', registers: [registry] })
 
   let stopping = false
+  /** While stopping: resolved once no plain request is in flight (upgraded sockets end when their generation closes). */
+  let requestsDone: (() => void) | undefined
+  const requestsOpen = () => [...generations].some((g) => [...g.open].some((h) => h instanceof ServerResponse))
+  const onRequestDone = () => {
+    if (requestsDone && !requestsOpen()) requestsDone()
+  }
   const generations = new Set<Generation>()
   const close = (g: Generation) => {
     g.closed ??= g.app.close().then(
@@ -109,14 +118,16 @@ export async function startReloadingGateway(config: Config, first: LoadedFile, o
       id: nextId++,
       hash: loaded.hash,
       app,
-      inflight: 0,
+      open: new Set(),
       retired: false,
       draining: false,
-      enter: () => {
-        g.inflight++
+      enter: (handle) => {
+        g.open.add(handle)
       },
-      leave: () => {
-        if (--g.inflight === 0 && g.retired) void close(g)
+      leave: (handle) => {
+        g.open.delete(handle)
+        if (g.open.size === 0 && g.retired) void close(g)
+        if (stopping) onRequestDone()
       },
     }
     generations.add(g)
@@ -191,11 +202,11 @@ export async function startReloadingGateway(config: Config, first: LoadedFile, o
     applied(next)
     reloads.inc({ result: 'ok' })
     previous.retired = true
-    if (previous.inflight === 0) void close(previous)
+    if (previous.open.size === 0) void close(previous)
     else {
       // Long-lived answers (streams, WebSockets) keep their generation until they end or the process stops.
       setTimeout(() => {
-        if (!previous.closed) log.info({ generation: previous.id, inflight: previous.inflight }, 'an older configuration generation still serves long-lived requests')
+        if (!previous.closed) log.info({ generation: previous.id, inflight: previous.open.size }, 'an older configuration generation still serves long-lived requests')
       }, config.SHUTDOWN_GRACE_MS).unref()
     }
     const moved = JSON.stringify(loaded.definition.listeners) !== JSON.stringify(listeners)
@@ -251,18 +262,21 @@ export async function startReloadingGateway(config: Config, first: LoadedFile, o
     stopping = true
     process.removeListener('SIGHUP', onHangup)
     watcher?.close()
-    for (const g of generations) g.draining = true
-    // Stop accepting; idle keep-alive connections close now, busy ones after their answer (connection: close).
-    const closed = [publicServer.server, internalServer.server].map(
-      (s) =>
-        new Promise<void>((resolve) => {
-          s.close(() => resolve())
-          s.closeIdleConnections()
-        }),
-    )
+    const servers = [publicServer.server, internalServer.server]
+    // Answers not yet started close their connection (keep-alive sockets do not hold the exit open).
+    for (const g of generations) {
+      g.draining = true
+      for (const h of g.open) if (h instanceof ServerResponse && !h.headersSent) h.setHeader('connection', 'close')
+    }
+    // Stop accepting; idle keep-alive connections close now, busy ones after their answer.
+    const closed = servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve())))
+    for (const s of servers) s.closeIdleConnections()
     await running?.catch(() => undefined)
-    await Promise.all(closed)
+    if (requestsOpen()) await new Promise<void>((resolve) => (requestsDone = resolve))
+    for (const s of servers) s.closeIdleConnections()
+    // Then the instances (their plugins close upgraded sockets, e.g. WebSockets), the connections, the runtime.
     await Promise.all([...generations].map(close))
+    await Promise.all(closed)
     await runtime.close()
   }
   closeWithGrace({ delay: config.SHUTDOWN_GRACE_MS, skip: ['SIGHUP'] }, async ({ signal, err }) => {

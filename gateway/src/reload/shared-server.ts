@@ -14,9 +14,9 @@ import type { App } from '@tollgate/common'
 
 export interface Target {
   app: App
-  /** A request (or upgraded socket) started on this generation, and ended. */
-  enter(): void
-  leave(): void
+  /** A request (its response) or an upgraded socket started on this generation, and ended. */
+  enter(handle: http.ServerResponse | Duplex): void
+  leave(handle: http.ServerResponse | Duplex): void
   /** Shutting down: answers close their connection. */
   draining: boolean
 }
@@ -44,8 +44,8 @@ export function createSharedServer(opts: SharedServerOptions, target: () => Targ
 
   server.on('request', (req: http.IncomingMessage, res: http.ServerResponse) => {
     const t = target()
-    t.enter()
-    res.once('close', t.leave)
+    t.enter(res)
+    res.once('close', () => t.leave(res))
     if (t.draining) res.setHeader('connection', 'close')
     t.app.routing(req, res)
   })
@@ -54,8 +54,8 @@ export function createSharedServer(opts: SharedServerOptions, target: () => Targ
   })
   const onUpgrade = (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
     const t = target()
-    t.enter()
-    socket.once('close', t.leave)
+    t.enter(socket)
+    socket.once('close', () => t.leave(socket))
     t.app.server.emit('upgrade', req, socket, head)
   }
   return {
