@@ -74,7 +74,7 @@ export function nodeFlags(workspace = 'gateway') {
  * info to /dev/null. `env` overrides; `nodeArgs` e.g. --cpu-prof. Ready once
  * /ready answers 200 (upstreams reachable, revocation list loaded).
  */
-export async function startGateway({ tasksUrl, authUrl, env = {}, nodeArgs = [], waitReady = true }) {
+export async function startGateway({ tasksUrl, authUrl, env = {}, nodeArgs = [], waitReady = true, readyTimeoutMs }) {
   const port = await freePort()
   const proc = await startNode({
     name: 'gateway',
@@ -94,7 +94,7 @@ export async function startGateway({ tasksUrl, authUrl, env = {}, nodeArgs = [],
     },
     cpu: CPU_PROXY,
   })
-  await waitHttp(proc, `${base(port)}/${waitReady ? 'ready' : 'health'}`)
+  await waitHttp(proc, `${base(port)}/${waitReady ? 'ready' : 'health'}`, readyTimeoutMs ? { timeoutMs: readyTimeoutMs } : {})
   return { proc, port, url: base(port) }
 }
 

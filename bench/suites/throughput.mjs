@@ -14,6 +14,7 @@ import { redisCommandCounts, redisMissing, startRedis } from '../lib/redis.mjs'
 import { wrkMissing } from '../lib/wrk.mjs'
 import { benchUser, check, expectStatus, measureSideBySide, ratio } from '../lib/scenario.mjs'
 import { round } from '../lib/proc-stats.mjs'
+import { routesFile } from '../lib/routes-file.mjs'
 
 export const TARGETS = { rpsRatio: 0.9, p99Ratio: 1.2, rssMB: 150, cpuRatio: 0.95, redisCpuRatio: 0.95, redisOpsPerRequest: 0.1 }
 
@@ -22,7 +23,11 @@ export const LABELS = {
   b: '(b) bare @fastify/http-proxy',
   c: '(c) Tollgate gateway, everything on',
   cr: '(c+redis) the same, counters in Redis (REDIS_URL)',
+  c1k: '(c 1k routes) the same, 1,000 declared routes (generated file)',
 }
+
+/** Declared routes of the (c 1k routes) row's generated file (issue 15 item 8). */
+export const MANY_ROUTES = 1000
 
 export async function throughput(cfg, log) {
   const skipped = {}
@@ -41,6 +46,7 @@ export async function throughput(cfg, log) {
   let gw
   let redis
   let gwRedis
+  let gwMany
   let runs
   try {
     // Every proxy stays up on CPU 1; only the one under load does any work.
@@ -52,6 +58,10 @@ export async function throughput(cfg, log) {
       { key: 'b', label: LABELS.b, url: bare.url + user.tasksPath, pid: bare.proc.pid, otherPid: tasks.proc.pid },
       { key: 'c', label: LABELS.c, url: gw.url + user.tasksPath, pid: gw.proc.pid, otherPid: tasks.proc.pid },
     ]
+    // The same gateway with the route table grown to 1,000 entries: what a large file costs per request.
+    const many = routesFile(MANY_ROUTES)
+    gwMany = await startGateway({ tasksUrl: tasks.url, authUrl: auth.url, env: { REDIS_URL: undefined, GATEWAY_CONFIG: many.file }, readyTimeoutMs: 60_000 })
+    targets.push({ key: 'c1k', label: LABELS.c1k, url: gwMany.url + user.tasksPath, pid: gwMany.proc.pid, otherPid: tasks.proc.pid })
     if (!missingRedis) {
       redis = await startRedis()
       gwRedis = await startGateway({ tasksUrl: tasks.url, authUrl: auth.url, env: { REDIS_URL: redis.url } })
@@ -65,14 +75,14 @@ export async function throughput(cfg, log) {
     log(`side by side with ${tools.join(' and ')}: ${cfg.warmupS}s warm-up per target and tool, then ${cfg.durationS}s each in ${cfg.rounds} rounds`)
     runs = await measureSideBySide(targets, { headers: user.headers, connections: cfg.connections, warmupS: cfg.warmupS, durationS: cfg.durationS, rounds: cfg.rounds, tools, log })
   } finally {
-    await Promise.all([stop(gw?.proc), stop(gwRedis?.proc), stop(bare?.proc)])
+    await Promise.all([stop(gw?.proc), stop(gwRedis?.proc), stop(gwMany?.proc), stop(bare?.proc)])
     await Promise.all([stop(tasks.proc), stop(auth.proc), stop(redis?.proc)])
   }
 
   const byTool = {}
   const checks = []
   for (const tool of tools) {
-    const { a, b, c, cr } = runs[tool]
+    const { a, b, c, cr, c1k } = runs[tool]
     const ratios = {
       rps_c_over_a: ratio(c.rps, a.rps),
       rps_c_over_b: ratio(c.rps, b.rps),
@@ -82,6 +92,14 @@ export async function throughput(cfg, log) {
       cpu_per_request_b_over_c: ratio(b.serverCpuUsPerRequest, c.serverCpuUsPerRequest),
       cpu_per_request_c_over_b: ratio(c.serverCpuUsPerRequest, b.serverCpuUsPerRequest),
       cpu_per_request_b_over_c_per_round: perRound(b, c),
+    }
+    if (c1k) {
+      Object.assign(ratios, {
+        rps_1k_routes_over_c: ratio(c1k.rps, c.rps),
+        p99_1k_routes_over_c: ratio(c1k.latencyMs.p99, c.latencyMs.p99),
+        cpu_per_request_1k_routes_over_c: ratio(c1k.serverCpuUsPerRequest, c.serverCpuUsPerRequest),
+        rss_max_mb_1k_routes_over_c: ratio(c1k.serverRssMB?.max, c.serverRssMB?.max),
+      })
     }
     if (cr) {
       Object.assign(ratios, {
@@ -106,11 +124,12 @@ export async function throughput(cfg, log) {
         check(`redis-ops:${tool}`, `(c+redis) Redis commands per protected request${on}`, `< ${TARGETS.redisOpsPerRequest}`, cr.opsPerRequest, cr.opsPerRequest < TARGETS.redisOpsPerRequest),
       )
     }
-    log(`${tool}: req/s c/b ${ratios.rps_c_over_b}; p99 c/b ${ratios.p99_c_over_b}; CPU/req b/c ${ratios.cpu_per_request_b_over_c} (rounds ${ratios.cpu_per_request_b_over_c_per_round.join(', ')})${cr ? `; Redis: CPU/req memory/redis ${ratios.cpu_per_request_memory_over_redis}, ${cr.opsPerRequest} ops/req` : ''}`)
+    log(`${tool}: req/s c/b ${ratios.rps_c_over_b}; p99 c/b ${ratios.p99_c_over_b}; CPU/req b/c ${ratios.cpu_per_request_b_over_c} (rounds ${ratios.cpu_per_request_b_over_c_per_round.join(', ')})${cr ? `; Redis: CPU/req memory/redis ${ratios.cpu_per_request_memory_over_redis}, ${cr.opsPerRequest} ops/req` : ''}${c1k ? `; ${MANY_ROUTES} routes/bundled: req/s ${ratios.rps_1k_routes_over_c}, CPU/req ${ratios.cpu_per_request_1k_routes_over_c}, RSS ${ratios.rss_max_mb_1k_routes_over_c}` : ''}`)
   }
-  const gateways = tools.flatMap((tool) => [runs[tool].c, runs[tool].cr].filter(Boolean))
+  const gateways = tools.flatMap((tool) => [runs[tool].c, runs[tool].cr, runs[tool].c1k].filter(Boolean))
   const bad = gateways.reduce((sum, x) => sum + x.non2xx + x.errors + x.timeouts, 0)
-  const rssMax = Math.max(...gateways.map((x) => x.serverRssMB?.max ?? 0))
+  // The RSS target is the bundled file's; the 1,000-route row's RSS is reported beside it (ratios).
+  const rssMax = Math.max(...gateways.filter((x) => !tools.some((tool) => runs[tool].c1k === x)).map((x) => x.serverRssMB?.max ?? 0))
   checks.push(
     check('c-non2xx', '(c) non-2xx, errors, timeouts (every tool and counter mode)', '0', bad, bad === 0),
     check('c-rss', '(c) gateway RSS at load (max)', `< ${TARGETS.rssMB} MB`, rssMax, rssMax < TARGETS.rssMB),
