@@ -6,6 +6,7 @@
 import type { FastifyInstance } from 'fastify'
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
 import type pg from 'pg'
+import { metricsHandler } from './readiness.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -13,7 +14,8 @@ declare module 'fastify' {
   }
 }
 
-export function installMetrics(app: FastifyInstance, service: string): void {
+/** `route: false`: the registry is served elsewhere (the gateway's admin listener), not at this app's /metrics. */
+export function installMetrics(app: FastifyInstance, service: string, route = true): void {
   const registry = new Registry()
   registry.setDefaultLabels({ service })
   collectDefaultMetrics({ register: registry })
@@ -71,10 +73,7 @@ export function installMetrics(app: FastifyInstance, service: string): void {
     s.time.observe(reply.elapsedTime / 1000)
     done()
   })
-  app.get('/metrics', { logLevel: 'warn' }, async (_request, reply) => {
-    reply.type(registry.contentType)
-    return registry.metrics()
-  })
+  if (route) app.get('/metrics', { logLevel: 'warn' }, metricsHandler(registry))
 }
 
 /** Pool state at scrape time: connections in use, idle, and requests waiting for one. */

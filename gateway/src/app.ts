@@ -10,6 +10,7 @@ import swaggerUi from '@fastify/swagger-ui'
 import { openApiDocument } from './docs/openapi.js'
 import { securityHeaders } from './security-headers.js'
 import { buildInternalApp } from './internal/internal-app.js'
+import { buildAdminApp, docsEnabled } from './admin/admin-app.js'
 import { ConfigError, createService, proofKey, type App } from '@tollgate/common'
 import { Counter, Gauge } from 'prom-client'
 import { bundledGatewayFile, readPem, tlsOptions, trustedIssuers, trustProxy, type Config } from './config.js'
@@ -58,16 +59,8 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
     openapi: false, // the gateway publishes the merged contract at /docs instead
     headersTimeoutMs: config.HEADERS_TIMEOUT_MS,
     requestTimeoutMs: config.REQUEST_TIMEOUT_MS,
-    readiness: {
-      // Upstreams are reported, never a reason to leave the load balancer: every replica sees the same outage,
-      // and dropping them all would stop the routes that still work. A stale revocation list does fail it.
-      ...Object.fromEntries(definition.upstreams.map((d) => [d.service, () => upstreams.get(d.name)!.pool.readiness()])),
-      revocations: async () => {
-        if (!revocations.fresh) throw new Error('revocation list is stale')
-      },
-      // Never fails readiness: without Redis the limits still hold, per replica.
-      'rate-limit-counters': async () => counters.backend(),
-    },
+    // /ready and /metrics are served on the admin listener (admin/admin-app.ts), never on the public one.
+    probes: false,
     fastify: { trustProxy: trustProxy(config) as never, ...(https ? { https } : {}) },
   })
   const ca = config.UPSTREAM_CA_FILE ? readPem('UPSTREAM_CA_FILE', config.UPSTREAM_CA_FILE) : undefined
@@ -231,16 +224,18 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
     definition.routes,
     app.log,
   )
-  app.addHook('onReady', async () => docs.start())
-  app.addHook('onClose', async () => docs.stop())
-  await app.register(swagger, { openapi: { openapi: '3.0.3', info: { title: 'Tollgate API', version: '0.1.0' } } })
-  await app.register(swaggerUi, {
-    routePrefix: '/docs',
-    staticCSP: true, // its own policy on its pages, in place of the API's default-src 'none'
-    transformSpecificationClone: false,
-    transformSpecification: () => docs.current(),
-    uiConfig: { deepLinking: true },
-  })
+  if (docsEnabled(config)) {
+    app.addHook('onReady', async () => docs.start())
+    app.addHook('onClose', async () => docs.stop())
+    await app.register(swagger, { openapi: { openapi: '3.0.3', info: { title: 'Tollgate API', version: '0.1.0' } } })
+    await app.register(swaggerUi, {
+      routePrefix: '/docs',
+      staticCSP: true, // its own policy on its pages, in place of the API's default-src 'none'
+      transformSpecificationClone: false,
+      transformSpecification: () => docs.current(),
+      uiConfig: { deepLinking: true },
+    })
+  }
 
   // One forwarder per (upstream, timeout): a route's timeout override is its own forwarder.
   const forwarders = new Map<string, Forward>()
@@ -273,8 +268,23 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
   // The internal listener shares the upstream connections and the counters' store.
   const internal = await buildInternalApp(config, { routes: definition.internalRoutes, upstreams, proofKey: key, newStore: counters.newStore, logStream: opts.logStream })
   app.decorate('internal', internal)
+  const admin = buildAdminApp(config, {
+    registry: app.metrics,
+    readiness: {
+      // Upstreams are reported, never a reason to leave the load balancer: every replica sees the same outage,
+      // and dropping them all would stop the routes that still work. A stale revocation list does fail it.
+      ...Object.fromEntries(definition.upstreams.map((d) => [d.service, () => upstreams.get(d.name)!.pool.readiness()])),
+      revocations: async () => {
+        if (!revocations.fresh) throw new Error('revocation list is stale')
+      },
+      // Never fails readiness: without Redis the limits still hold, per replica.
+      'rate-limit-counters': async () => counters.backend(),
+    },
+    logStream: opts.logStream,
+  })
+  app.decorate('admin', admin)
   app.addHook('onClose', async () => {
-    await internal.close()
+    await Promise.all([internal.close(), admin.close()])
   })
   return app
 }
@@ -283,5 +293,7 @@ declare module 'fastify' {
   interface FastifyInstance {
     /** The internal listener's app (service-to-service), listened on by server.ts. */
     internal: App
+    /** The admin listener's app (/ready, /metrics), listened on by server.ts. */
+    admin: App
   }
 }

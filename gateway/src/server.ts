@@ -20,6 +20,7 @@ try {
 }
 const app = await buildApp(config, { definition }).catch(invalid)
 const listeners = definition!.listeners
-// Public first: the launcher (and a probe on the internal port) takes the internal listener's /health as "up".
+// Public first, internal last: the launcher (and a probe on the internal port) takes the internal listener's /health as "up".
 await listen(app, { host: listeners.public?.host ?? config.HOST, port: listeners.public?.port ?? config.PORT, graceMs: config.SHUTDOWN_GRACE_MS })
+await app.admin.listen({ host: listeners.admin?.host ?? config.ADMIN_HOST, port: listeners.admin?.port ?? config.ADMIN_PORT })
 await app.internal.listen({ host: listeners.internal?.host ?? config.INTERNAL_HOST, port: listeners.internal?.port ?? config.INTERNAL_PORT })
