@@ -11,6 +11,7 @@ import { openApiDocument } from './docs/openapi.js'
 import { securityHeaders } from './security-headers.js'
 import { buildInternalApp } from './internal/internal-app.js'
 import { buildAdminApp, docsEnabled } from './admin/admin-app.js'
+import { gatewayAccessFields } from './access-log.js'
 import { ConfigError, createService, proofKey, type App } from '@tollgate/common'
 import { Counter, Gauge } from 'prom-client'
 import { bundledGatewayFile, readPem, tlsOptions, trustedIssuers, trustProxy, type Config } from './config.js'
@@ -61,6 +62,7 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
     requestTimeoutMs: config.REQUEST_TIMEOUT_MS,
     // /ready and /metrics are served on the admin listener (admin/admin-app.ts), never on the public one.
     probes: false,
+    accessLog: gatewayAccessFields,
     fastify: { trustProxy: trustProxy(config) as never, ...(https ? { https } : {}) },
   })
   const ca = config.UPSTREAM_CA_FILE ? readPem('UPSTREAM_CA_FILE', config.UPSTREAM_CA_FILE) : undefined
@@ -112,6 +114,8 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
     revocations.start()
   })
   app.decorateRequest('auth', null)
+  app.decorateRequest('exchange', null)
+  app.decorateRequest('bodyBytes', null)
 
   const issuers = trustedIssuers(config)
   const jwksSources: JwksKeySource[] = []

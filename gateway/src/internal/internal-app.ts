@@ -18,6 +18,7 @@ import { createForwarder, type Forward } from '../proxy/forwarder.js'
 import type { ResolvedInternalRoute } from '../gateway-config/load.js'
 import { policySteps } from '../pipeline/route-pipeline.js'
 import { authenticateService, parseAllowlist } from './service-auth.js'
+import { gatewayAccessFields } from '../access-log.js'
 
 export interface InternalDeps {
   routes: ResolvedInternalRoute[]
@@ -35,9 +36,12 @@ export async function buildInternalApp(config: Config, deps: InternalDeps): Prom
     logStream: deps.logStream,
     openapi: false,
     bodyLimit: config.BODY_LIMIT_BYTES,
+    accessLog: gatewayAccessFields,
   })
   app.decorateRequest('auth', null)
   app.decorateRequest('service', null)
+  app.decorateRequest('exchange', null)
+  app.decorateRequest('bodyBytes', null)
 
   const metric = (name: string, help: string, labelNames: string[]) => new Counter({ name, help, labelNames, registers: [app.metrics] })
   const authFailures = metric('gateway_internal_auth_failures_total', 'Internal calls refused, by error code', ['reason'])
