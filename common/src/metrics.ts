@@ -7,6 +7,7 @@ import type { FastifyInstance } from 'fastify'
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
 import type pg from 'pg'
 import { metricsHandler } from './readiness.js'
+import { ErrorCode } from './errors.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -50,6 +51,26 @@ export function installMetrics(app: FastifyInstance, service: string, route = tr
     registers: [registry],
   })
 
+  // Errors by the envelope's error_code: read from the answer being sent (only answers of 400 and above).
+  const errors = new Counter({
+    name: 'http_error_responses_total',
+    help: "Answers of 400 and above, by status and the envelope's error_code (OTHER: not one of ours, NONE: no envelope)",
+    labelNames: ['status', 'code'] as const,
+    registers: [registry],
+  })
+  const errorSeries = new Map<string, { inc(): void }>()
+  app.addHook('onSend', (_request, reply, payload, done) => {
+    const status = reply.statusCode
+    if (status >= 400) {
+      const code = errorCodeOf(payload)
+      const key = `${status} ${code}`
+      let child = errorSeries.get(key)
+      if (child === undefined) errorSeries.set(key, (child = errors.labels({ status: String(status), code })))
+      child.inc()
+    }
+    done(null, payload)
+  })
+
   app.decorate('metrics', registry)
   // Series found by route, method and status (strings the router and parser reuse, a number): no key built per request.
   const byRoute = new Map<string, Map<string, Map<number, Series>>>()
@@ -89,4 +110,21 @@ export function installPoolMetrics(app: FastifyInstance, pool: pg.Pool): void {
       this.set({ state: 'waiting' }, pool.waitingCount)
     },
   })
+}
+
+const CODES = new Set<string>(Object.values(ErrorCode))
+const CODE_FIELD = '"error_code":"'
+
+/** The envelope's error_code in a serialised answer (ours or a service's passed through), without parsing it. */
+export function errorCodeOf(payload: unknown): string {
+  let text: string
+  if (typeof payload === 'string') text = payload
+  else if (Buffer.isBuffer(payload) && payload.length <= 4096) text = payload.toString('utf8')
+  else return 'NONE'
+  const at = text.indexOf(CODE_FIELD)
+  if (at === -1) return 'NONE'
+  const start = at + CODE_FIELD.length
+  const end = text.indexOf('"', start)
+  const code = end === -1 ? '' : text.slice(start, end)
+  return CODES.has(code) ? code : 'OTHER'
 }

@@ -12,6 +12,7 @@ import { securityHeaders } from './security-headers.js'
 import { buildInternalApp } from './internal/internal-app.js'
 import { buildAdminApp, docsEnabled } from './admin/admin-app.js'
 import { gatewayAccessFields } from './access-log.js'
+import { installGatewayGauges } from './gauges.js'
 import { ConfigError, createService, proofKey, type App } from '@tollgate/common'
 import { Counter, Gauge } from 'prom-client'
 import { bundledGatewayFile, readPem, tlsOptions, trustedIssuers, trustProxy, type Config } from './config.js'
@@ -108,6 +109,7 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
     ownIssuer: config.JWT_ISSUER,
     log: app.log,
   })
+  installGatewayGauges(app.metrics, { revocations, upstreams })
   app.addHook('onReady', async () => {
     // Serve nothing protected on a list we never loaded: try once before listening, then poll.
     await revocations.sync().catch((err) => app.log.warn({ err: { message: (err as Error).message } }, 'revocation list not loaded yet'))

@@ -17,7 +17,7 @@ export async function startGatewayProcess(t: { teardown(fn: () => unknown): void
     proc.kill('SIGTERM')
   })
   const url = `http://127.0.0.1:${port}`
-  const deadline = Date.now() + 30_000
+  const deadline = Date.now() + 60_000 // a loaded 2-core machine starts three gateway processes at once
   for (;;) {
     try {
       const ready = await fetch(`http://127.0.0.1:${adminPort}/ready`) // the admin listener
