@@ -72,10 +72,11 @@ export function nodeFlags(workspace = 'gateway') {
 /**
  * The gateway alone (node gateway/dist/server.js, with its `npm start` flags) with everything on, logs at
  * info to /dev/null. `env` overrides; `nodeArgs` e.g. --cpu-prof. Ready once
- * /ready answers 200 (upstreams reachable, revocation list loaded).
+ * the admin listener's /ready answers 200 (upstreams reachable, revocation list loaded).
  */
 export async function startGateway({ tasksUrl, authUrl, env = {}, nodeArgs = [], waitReady = true, readyTimeoutMs }) {
   const port = await freePort()
+  const adminPort = await freePort()
   const proc = await startNode({
     name: 'gateway',
     args: [...nodeFlags('gateway'), ...nodeArgs, `${ROOT}gateway/dist/server.js`],
@@ -83,6 +84,7 @@ export async function startGateway({ tasksUrl, authUrl, env = {}, nodeArgs = [],
       HOST: '127.0.0.1',
       PORT: String(port),
       INTERNAL_PORT: '0', // the internal listener on a free port: runs never collide on 8001
+      ADMIN_PORT: String(adminPort), // the admin listener (/ready, /metrics) likewise
       TASK_SERVICE_URL: tasksUrl,
       AUTH_SERVICE_URL: authUrl,
       BETTER_AUTH_SECRET: SECRET,
@@ -94,8 +96,8 @@ export async function startGateway({ tasksUrl, authUrl, env = {}, nodeArgs = [],
     },
     cpu: CPU_PROXY,
   })
-  await waitHttp(proc, `${base(port)}/${waitReady ? 'ready' : 'health'}`, readyTimeoutMs ? { timeoutMs: readyTimeoutMs } : {})
-  return { proc, port, url: base(port) }
+  await waitHttp(proc, waitReady ? `${base(adminPort)}/ready` : `${base(port)}/health`, readyTimeoutMs ? { timeoutMs: readyTimeoutMs } : {})
+  return { proc, port, url: base(port), adminUrl: base(adminPort) }
 }
 
 /**

@@ -67,7 +67,7 @@ export async function throughput(cfg, log) {
       gwRedis = await startGateway({ tasksUrl: tasks.url, authUrl: auth.url, env: { REDIS_URL: redis.url } })
       const countOps = () => redisCommandCounts(redis.port)
       // Where the gateway counted (its readiness says): a Redis command that timed out sends it to memory.
-      const state = () => countersBackend(gwRedis.url)
+      const state = () => countersBackend(gwRedis.adminUrl)
       await untilCountingInRedis(gwRedis.url + user.tasksPath, user.headers, countOps)
       targets.push({ key: 'cr', label: LABELS.cr, url: gwRedis.url + user.tasksPath, pid: gwRedis.proc.pid, otherPid: tasks.proc.pid, countOps, state })
     }
@@ -180,9 +180,9 @@ async function untilCountingInRedis(url, headers, countOps) {
 }
 
 /** The gateway's `rate-limit-counters` readiness entry: redis, memory or memory-fallback. */
-async function countersBackend(baseUrl) {
+async function countersBackend(adminUrl) {
   try {
-    const res = await fetch(`${baseUrl}/ready`, { signal: AbortSignal.timeout(5000) })
+    const res = await fetch(`${adminUrl}/ready`, { signal: AbortSignal.timeout(5000) })
     return (await res.json()).checks?.['rate-limit-counters'] ?? 'unknown'
   } catch (err) {
     return `unknown (${err.message})`

@@ -4,7 +4,7 @@
  */
 import { randomUUID } from 'node:crypto'
 import type { IncomingMessage } from 'node:http'
-import type { FastifyServerOptions } from 'fastify'
+import type { FastifyReply, FastifyRequest, FastifyServerOptions } from 'fastify'
 import { writeSync } from 'node:fs'
 
 /**
@@ -42,6 +42,40 @@ export function loggerOptions(level: string, service: string): FastifyServerOpti
       // Method and URL only (no headers: they hold the bearer token and proofs).
       req: (req: { method: string; url: string }) => ({ method: req.method, url: redactUrl(req.url) }),
     },
+  }
+}
+
+/**
+ * The access line of one request: what it was, how it ended, who sent it. `ip` is the client's address as
+ * TRUST_PROXY resolves it; bytes are the declared body lengths (an extension may give the counted ones). Headers
+ * other than the user agent are never logged. An extension (the gateway's) adds its own fields to the same object.
+ */
+export interface AccessLine {
+  method: string
+  url: string
+  status: number
+  ms: number
+  ip: string
+  userAgent: string | undefined
+  bytesIn: number
+  bytesOut: number | undefined
+  [field: string]: unknown
+}
+
+export type AccessLogExtension = (request: FastifyRequest, reply: FastifyReply, line: AccessLine) => void
+
+export function accessLine(request: FastifyRequest, reply: FastifyReply): AccessLine {
+  const lengthIn = request.headers['content-length']
+  const lengthOut = reply.getHeader('content-length')
+  return {
+    method: request.method,
+    url: redactUrl(request.url),
+    status: reply.statusCode,
+    ms: Math.round(reply.elapsedTime * 10) / 10,
+    ip: request.ip,
+    userAgent: request.headers['user-agent'],
+    bytesIn: lengthIn === undefined ? 0 : Number(lengthIn),
+    bytesOut: lengthOut === undefined || request.method === 'HEAD' ? undefined : Number(lengthOut),
   }
 }
 

@@ -6,6 +6,8 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
 import type pg from 'pg'
+import { metricsHandler } from './readiness.js'
+import { ErrorCode } from './errors.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -14,22 +16,21 @@ declare module 'fastify' {
 }
 
 /**
- * A registry with the request counters and the hook that feeds them. A process that
+ * A registry with the request counters and the hooks that feed them. A process that
  * rebuilds its Fastify instance (the gateway's config reload) keeps one across them.
  */
 export interface MetricsKit {
   registry: Registry
+  onSend: (request: FastifyRequest, reply: FastifyReply, payload: unknown, done: (err: null, payload: unknown) => void) => void
   onResponse: (request: FastifyRequest, reply: FastifyReply, done: () => void) => void
 }
 
-export function installMetrics(app: FastifyInstance, service: string, kit: MetricsKit = createMetricsKit(service)): void {
+/** `route: false`: the registry is served elsewhere (the gateway's admin listener), not at this app's /metrics. */
+export function installMetrics(app: FastifyInstance, service: string, kit: MetricsKit = createMetricsKit(service), route = true): void {
   app.decorate('metrics', kit.registry)
+  app.addHook('onSend', kit.onSend)
   app.addHook('onResponse', kit.onResponse)
-  const registry = kit.registry
-  app.get('/metrics', { logLevel: 'warn' }, async (_request, reply) => {
-    reply.type(registry.contentType)
-    return registry.metrics()
-  })
+  if (route) app.get('/metrics', { logLevel: 'warn' }, metricsHandler(kit.registry))
 }
 
 export function createMetricsKit(service: string): MetricsKit {
@@ -67,9 +68,29 @@ export function createMetricsKit(service: string): MetricsKit {
     registers: [registry],
   })
 
+  // Errors by the envelope's error_code: read from the answer being sent (only answers of 400 and above).
+  const errors = new Counter({
+    name: 'http_error_responses_total',
+    help: "Answers of 400 and above, by status and the envelope's error_code (OTHER: not one of ours, NONE: no envelope)",
+    labelNames: ['status', 'code'] as const,
+    registers: [registry],
+  })
+  const errorSeries = new Map<string, { inc(): void }>()
+  const onSend: MetricsKit['onSend'] = (_request, reply, payload, done) => {
+    const status = reply.statusCode
+    if (status >= 400) {
+      const code = errorCodeOf(payload)
+      const key = `${status} ${code}`
+      let child = errorSeries.get(key)
+      if (child === undefined) errorSeries.set(key, (child = errors.labels({ status: String(status), code })))
+      child.inc()
+    }
+    done(null, payload)
+  }
+
   // Series found by route, method and status (strings the router and parser reuse, a number): no key built per request.
   const byRoute = new Map<string, Map<string, Map<number, Series>>>()
-  const onResponse = (request: FastifyRequest, reply: FastifyReply, done: () => void) => {
+  const onResponse: MetricsKit['onResponse'] = (request, reply, done) => {
     // The route pattern, never the raw URL: bounded label cardinality.
     const route = request.routeOptions.url ?? 'unmatched'
     const method = request.method
@@ -89,7 +110,7 @@ export function createMetricsKit(service: string): MetricsKit {
     s.time.observe(reply.elapsedTime / 1000)
     done()
   }
-  return { registry, onResponse }
+  return { registry, onSend, onResponse }
 }
 
 /** Pool state at scrape time: connections in use, idle, and requests waiting for one. */
@@ -105,4 +126,21 @@ export function installPoolMetrics(app: FastifyInstance, pool: pg.Pool): void {
       this.set({ state: 'waiting' }, pool.waitingCount)
     },
   })
+}
+
+const CODES = new Set<string>(Object.values(ErrorCode))
+const CODE_FIELD = '"error_code":"'
+
+/** The envelope's error_code in a serialised answer (ours or a service's passed through), without parsing it. */
+export function errorCodeOf(payload: unknown): string {
+  let text: string
+  if (typeof payload === 'string') text = payload
+  else if (Buffer.isBuffer(payload) && payload.length <= 4096) text = payload.toString('utf8')
+  else return 'NONE'
+  const at = text.indexOf(CODE_FIELD)
+  if (at === -1) return 'NONE'
+  const start = at + CODE_FIELD.length
+  const end = text.indexOf('"', start)
+  const code = end === -1 ? '' : text.slice(start, end)
+  return CODES.has(code) ? code : 'OTHER'
 }

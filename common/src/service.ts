@@ -18,10 +18,11 @@ import Fastify, {
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import AjvCompiler from '@fastify/ajv-compiler'
 import swagger from '@fastify/swagger'
-import { clientErrorResponse, envelope, ErrorCode, installErrorEnvelope, toEnvelope } from './errors.js'
+import { clientErrorResponse, installErrorEnvelope, toEnvelope } from './errors.js'
+import { readinessHandler } from './readiness.js'
 import { installJsonBodyParser } from './json-body.js'
 import { lingerOnRefusal } from './refused-upload.js'
-import { genReqId, loggerOptions, redactUrl, REQUEST_ID_HEADER, stdoutDestination } from './logging.js'
+import { accessLine, genReqId, loggerOptions, REQUEST_ID_HEADER, stdoutDestination, type AccessLogExtension } from './logging.js'
 import { installMetrics, type MetricsKit } from './metrics.js'
 
 export type App = FastifyInstance<
@@ -48,12 +49,19 @@ export interface ServiceOptions {
   headersTimeoutMs?: number
   /** Time a client has to send its whole request; default 30 s. */
   requestTimeoutMs?: number
+  /** Serve GET /ready and GET /metrics on this app (default true); the gateway serves them on its admin listener instead. */
+  probes?: boolean
+  /** A registry kept across instances (the gateway's reload); default: a new one. */
+  metrics?: MetricsKit
   /** Publish the routes' OpenAPI document at /openapi.json (default true). */
   openapi?: boolean
   /** Headers every answer carries, framework errors included (the gateway's security headers). */
   responseHeaders?: Record<string, string>
-  /** A registry kept across instances (the gateway's reload); default: a new one. */
-  metrics?: MetricsKit
+  /**
+   * Adds fields of its own to a request's access line before it is written (the gateway: user, upstream, target,
+   * upstream time). Called once per request with the line's object; no other object or serialisation is made.
+   */
+  accessLog?: AccessLogExtension
   /** Extra Fastify options (https, etc.). */
   fastify?: Partial<FastifyServerOptions>
 }
@@ -127,16 +135,16 @@ export function createService(opts: ServiceOptions): App {
 
   // One access-log line per request, at the end (Fastify's own two lines are off).
   // Routes declared with logLevel 'warn' (probes, polls) stay quiet.
+  const accessLog = opts.accessLog
   app.addHook('onResponse', (request, reply, done) => {
-    request.log.info(
-      { method: request.method, url: redactUrl(request.url), status: reply.statusCode, ms: Math.round(reply.elapsedTime * 10) / 10 },
-      'request completed',
-    )
+    const line = accessLine(request, reply)
+    if (accessLog !== undefined) accessLog(request, reply, line)
+    request.log.info(line, 'request completed')
     done()
   })
 
 
-  installMetrics(app as unknown as FastifyInstance, opts.name, opts.metrics)
+  installMetrics(app as unknown as FastifyInstance, opts.name, opts.metrics, opts.probes !== false)
 
   // The OpenAPI document of this service's routes, generated from their schemas.
   // The gateway reads it to publish /docs; internal routes are left out.
@@ -152,27 +160,9 @@ export function createService(opts: ServiceOptions): App {
   }
 
   const readiness = opts.readiness ?? {}
+  // /health on every listener; /ready and /metrics only where probes are on (the gateway serves them on its admin listener).
   app.get('/health', { logLevel: 'warn' }, async () => ({ status: 'ok' }))
-  app.get('/ready', { logLevel: 'warn' }, async (_request, reply) => {
-    const checks: Record<string, string> = {}
-    let ready = true
-    await Promise.all(
-      Object.entries(readiness).map(async ([name, check]) => {
-        try {
-          const state = await withTimeout(check(), 2000)
-          checks[name] = typeof state === 'string' ? state : 'ok'
-        } catch {
-          checks[name] = 'unavailable'
-          ready = false
-        }
-      }),
-    )
-    if (!ready) {
-      reply.code(503).header('retry-after', '2')
-      return { ...envelope(503, ErrorCode.SERVICE_UNAVAILABLE, 'Not ready'), checks }
-    }
-    return { status: 'ready', checks }
-  })
+  if (opts.probes !== false) app.get('/ready', { logLevel: 'warn' }, readinessHandler(readiness))
 
   return app
 }
@@ -192,14 +182,4 @@ function strictBodyValidator() {
     } as never)
     return (def: { httpPart?: string }) => (def.httpPart === 'body' ? strict : coercing)(def as never)
   }
-}
-
-function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
-  let timer: NodeJS.Timeout
-  return Promise.race([
-    p,
-    new Promise<T>((_, reject) => {
-      timer = setTimeout(() => reject(new Error('timeout')), ms)
-    }),
-  ]).finally(() => clearTimeout(timer))
 }

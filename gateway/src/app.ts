@@ -12,6 +12,7 @@ import { loadGatewayFile, type GatewayDefinition } from './gateway-config/load.j
 import { gatewayVariables } from './gateway-config/variables.js'
 import { createRuntime } from './runtime/runtime.js'
 import { buildGeneration } from './runtime/generation.js'
+import { buildAdminApp } from './admin/admin-app.js'
 
 export type { UpstreamHandle } from './runtime/generation.js'
 
@@ -36,7 +37,19 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
     throw err
   }
   runtime.setRevocationFeed(app.revocationFeed)
+  const admin = buildAdminApp(config, { registry: runtime.metrics.registry, readiness: app.readiness, logStream: opts.logStream })
+  app.decorate('admin', admin)
   app.addHook('onReady', () => runtime.start())
-  app.addHook('onClose', () => runtime.close())
+  app.addHook('onClose', async () => {
+    await admin.close()
+    await runtime.close()
+  })
   return app
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** The admin listener's app (/ready, /metrics): tests inject into it; the reloading server builds its own. */
+    admin: App
+  }
 }

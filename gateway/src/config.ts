@@ -95,6 +95,11 @@ export const configSchema = Type.Object({
   /** The internal listener for service-to-service calls: never publish it. */
   INTERNAL_HOST: Type.String({ default: '127.0.0.1' }),
   INTERNAL_PORT: Type.Integer({ minimum: 0, maximum: 65535, default: 8001 }),
+  /** The admin listener (GET /ready with detail, GET /metrics): never publish it; scrape it from inside. */
+  ADMIN_HOST: Type.String({ default: '127.0.0.1' }),
+  ADMIN_PORT: Type.Integer({ minimum: 0, maximum: 65535, default: 9000 }),
+  /** GET /docs on the public listener; unset: on, except with NODE_ENV=production. */
+  DOCS_ENABLED: Type.Optional(Type.Boolean()),
   /** Which service may call which internal route: {"service": ["METHOD /path/:param"]}. Deny by default. */
   INTERNAL_ALLOWLIST: Type.String({ default: DEFAULT_ALLOWLIST }),
   /** Key of service tokens; derived from BETTER_AUTH_SECRET (separately from user tokens) when unset. */

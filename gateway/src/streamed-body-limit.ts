@@ -19,6 +19,7 @@ export function limitStreamedBody(request: FastifyRequest, reply: FastifyReply, 
   const counted = new Transform({
     transform(chunk: Buffer, _encoding, callback) {
       received += chunk.length
+      request.bodyBytes = received
       if (received <= limit) callback(null, chunk)
       else {
         refuse()

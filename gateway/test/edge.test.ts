@@ -38,7 +38,7 @@ t.test('a dead upstream is a fast 502 in the envelope, without its address', asy
   t.notMatch(res.body, /127\.0\.0\.1|ECONNREFUSED/)
   // Readiness reports the dead upstream but stays green: every replica sees the same outage, and taking them all
   // out of the load balancer would also stop the routes that still work (sign-in, here).
-  const ready = await gw.inject({ url: '/ready' })
+  const ready = await gw.admin.inject({ url: '/ready' })
   t.equal(ready.statusCode, 200, 'still ready while one upstream is down')
   t.same(ready.json().checks, { 'auth-service': 'ok', 'task-service': 'unavailable', revocations: 'ok', 'rate-limit-counters': 'memory' })
   t.equal((await gw.inject({ method: 'POST', url: '/api/auth/signin', payload: { email: 'a@example.com', password: 'correct-horse-battery' } })).statusCode, 200, 'the working upstream keeps serving')
@@ -128,11 +128,11 @@ t.test('health, readiness and metrics', async (t) => {
   const up = await startUpstream(t)
   const gw = await buildGateway(t, { TASK_SERVICE_URL: up.url, AUTH_SERVICE_URL: up.url })
   t.same((await gw.inject({ url: '/health' })).json(), { status: 'ok' })
-  const ready = await gw.inject({ url: '/ready' })
+  const ready = await gw.admin.inject({ url: '/ready' })
   t.equal(ready.statusCode, 200)
   t.same(ready.json().checks, { 'auth-service': 'ok', 'task-service': 'ok', revocations: 'ok', 'rate-limit-counters': 'memory' })
   await gw.inject({ url: '/nowhere' })
-  const metrics = await gw.inject({ url: '/metrics' })
+  const metrics = await gw.admin.inject({ url: '/metrics' })
   t.match(metrics.body, /http_requests_total\{.*status="404"/)
 })
 

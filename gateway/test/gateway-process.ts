@@ -8,18 +8,19 @@ const gatewayEntry = fileURLToPath(new URL('../dist/server.js', import.meta.url)
 
 export async function startGatewayProcess(t: { teardown(fn: () => unknown): void }, env: Record<string, string>): Promise<string> {
   const port = await freePort()
+  const adminPort = await freePort()
   const proc = spawn(process.execPath, [gatewayEntry], {
-    env: { PATH: process.env.PATH ?? '', BETTER_AUTH_SECRET: SECRET, LOG_LEVEL: 'warn', HOST: '127.0.0.1', PORT: String(port), INTERNAL_PORT: '0', ...env },
+    env: { PATH: process.env.PATH ?? '', BETTER_AUTH_SECRET: SECRET, LOG_LEVEL: 'warn', HOST: '127.0.0.1', PORT: String(port), INTERNAL_PORT: '0', ADMIN_PORT: String(adminPort), ...env },
     stdio: ['ignore', 'ignore', 'inherit'],
   })
   t.teardown(() => {
     proc.kill('SIGTERM')
   })
   const url = `http://127.0.0.1:${port}`
-  const deadline = Date.now() + 30_000
+  const deadline = Date.now() + 60_000 // a loaded 2-core machine starts three gateway processes at once
   for (;;) {
     try {
-      const ready = await fetch(`${url}/ready`)
+      const ready = await fetch(`http://127.0.0.1:${adminPort}/ready`) // the admin listener
       if (ready.status === 200 && (await ready.json()).checks['rate-limit-counters'] === 'redis') return url
     } catch {
       // not yet

@@ -85,7 +85,7 @@ t.test('batched counting makes no Redis call per request: one pipelined sync per
   const gw = await buildGateway(t, { AUTH_SERVICE_URL: upstream.url, TASK_SERVICE_URL: upstream.url, REDIS_URL: redis.url, RATE_LIMIT_SYNC_MS: syncMs })
   const client = new Redis(redis.url)
   t.teardown(() => client.disconnect())
-  await until('counting in Redis', async () => (await gw.inject({ url: '/ready' })).json().checks['rate-limit-counters'] === 'redis')
+  await until('counting in Redis', async () => (await gw.admin.inject({ url: '/ready' })).json().checks['rate-limit-counters'] === 'redis')
   const jwt = await token()
   const req = { url: `/api/${subOf(jwt)}/tasks`, headers: { authorization: `Bearer ${jwt}` } }
 
@@ -109,7 +109,7 @@ t.test('batched counting, Redis killed mid-traffic: memory fallback at once, the
   const redis = await startRedis(t)
   const upstream = await startUpstream(t)
   const gw = await buildGateway(t, { AUTH_SERVICE_URL: upstream.url, TASK_SERVICE_URL: upstream.url, REDIS_URL: redis.url, RATE_LIMIT_USER_MAX: 5 })
-  const backend = async () => (await gw.inject({ url: '/ready' })).json().checks['rate-limit-counters']
+  const backend = async () => (await gw.admin.inject({ url: '/ready' })).json().checks['rate-limit-counters']
   await until('counting in Redis', async () => (await backend()) === 'redis')
   const jwt = await token()
   const req = { url: `/api/${subOf(jwt)}/tasks`, headers: { authorization: `Bearer ${jwt}` } }
@@ -121,9 +121,9 @@ t.test('batched counting, Redis killed mid-traffic: memory fallback at once, the
   const statuses: number[] = []
   for (let i = 0; i < 5; i++) statuses.push((await gw.inject(req)).statusCode)
   t.same(statuses, [200, 200, 200, 429, 429], 'the replica enforces the whole limit locally, its count so far included')
-  const ready = await gw.inject({ url: '/ready' })
+  const ready = await gw.admin.inject({ url: '/ready' })
   t.equal(ready.statusCode, 200, 'still ready')
-  t.match((await gw.inject({ url: '/metrics' })).body, /gateway_rate_limit_backend\{backend="memory-fallback"[^}]*\} 1/)
+  t.match((await gw.admin.inject({ url: '/metrics' })).body, /gateway_rate_limit_backend\{backend="memory-fallback"[^}]*\} 1/)
 
   await redis.start()
   await until('back in Redis', async () => (await backend()) === 'redis')
@@ -140,7 +140,7 @@ t.test('batched counting, Redis that stalls: the sync times out, memory fallback
   const upstream = await startUpstream(t)
   // The first sync goes out a second after the request: until then nothing has asked the stalled Redis.
   const gw = await buildGateway(t, { AUTH_SERVICE_URL: upstream.url, TASK_SERVICE_URL: upstream.url, REDIS_URL: redis.url, RATE_LIMIT_SYNC_MS: 1000 })
-  const backend = async () => (await gw.inject({ url: '/ready' })).json().checks['rate-limit-counters']
+  const backend = async () => (await gw.admin.inject({ url: '/ready' })).json().checks['rate-limit-counters']
   await until('counting in Redis', async () => (await backend()) === 'redis')
   const jwt = await token()
   const req = { url: `/api/${subOf(jwt)}/tasks`, headers: { authorization: `Bearer ${jwt}` } }

@@ -31,7 +31,7 @@ t.test('two gateways on a three-node Redis Cluster: batched and exact limits sha
     RATE_LIMIT_SIGNUP_IP_MAX: 3,
   }
   const gateways = [await buildGateway(t, config), await buildGateway(t, config)]
-  for (const gw of gateways) await until('counting in Redis', async () => (await gw.inject({ url: '/ready' })).json().checks['rate-limit-counters'] === 'redis')
+  for (const gw of gateways) await until('counting in Redis', async () => (await gw.admin.inject({ url: '/ready' })).json().checks['rate-limit-counters'] === 'redis')
   const client = new Cluster([{ host: '127.0.0.1', port: cluster.ports[0]! }])
   t.teardown(() => client.disconnect())
 
@@ -98,7 +98,7 @@ t.test('a cluster node killed mid-traffic: memory fallback at its next sync, sti
     RATE_LIMIT_USER_MAX: 5,
     LOG_LEVEL: 'info',
   }, { logStream: logs.stream })
-  const backend = async () => (await gw.inject({ url: '/ready' })).json().checks['rate-limit-counters']
+  const backend = async () => (await gw.admin.inject({ url: '/ready' })).json().checks['rate-limit-counters']
   await until('counting in Redis', async () => (await backend()) === 'redis')
   // Enough users that some of their keys live on the node that goes away.
   const users = await Promise.all(Array.from({ length: 12 }, () => token()))
@@ -111,7 +111,7 @@ t.test('a cluster node killed mid-traffic: memory fallback at its next sync, sti
   const statuses: number[] = []
   for (let i = 0; i < 5; i++) statuses.push((await call(users[0]!)).statusCode)
   t.same(statuses, [200, 200, 200, 429, 429], 'still limiting, on this replica, its count so far included')
-  t.equal((await gw.inject({ url: '/ready' })).statusCode, 200, 'still ready')
+  t.equal((await gw.admin.inject({ url: '/ready' })).statusCode, 200, 'still ready')
   // Once the cluster itself has noticed (cluster_state:fail), and for a few probe intervals (1 s each) after:
   // the other masters answer PING, yet counting stays in memory while a master is away.
   const survivor = new Redis(cluster.ports[0]!, '127.0.0.1')

@@ -61,7 +61,7 @@ t.test('exact counting, Redis going away mid-traffic: fast answers, in-memory li
   const gw = await buildGateway(t, { AUTH_SERVICE_URL: upstream.url, TASK_SERVICE_URL: upstream.url, REDIS_URL: redis.url, RATE_LIMIT_USER_MAX: 5, RATE_LIMIT_BATCHED: 'none' })
   const waitFor = async (backend: string) => {
     const deadline = Date.now() + 10_000
-    while ((await gw.inject({ url: '/ready' })).json().checks['rate-limit-counters'] !== backend) {
+    while ((await gw.admin.inject({ url: '/ready' })).json().checks['rate-limit-counters'] !== backend) {
       if (Date.now() > deadline) throw new Error(`never reached ${backend}`)
       await new Promise((r) => setTimeout(r, 50))
     }
@@ -84,10 +84,10 @@ t.test('exact counting, Redis going away mid-traffic: fast answers, in-memory li
   t.notOk(statuses.some((s) => s >= 500), 'never a 5xx')
   t.same(statuses.slice(0, 5), [200, 200, 200, 200, 200], 'counting restarted in memory')
   t.same(statuses.slice(5), [429, 429, 429], 'and still limits: never unlimited')
-  const ready = await gw.inject({ url: '/ready' })
+  const ready = await gw.admin.inject({ url: '/ready' })
   t.equal(ready.statusCode, 200, 'still ready: limits hold per replica')
   t.equal(ready.json().checks['rate-limit-counters'], 'memory-fallback')
-  t.match((await gw.inject({ url: '/metrics' })).body, /gateway_rate_limit_backend\{backend="memory-fallback"[^}]*\} 1/)
+  t.match((await gw.admin.inject({ url: '/metrics' })).body, /gateway_rate_limit_backend\{backend="memory-fallback"[^}]*\} 1/)
 
   await redis.start()
   await waitFor('redis')
@@ -102,7 +102,7 @@ t.test('exact counting, Redis that stalls (commands time out, the connection sta
   const upstream = await startUpstream(t)
   // Exact counting: a request's own Redis command times out (batched policies notice at their next sync).
   const gw = await buildGateway(t, { AUTH_SERVICE_URL: upstream.url, TASK_SERVICE_URL: upstream.url, REDIS_URL: redis.url, RATE_LIMIT_BATCHED: 'none' })
-  const backend = async () => (await gw.inject({ url: '/ready' })).json().checks['rate-limit-counters']
+  const backend = async () => (await gw.admin.inject({ url: '/ready' })).json().checks['rate-limit-counters']
   const waitFor = async (want: string) => {
     const deadline = Date.now() + 10_000
     while ((await backend()) !== want) {

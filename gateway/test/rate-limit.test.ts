@@ -129,7 +129,7 @@ t.test('metrics count rejections by policy', async (t) => {
   for (let i = 0; i < 2; i++) {
     await gw.inject({ method: 'POST', url: '/api/auth/signup', payload: { email: `${randomUUID()}@example.com`, password: 'SecurePass123!' } })
   }
-  const metrics = await gw.inject({ url: '/metrics' })
+  const metrics = await gw.admin.inject({ url: '/metrics' })
   t.match(metrics.body, /gateway_rate_limit_rejections_total\{policy="signup-ip"[^}]*\} 1/)
   t.match(metrics.body, /gateway_rate_limit_backend\{backend="memory"[^}]*\} 1/)
 })

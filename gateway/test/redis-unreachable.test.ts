@@ -37,5 +37,5 @@ t.test('an unreachable REDIS_URL at start is logged once, naming the address, an
   t.equal(warnings.length, 1, 'one line, not one per retry')
   t.equal(warnings[0]!.level, 40, 'at warn')
   t.match(String(warnings[0]!.reason), new RegExp(`127\\.0\\.0\\.1:${port}`), 'names the address it tried')
-  t.equal((await app.inject({ url: '/ready' })).json().checks['rate-limit-counters'], 'memory-fallback')
+  t.equal((await app.admin.inject({ url: '/ready' })).json().checks['rate-limit-counters'], 'memory-fallback')
 })

@@ -52,7 +52,7 @@ t.test('a stale revocation list fails closed with 503; REVOCATION_FAIL_OPEN keep
   t.equal(res.statusCode, 503)
   t.same(res.json(), { detail: 'Token revocation status unavailable', error_code: 'SERVICE_UNAVAILABLE', status_code: 503 })
   t.equal(res.headers['retry-after'], '2')
-  t.equal((await closed.inject({ url: '/ready' })).statusCode, 503, 'not ready')
+  t.equal((await closed.admin.inject({ url: '/ready' })).statusCode, 503, 'not ready')
   t.equal((await open.inject(req)).statusCode, 200, 'fail-open replica keeps serving')
   t.equal((await closed.inject({ method: 'POST', url: '/api/auth/signin', payload: { email: 'a@example.com', password: 'secret' } })).statusCode, 200, 'anonymous routes are unaffected')
 

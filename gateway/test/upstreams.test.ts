@@ -300,10 +300,10 @@ t.test('TASK_SERVICE_URL with several targets: the gateway spreads, retries GETs
   const path = `/api/${subOf(jwt)}/tasks`
   for (let i = 0; i < 4; i++) t.equal((await gw.inject({ url: path, headers: { authorization: `Bearer ${jwt}` } })).statusCode, 200)
   t.equal(live.seen.length, 4, 'every GET reached the live target')
-  const ready = await gw.inject('/ready')
+  const ready = await gw.admin.inject('/ready')
   t.equal(ready.statusCode, 200, 'an upstream never fails readiness')
   t.equal(ready.json().checks['task-service'], `degraded (${new URL(down).host} unavailable, ${new URL(live.url).host} ok)`)
-  const metrics = (await gw.inject('/metrics')).body
+  const metrics = (await gw.admin.inject('/metrics')).body
   t.match(metrics, new RegExp(`gateway_upstream_target_requests_total\\{upstream="tasks",target="${new URL(live.url).host}"[^}]*\\} 4\n`))
 })
 

@@ -116,6 +116,19 @@ async function composeSuite({ host, started, ownEngine }: { host: string; starte
 
   const containerOf = async (service: string) => (await compose(['ps', '-q', service])).stdout.trim().split('\n')[0] ?? ''
   const inspect = async (id: string, format: string) => (await docker(['inspect', '-f', format, id])).stdout.trim()
+  /** GET on the gateway's admin listener (9000, never published): from inside its container. */
+  const admin = async (path: string) => {
+    const script = `fetch('http://127.0.0.1:9000${path}').then(async (r) => process.stdout.write(r.status + ' ' + (await r.text())))`
+    const out = (await compose(['exec', '-T', 'gateway', 'node', '-e', script])).stdout
+    const space = out.indexOf(' ')
+    let json: any
+    try {
+      json = JSON.parse(out.slice(space + 1))
+    } catch {
+      json = undefined
+    }
+    return { status: Number(out.slice(0, space)), text: out.slice(space + 1), json }
+  }
 
   /** Every service's container running and healthy (each has a healthcheck: compose's or the image's). */
   async function allHealthy(timeoutMs: number): Promise<Record<string, string>> {
@@ -179,8 +192,11 @@ async function composeSuite({ host, started, ownEngine }: { host: string; starte
     t.comment(`up --build and healthy in ${Math.round((Date.now() - started) / 1000)} s`)
     const health = await call('GET', '/health')
     t.equal(health.status, 200, 'GET /health through the published port')
-    const ready = await call('GET', '/ready')
-    t.equal(ready.status, 200, 'GET /ready: 200')
+    t.equal((await call('GET', '/ready')).status, 404, 'GET /ready through the published port: 404 (admin listener only)')
+    t.equal((await call('GET', '/metrics')).status, 404, 'GET /metrics through the published port: 404')
+    const ready = await admin('/ready')
+    t.equal(ready.status, 200, 'GET /ready on the admin listener: 200')
+    t.match((await admin('/metrics')).text, /gateway_upstream_duration_seconds_bucket/, 'GET /metrics on the admin listener')
     t.same(ready.json?.checks, { 'auth-service': 'ok', 'task-service': 'ok', revocations: 'ok', 'rate-limit-counters': 'redis' }, 'upstreams, revocations and Redis all ok')
     up = r.code === 0 && ready.status === 200
   })
@@ -269,7 +285,7 @@ async function composeSuite({ host, started, ownEngine }: { host: string; starte
     // The gateway re-resolves the service name (UPSTREAM_DNS_REFRESH_MS) and health-checks each address.
     let ready = ''
     for (let i = 0; i < 90 && !/^ok \((?:[^,]+ ok(?:, |\)$)){3}/.test(ready); i++) {
-      ready = String((await call('GET', '/ready')).json?.checks?.['task-service'] ?? '')
+      ready = String((await admin('/ready')).json?.checks?.['task-service'] ?? '')
       if (!/^ok \((?:[^,]+ ok(?:, |\)$)){3}/.test(ready)) await sleep(1000)
     }
     t.match(ready, /^ok \((?:[^,]+ ok(?:, |\)$)){3}/, `the gateway sees three healthy targets: ${ready}`)

@@ -32,6 +32,9 @@ const root = resolve(process.argv[2] ?? fileURLToPath(new URL('../../', import.m
 const GATEWAY = 'gateway'
 const PUBLIC_PORT = 8000
 const INTERNAL_PORT = 8001
+/** The gateway's admin listener (/ready, /metrics): the readiness probe and the monitoring namespace only. */
+const ADMIN_PORT_DEFAULT = 9000
+const ADMIN_HOST_DEFAULT = '127.0.0.1'
 /** The service that sends the account purge to the gateway's internal listener. */
 const PURGE_SENDER = 'auth-service'
 /** Where the gateway's internal listener binds when INTERNAL_HOST is unset (gateway/src/config.ts). */
@@ -759,6 +762,10 @@ function checkReferences(applied, kustNamespace) {
       if (!isGatewayOnly(targets) || !targets.every((d) => resolvePort(d, port.targetPort ?? port.port) === PUBLIC_PORT)) {
         fail(file, `${label}: routes to something other than the ${GATEWAY}'s public port ${PUBLIC_PORT}`)
       }
+      // The Service in front of the Ingress carries the public port only: never the admin or internal listener.
+      for (const other of (svc.doc.spec?.ports ?? []).filter((p) => !targets.every((d) => resolvePort(d, p.targetPort ?? p.port) === PUBLIC_PORT))) {
+        fail(svc.file, `${svc.label}: the Ingress routes to this Service, which also carries port ${other.name ?? other.port} (only the ${GATEWAY}'s public port ${PUBLIC_PORT} may sit behind an Ingress)`)
+      }
     }
   }
 
@@ -783,6 +790,10 @@ function checkReferences(applied, kustNamespace) {
     if (selected(doc.spec?.selector).length === 0) fail(file, `${label}: selector matches no Deployment`)
   }
 
+  const gw = deployments.find((d) => d.doc.metadata.name === GATEWAY)
+  const gwMain = gw && (containersOf(gw).find((c) => c.name === GATEWAY) ?? containersOf(gw)[0])
+  const adminPort = Number((gwMain ? containerEnv(named, gwMain) : {}).ADMIN_PORT ?? ADMIN_PORT_DEFAULT)
+  gatewayAdminPort = () => adminPort
   checkNetworkPolicies(byKind('NetworkPolicy'), deployments, selected)
   checkK8sWiring({ byKind, named, deployments, selected, namespace })
 }
@@ -821,6 +832,29 @@ function checkK8sWiring({ byKind, named, deployments, selected, namespace }) {
   const internalPort = Number(gwEnv.INTERNAL_PORT ?? INTERNAL_PORT)
   if (!hasPort(gateway, internalPort)) fail(gateway.file, `${where}: INTERNAL_PORT ${internalPort} is not a container port`)
 
+  // The admin listener: /ready (the readiness probe) and /metrics live there only; the public port answers them 404.
+  const adminPort = Number(gwEnv.ADMIN_PORT ?? ADMIN_PORT_DEFAULT)
+  if (!hasPort(gateway, adminPort)) fail(gateway.file, `${where}: ADMIN_PORT ${adminPort} is not a container port`)
+  const probePort = gwContainer?.readinessProbe?.httpGet?.port
+  if (probePort !== undefined && resolvePort(gateway, probePort) !== adminPort) {
+    fail(gateway.file, `${where}: readinessProbe must use the admin port ${adminPort} (GET /ready is 404 on the public listener)`)
+  }
+  const adminHost = gwEnv.ADMIN_HOST ?? ADMIN_HOST_DEFAULT
+  if (isLoopback(adminHost)) {
+    fail(gateway.file, `${where}: ADMIN_HOST is ${gwEnv.ADMIN_HOST === undefined ? `unset (default ${ADMIN_HOST_DEFAULT})` : adminHost}, so neither the kubelet's readiness probe nor Prometheus reaches the admin listener; set ADMIN_HOST: 0.0.0.0 (ConfigMap)`)
+  }
+  // Scrape annotations: on a port of the pod; the gateway's on its admin port.
+  for (const d of deployments) {
+    const a = d.doc.spec?.template?.metadata?.annotations ?? {}
+    if (a['prometheus.io/scrape'] !== 'true') {
+      fail(d.file, `${d.label}: the pod template has no prometheus.io/scrape: "true" annotation`)
+      continue
+    }
+    const port = Number(a['prometheus.io/port'])
+    if (!hasPort(d, port)) fail(d.file, `${d.label}: prometheus.io/port ${a['prometheus.io/port']} is not a container port`)
+    else if (d === gateway && port !== adminPort) fail(d.file, `${d.label}: prometheus.io/port must be the admin port ${adminPort} (/metrics is not on ${port})`)
+  }
+
   if (sender) {
     const c = containersOf(sender)[0]
     const url = c ? containerEnv(named, c).GATEWAY_INTERNAL_URL : undefined
@@ -848,6 +882,9 @@ function checkK8sWiring({ byKind, named, deployments, selected, namespace }) {
     fail(gateway.file, `${where}: TRUST_PROXY is unset but an Ingress routes to the ${GATEWAY}: every client would share the ingress controller's address (and the per-address limits); set it (ConfigMap) to the hops in front`)
   }
 }
+
+/** The gateway's admin port: ADMIN_PORT as the pod sets it (its ConfigMap or env), else the default. */
+let gatewayAdminPort = () => ADMIN_PORT_DEFAULT
 
 /** A Service or policy port (number or name) as the container port number on Deployment d. */
 function resolvePort(d, port) {
@@ -886,6 +923,10 @@ function checkNetworkPolicies(policies, deployments, selected) {
       const fromGatewayOnly =
         (rule.from ?? []).length > 0 &&
         rule.from.every((peer) => peer.podSelector && !peer.namespaceSelector && !peer.ipBlock && isGatewayOnly(selected(peer.podSelector)))
+      // A monitoring namespace (Prometheus): namespace selectors with labels, nothing else.
+      const fromMonitoringOnly =
+        (rule.from ?? []).length > 0 &&
+        rule.from.every((peer) => peer.namespaceSelector && !isEmptySelector(peer.namespaceSelector) && !peer.ipBlock)
       const fromServicesOnly =
         (rule.from ?? []).length > 0 &&
         rule.from.every((peer) => {
@@ -894,13 +935,18 @@ function checkNetworkPolicies(policies, deployments, selected) {
         })
       for (const d of pods) {
         const name = d.doc.metadata.name
-        if (PRIVATE_SERVICES.includes(name) && !fromGatewayOnly) {
-          fail(file, `${where}: lets something other than the ${GATEWAY}'s pods reach ${name}`)
+        const ports = (rule.ports ?? []).map((p) => resolvePort(d, p.port))
+        // Prometheus may scrape a service's /metrics (on its only port: its API needs the gateway's proof anyway).
+        const scrapeOnly = fromMonitoringOnly && ports.length > 0 && ports.every((p) => p === containerPorts(d)[0]?.containerPort)
+        if (PRIVATE_SERVICES.includes(name) && !fromGatewayOnly && !scrapeOnly) {
+          fail(file, `${where}: lets something other than the ${GATEWAY}'s pods (or the monitoring namespace, on its port) reach ${name}`)
         }
         if (name === GATEWAY) {
-          const ports = (rule.ports ?? []).map((p) => resolvePort(d, p.port))
           const coversInternal = ports.length === 0 || ports.includes(INTERNAL_PORT)
           if (coversInternal && !fromServicesOnly) fail(file, `${where}: opens the ${GATEWAY}'s internal port ${INTERNAL_PORT} beyond the services`)
+          const adminPort = gatewayAdminPort(d)
+          const coversAdmin = ports.length === 0 || ports.includes(adminPort)
+          if (coversAdmin && !fromMonitoringOnly) fail(file, `${where}: opens the ${GATEWAY}'s admin port ${adminPort} (/metrics, /ready) beyond the monitoring namespace`)
         }
       }
     }

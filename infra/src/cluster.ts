@@ -53,6 +53,8 @@ async function checkConfiguration(): Promise<void> {
       TASK_SERVICE_URL: 'http://127.0.0.1:3002',
       INTERNAL_HOST: '127.0.0.1',
       INTERNAL_PORT: env.GATEWAY_INTERNAL_PORT ?? '0',
+      ADMIN_HOST: '127.0.0.1',
+      ADMIN_PORT: env.GATEWAY_ADMIN_PORT ?? '0',
     },
   }
   const problems: string[] = []
@@ -122,6 +124,8 @@ try {
   // The gateway's internal listener (service-to-service), on loopback; chosen now so services know it.
   const internalPort = Number(env.GATEWAY_INTERNAL_PORT ?? 0) || (await freePort())
   const internalUrl = `http://127.0.0.1:${internalPort}`
+  // Its admin listener (/ready, /metrics), on loopback too.
+  const adminPort = Number(env.GATEWAY_ADMIN_PORT ?? 0) || (await freePort())
   await Promise.all(
     services.map(async ({ name, port }) => {
       const p = port || (await freePort())
@@ -149,12 +153,15 @@ try {
     TASK_SERVICE_URL: urls['task-service'],
     INTERNAL_HOST: '127.0.0.1',
     INTERNAL_PORT: String(internalPort),
+    ADMIN_HOST: '127.0.0.1',
+    ADMIN_PORT: String(adminPort),
   }, onExit('gateway'))
   children.push(gateway)
   // Probed on the internal listener: plain HTTP on loopback even when the public one serves HTTPS.
   await waitForHealth(`${internalUrl}/health`, gateway, 30_000)
   const publicHost = gatewayHost === '127.0.0.1' || gatewayHost === '0.0.0.0' || gatewayHost === '::' ? 'localhost' : gatewayHost
   const scheme = env.TLS_CERT_FILE ? 'https' : 'http'
+  say(`gateway admin (/ready, /metrics) at http://127.0.0.1:${adminPort}`)
   say(`Tollgate is up at ${scheme}://${publicHost}:${gatewayPort} (Ctrl-C to stop)`)
 } catch (err) {
   process.stderr.write(`[tollgate] failed to start: ${(err as Error).message}\n`)

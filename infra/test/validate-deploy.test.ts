@@ -184,3 +184,62 @@ t.test('a broken copy fails, naming the problem', async (t) => {
     t.match(r.stderr, b.expect, `${b.name}: reported`, { output: r.out })
   }
 })
+
+/**
+ * The admin listener (/ready, /metrics): every way to expose it or miss it, broken in one copy (each is reported on
+ * its own line, so one run shows them all), and a copy with no NetworkPolicy at all.
+ */
+const adminBreakages: Array<{ name: string; file: string; from: string; to: string; expect: RegExp }> = [
+  {
+    name: 'the gateway readiness probe on the public port (where /ready is 404)',
+    file: 'infra/k8s/gateway.yaml',
+    from: '              path: /ready\n              port: admin',
+    to: '              path: /ready\n              port: http',
+    expect: /gateway\.yaml: Deployment gateway: container gateway: readinessProbe must use the admin port 9000/,
+  },
+  {
+    name: 'the admin port on the Service the Ingress routes to',
+    file: 'infra/k8s/gateway.yaml',
+    from: '      port: 8000\n      targetPort: http\n      protocol: TCP\n',
+    to: '      port: 8000\n      targetPort: http\n      protocol: TCP\n    - name: admin\n      port: 9000\n      targetPort: admin\n      protocol: TCP\n',
+    expect: /gateway\.yaml: Service gateway: the Ingress routes to this Service, which also carries port admin/,
+  },
+  {
+    name: 'a NetworkPolicy opening the admin port to everyone',
+    file: 'infra/k8s/networkpolicy.yaml',
+    from: '    - ports:\n        - protocol: TCP\n          port: 8000\n',
+    to: '    - ports:\n        - protocol: TCP\n          port: 8000\n        - protocol: TCP\n          port: 9000\n',
+    expect: /networkpolicy\.yaml: NetworkPolicy gateway-ingress: ingress\[0\]: opens the gateway's admin port 9000/,
+  },
+  {
+    name: 'the admin listener left on loopback (probe and Prometheus cannot reach it)',
+    file: 'infra/k8s/configmap.yaml',
+    from: '  ADMIN_HOST: 0.0.0.0\n',
+    to: '',
+    expect: /gateway\.yaml: .*ADMIN_HOST is unset \(default 127\.0\.0\.1\)/,
+  },
+  {
+    name: 'a service without scrape annotations',
+    file: 'infra/k8s/task-service.yaml',
+    from: '        prometheus.io/scrape: "true"\n',
+    to: '',
+    expect: /task-service\.yaml: Deployment task-service: the pod template has no prometheus\.io\/scrape/,
+  },
+]
+
+t.test('the admin port: on the probe, off the Ingress and its Service, open only to monitoring; NetworkPolicy present', async (t) => {
+  const base = t.testdir({ admin: {}, nopolicy: {}, ingress: {} })
+  const admin = copyDeployFiles(join(base, 'admin'))
+  for (const b of adminBreakages) edit(join(admin, b.file), b.from, b.to)
+  const noPolicy = copyDeployFiles(join(base, 'nopolicy'))
+  edit(join(noPolicy, 'infra/k8s/kustomization.yaml'), '  - networkpolicy.yaml\n', '')
+  const ingress = copyDeployFiles(join(base, 'ingress'))
+  edit(join(ingress, 'infra/k8s/ingress.yaml'), '                name: gateway\n                port:\n                  name: http', '                name: gateway-admin\n                port:\n                  name: admin')
+  const [r, n, i] = await Promise.all([validate(admin), validate(noPolicy), validate(ingress)])
+  t.equal(r.code, 1, 'exit code 1')
+  for (const b of adminBreakages) t.match(r.stderr, b.expect, `${b.name}: reported`, { output: r.out })
+  t.equal(n.code, 1)
+  t.match(n.stderr, /no NetworkPolicy/, 'no NetworkPolicy applied: reported')
+  t.equal(i.code, 1)
+  t.match(i.stderr, /ingress\.yaml: Ingress gateway: routes to something other than the gateway's public port 8000/, 'the Ingress routed to the admin Service: reported')
+})

@@ -9,6 +9,8 @@ type Tap = { teardown(fn: () => unknown): void }
 
 export interface Cluster {
   url: string
+  /** The gateway's admin listener (/ready, /metrics). */
+  adminUrl: string
   proc: ChildProcess
   output(): string
   stop(signal?: NodeJS.Signals): Promise<number | null>
@@ -33,11 +35,13 @@ export function runLauncher(env: Record<string, string>): { proc: ChildProcess; 
 
 export async function startCluster(t: Tap, env: Record<string, string>, timeoutMs = 90_000): Promise<Cluster> {
   const port = await freePort()
+  const adminPort = await freePort()
   const { proc, output, exited } = runLauncher({
     BETTER_AUTH_SECRET: SECRET,
     LOG_LEVEL: 'warn',
     BCRYPT_COST: '10',
     PORT: String(port),
+    GATEWAY_ADMIN_PORT: String(adminPort),
     ...env,
   })
   let stopped = false
@@ -55,7 +59,7 @@ export async function startCluster(t: Tap, env: Record<string, string>, timeoutM
     if (Date.now() > deadline) throw new Error(`launcher did not come up:\n${output()}`)
     await new Promise((r) => setTimeout(r, 100))
   }
-  return { url: `http://127.0.0.1:${port}`, proc, output, stop }
+  return { url: `http://127.0.0.1:${port}`, adminUrl: `http://127.0.0.1:${adminPort}`, proc, output, stop }
 }
 
 export async function call(url: string, method: string, path: string, body?: unknown, token?: string) {
@@ -88,10 +92,11 @@ export function serviceUrls(output: string): { auth: string; tasks: string } {
 /** One more gateway process in front of the same services: a second replica. */
 export async function startGateway(t: Tap, env: Record<string, string>): Promise<Cluster> {
   const port = await freePort()
+  const adminPort = await freePort()
   let out = ''
   const proc = spawn(process.execPath, ['gateway/dist/server.js'], {
     cwd: repoRoot,
-    env: { PATH: process.env.PATH ?? '', BETTER_AUTH_SECRET: SECRET, LOG_LEVEL: 'warn', HOST: '127.0.0.1', PORT: String(port), INTERNAL_PORT: '0', ...env },
+    env: { PATH: process.env.PATH ?? '', BETTER_AUTH_SECRET: SECRET, LOG_LEVEL: 'warn', HOST: '127.0.0.1', PORT: String(port), INTERNAL_PORT: '0', ADMIN_PORT: String(adminPort), ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   })
   proc.stdout!.on('data', (d) => (out += d))
@@ -107,16 +112,17 @@ export async function startGateway(t: Tap, env: Record<string, string>): Promise
   }
   t.teardown(() => stop())
   const url = `http://127.0.0.1:${port}`
+  const adminUrl = `http://127.0.0.1:${adminPort}`
   const deadline = Date.now() + 20_000
   for (;;) {
     if (proc.exitCode !== null) throw new Error(`gateway exited early (${proc.exitCode}):\n${out}`)
     try {
-      if ((await fetch(`${url}/ready`)).status === 200) break
+      if ((await fetch(`${adminUrl}/ready`)).status === 200) break
     } catch {
       // not listening yet
     }
     if (Date.now() > deadline) throw new Error(`gateway did not become ready:\n${out}`)
     await new Promise((r) => setTimeout(r, 100))
   }
-  return { url, proc, output: () => out, stop }
+  return { url, adminUrl, proc, output: () => out, stop }
 }

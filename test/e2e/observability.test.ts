@@ -68,7 +68,7 @@ t.test('request ids, redaction and metrics across gateway and services', async (
   t.match(done, { status: 200, method: 'GET' }, 'one access line with status and time')
   t.match(done.url, /api_key=\[redacted\]/, 'a token in the query string is redacted')
 
-  const gm = (await gw.inject({ url: '/metrics' })).body
+  const gm = (await gw.admin.inject({ url: '/metrics' })).body
   t.match(gm, /gateway_auth_failures_total\{reason="INVALID_TOKEN"[^}]*\} 1/, 'auth failures by reason')
   t.match(gm, /http_request_duration_seconds_bucket\{[^}]*route="\/api\/:user_id\/tasks"[^}]*status="200"/, 'latency by route and status')
   const am = (await auth.inject({ url: '/metrics' })).body
@@ -80,6 +80,6 @@ t.test('upstream errors are counted by upstream, status and cause', async (t) =>
   const gw = await buildGateway(loadConfig(gatewaySchema, { BETTER_AUTH_SECRET: SECRET, LOG_LEVEL: 'silent', AUTH_SERVICE_URL: 'http://127.0.0.1:1' }))
   t.teardown(() => gw.close())
   await gw.inject({ method: 'POST', url: '/api/auth/signup', payload: { email: 'a@example.com', password: 'Observability-Pass-123' } })
-  const gm = (await gw.inject({ url: '/metrics' })).body
+  const gm = (await gw.admin.inject({ url: '/metrics' })).body
   t.match(gm, /gateway_upstream_errors_total\{upstream="auth",status="502",cause="ECONNREFUSED"[^}]*\} 1/)
 })

@@ -14,7 +14,7 @@ async function startProcess(t: { teardown(fn: () => unknown): void }, entry: str
   let out = ''
   const proc = spawn(process.execPath, [entry], {
     cwd: repoRoot,
-    env: { PATH: process.env.PATH ?? '', BETTER_AUTH_SECRET: SECRET, LOG_LEVEL: 'info', HOST: '127.0.0.1', PORT: String(port), INTERNAL_PORT: '0', ...env },
+    env: { PATH: process.env.PATH ?? '', BETTER_AUTH_SECRET: SECRET, LOG_LEVEL: 'info', HOST: '127.0.0.1', PORT: String(port), INTERNAL_PORT: '0', ADMIN_PORT: '0', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   })
   proc.stdout!.on('data', (d) => (out += d))

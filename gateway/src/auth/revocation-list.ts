@@ -41,6 +41,7 @@ export class RevocationList {
   private readonly userCutoffs = new Map<string, [number, number]>()
   private cursor = 0
   private lastSyncAt = 0
+  private readonly createdAt = Date.now()
   private timer: NodeJS.Timeout | undefined
   private stopped = false
   private failing = false
@@ -49,6 +50,11 @@ export class RevocationList {
 
   get size(): number {
     return this.revoked.size + this.userCutoffs.size
+  }
+
+  /** Milliseconds since the list was last refreshed (since it was created, before the first refresh). */
+  get staleMs(): number {
+    return Date.now() - (this.lastSyncAt || this.createdAt)
   }
 
   get fresh(): boolean {

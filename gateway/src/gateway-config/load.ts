@@ -87,7 +87,7 @@ export interface GatewayDefinition {
   routes: ResolvedRoute[]
   internalRoutes: ResolvedInternalRoute[]
   cors: { origins: string[]; methods?: string[]; allowedHeaders?: string[]; exposedHeaders?: string[]; maxAgeS?: number }
-  listeners: { public?: { host: string; port: number }; internal?: { host: string; port: number } }
+  listeners: { public?: { host: string; port: number }; internal?: { host: string; port: number }; admin?: { host: string; port: number } }
   /** The upstream whose /internal/revocations feed the gateway polls. */
   revocationFeed: string
 }
@@ -354,6 +354,6 @@ function resolve(f: GatewayFile, file: string, report: (path: Path, message: str
       exposedHeaders: f.cors?.exposed_headers,
       maxAgeS: f.cors?.max_age_s,
     },
-    listeners: { public: f.listeners?.public, internal: f.listeners?.internal },
+    listeners: { public: f.listeners?.public, internal: f.listeners?.internal, admin: f.listeners?.admin },
   }
 }

@@ -114,7 +114,21 @@ const Listener = Type.Object(
 export const GatewayFileSchema = Type.Object(
   {
     $schema: Type.Optional(Type.String()),
-    listeners: Type.Optional(Type.Object({ public: Type.Optional(Listener), internal: Type.Optional(Listener) }, { additionalProperties: false })),
+    listeners: Type.Optional(
+      Type.Object(
+        {
+          public: Type.Optional(Listener),
+          internal: Type.Optional(Listener),
+          admin: Type.Optional(
+            Type.Object(
+              { host: Type.String({ minLength: 1 }), port: Type.Integer({ minimum: 0, maximum: 65535 }) },
+              { additionalProperties: false, description: 'GET /ready and GET /metrics: never publish it' },
+            ),
+          ),
+        },
+        { additionalProperties: false },
+      ),
+    ),
     cors: Type.Optional(Cors),
     issuers: Type.Record(Name, Issuer, { additionalProperties: false, description: 'token issuers, by name; routes name the ones they accept' }),
     upstreams: Type.Record(Name, Upstream, { additionalProperties: false }),

@@ -18,6 +18,7 @@ import { createForwarder, type Forward } from '../proxy/forwarder.js'
 import type { ResolvedInternalRoute } from '../gateway-config/load.js'
 import { policySteps } from '../pipeline/route-pipeline.js'
 import { authenticateService, parseAllowlist } from './service-auth.js'
+import { gatewayAccessFields } from '../access-log.js'
 
 export interface InternalDeps {
   routes: ResolvedInternalRoute[]
@@ -55,10 +56,13 @@ export async function buildInternalApp(config: Config, deps: InternalDeps): Prom
     openapi: false,
     bodyLimit: config.BODY_LIMIT_BYTES,
     metrics: shared.kit,
+    accessLog: gatewayAccessFields,
     ...(deps.fastify ? { fastify: deps.fastify } : {}),
   })
   app.decorateRequest('auth', null)
   app.decorateRequest('service', null)
+  app.decorateRequest('exchange', null)
+  app.decorateRequest('bodyBytes', null)
   const { authFailures, rejections, upstreamErrors } = shared
 
   app.decorateRequest('rateLimitFields', null)

@@ -29,6 +29,22 @@ import type { IncomingHttpHeaders } from 'node:http'
 import type { Dispatcher } from 'undici'
 import type { FastifyReply } from 'fastify'
 import { classifyUpstreamError, sendUpstreamFailure, type UpstreamErrorCounter } from './upstream.js'
+import type { Member } from '../upstreams/member.js'
+
+/** What the access line reads of a forwarded request (see access-log.ts). */
+export interface ExchangeInfo {
+  readonly upstream: string
+  readonly target: Member | null
+  readonly upstreamMs: number
+  readonly bytesOut: number
+}
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** The request's upstream exchange once it is forwarded; null before (decorated by each app). */
+    exchange: ExchangeInfo | null
+  }
+}
 
 /** Answers up to this size are buffered and written at once; beyond it they stream. */
 export const MAX_BUFFERED_BYTES = 64 * 1024
@@ -112,6 +128,14 @@ export function createForwarder(opts: ForwarderOptions): Forward {
 
   /** One upstream exchange, as an undici dispatch handler (legacy callbacks: undici 7). */
   class Exchange implements Dispatcher.DispatchHandler {
+    /** For the access line: the upstream's name, the target the last attempt went to (set by Upstream.dispatch). */
+    readonly upstream = name
+    target: Member | null = null
+    /** Milliseconds from handing the request to the pool to the answer's head; -1 without an answer. */
+    upstreamMs = -1
+    /** Body bytes of the answer passed on to the client. */
+    bytesOut = 0
+    private dispatchedAt = 0
     private state = QUEUED
     private abortUpstream: ((err?: Error) => void) | null = null
     private timer: NodeJS.Timeout | null = null
@@ -130,7 +154,9 @@ export function createForwarder(opts: ForwarderOptions): Forward {
     constructor(
       private readonly reply: FastifyReply,
       private readonly outgoing: Outgoing,
-    ) {}
+    ) {
+      reply.request.exchange = this
+    }
 
     start(): void {
       // The client left while an earlier step (a counter in Redis, say) was running: nothing to send, no one to answer.
@@ -146,6 +172,7 @@ export function createForwarder(opts: ForwarderOptions): Forward {
     private dispatch(): void {
       const o = this.outgoing
       this.state = QUEUED
+      this.dispatchedAt = performance.now()
       pool.dispatch({ method: o.method as Dispatcher.HttpMethod, path: o.path, headers: o.headers as Record<string, string>, body: o.body }, this)
     }
 
@@ -183,6 +210,9 @@ export function createForwarder(opts: ForwarderOptions): Forward {
         clearTimeout(this.timer)
         this.timer = null
       }
+      const ms = performance.now() - this.dispatchedAt
+      this.upstreamMs = Math.round(ms * 10) / 10
+      this.target?.latency?.observe(ms / 1000)
       this.state = HEADERS
       this.status = statusCode
       this.resumeUpstream = resume
@@ -220,10 +250,14 @@ export function createForwarder(opts: ForwarderOptions): Forward {
 
     onData(chunk: Buffer): boolean {
       const state = this.state
-      if (state === STREAMING) return this.stream!.push(chunk)
+      if (state === STREAMING) {
+        this.bytesOut += chunk.length
+        return this.stream!.push(chunk)
+      }
       if (state !== HEADERS) return false
       this.chunks.push(chunk)
       this.size += chunk.length
+      this.bytesOut += chunk.length
       if (this.size > MAX_BUFFERED_BYTES) this.startStreaming()
       return true
     }

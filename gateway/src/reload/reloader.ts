@@ -21,6 +21,7 @@ import { tlsOptions, type Config } from '../config.js'
 import { GatewayConfigError, parseGatewayConfig, type GatewayDefinition, type Variables } from '../gateway-config/load.js'
 import { createRuntime, type Runtime } from '../runtime/runtime.js'
 import { buildGeneration } from '../runtime/generation.js'
+import { buildAdminApp } from '../admin/admin-app.js'
 import { createSharedServer, detachedServer, type Target } from './shared-server.js'
 
 /** Edits come in bursts (an editor's write, rename and chmod): one reload after the last. */
@@ -170,6 +171,10 @@ export async function startReloadingGateway(config: Config, first: LoadedFile, o
   const internalAt = { host: listeners.internal?.host ?? config.INTERNAL_HOST, port: listeners.internal?.port ?? config.INTERNAL_PORT }
   await listen(publicServer.server, publicAt.host, publicAt.port)
   log.info({ address: publicServer.server.address() }, 'public listener up')
+  // The admin listener is the process's, not a generation's: /metrics of the runtime's registry, /ready of the current file.
+  const admin = buildAdminApp(config, { registry, readiness: () => current.app.readiness })
+  const adminAt = { host: listeners.admin?.host ?? config.ADMIN_HOST, port: listeners.admin?.port ?? config.ADMIN_PORT }
+  await admin.listen(adminAt)
   await listen(internalServer.server, internalAt.host, internalAt.port)
   log.info({ address: internalServer.server.address() }, 'internal listener up')
 
@@ -277,6 +282,7 @@ export async function startReloadingGateway(config: Config, first: LoadedFile, o
     // Then the instances (their plugins close upgraded sockets, e.g. WebSockets), the connections, the runtime.
     await Promise.all([...generations].map(close))
     await Promise.all(closed)
+    await admin.close()
     await runtime.close()
   }
   closeWithGrace({ delay: config.SHUTDOWN_GRACE_MS, skip: ['SIGHUP'] }, async ({ signal, err }) => {

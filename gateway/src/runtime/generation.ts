@@ -10,7 +10,9 @@ import cors from '@fastify/cors'
 import swagger from '@fastify/swagger'
 import swaggerUi from '@fastify/swagger-ui'
 import type { FastifyServerOptions } from 'fastify'
-import { ConfigError, createService, type App } from '@tollgate/common'
+import { ConfigError, createService, type App, type ReadinessChecks } from '@tollgate/common'
+import { docsEnabled } from '../admin/admin-app.js'
+import { gatewayAccessFields } from '../access-log.js'
 import { openApiDocument } from '../docs/openapi.js'
 import { securityHeaders } from '../security-headers.js'
 import { buildInternalApp } from '../internal/internal-app.js'
@@ -79,19 +81,25 @@ async function build(
     headersTimeoutMs: config.HEADERS_TIMEOUT_MS,
     requestTimeoutMs: config.REQUEST_TIMEOUT_MS,
     metrics: runtime.metrics,
-    readiness: {
-      // Upstreams are reported, never a reason to leave the load balancer: every replica sees the same outage,
-      // and dropping them all would stop the routes that still work. A stale revocation list does fail it.
-      ...Object.fromEntries(definition.upstreams.map((d) => [d.service, () => upstreams.get(d.name)!.pool.readiness()])),
-      revocations: async () => {
-        if (!revocations.fresh) throw new Error('revocation list is stale')
-      },
-      // Never fails readiness: without Redis the limits still hold, per replica.
-      'rate-limit-counters': async () => counters.backend(),
-    },
+    // /ready and /metrics are served on the admin listener (admin/admin-app.ts), never on the public one.
+    probes: false,
+    accessLog: gatewayAccessFields,
     fastify: { trustProxy: trustProxy(config) as never, ...(https ? { https } : {}), ...opts.fastify },
   })
   app.decorateRequest('auth', null)
+  app.decorateRequest('exchange', null)
+  app.decorateRequest('bodyBytes', null)
+  // This generation's readiness, served by the admin listener (whichever generation is current).
+  app.decorate('readiness', {
+    // Upstreams are reported, never a reason to leave the load balancer: every replica sees the same outage,
+    // and dropping them all would stop the routes that still work. A stale revocation list does fail it.
+    ...Object.fromEntries(definition.upstreams.map((d) => [d.service, () => upstreams.get(d.name)!.pool.readiness()])),
+    revocations: async () => {
+      if (!revocations.fresh) throw new Error('revocation list is stale')
+    },
+    // Never fails readiness: without Redis the limits still hold, per replica.
+    'rate-limit-counters': async () => counters.backend(),
+  } satisfies ReadinessChecks)
 
   const issuers = trustedIssuers(config)
   const fromJwks = (url: string, algorithms: string[]) => {
@@ -163,16 +171,18 @@ async function build(
     definition.routes,
     app.log,
   )
-  app.addHook('onReady', async () => docs.start())
-  app.addHook('onClose', async () => docs.stop())
-  await app.register(swagger, { openapi: { openapi: '3.0.3', info: { title: 'Tollgate API', version: '0.1.0' } } })
-  await app.register(swaggerUi, {
-    routePrefix: '/docs',
-    staticCSP: true, // its own policy on its pages, in place of the API's default-src 'none'
-    transformSpecificationClone: false,
-    transformSpecification: () => docs.current(),
-    uiConfig: { deepLinking: true },
-  })
+  if (docsEnabled(config)) {
+    app.addHook('onReady', async () => docs.start())
+    app.addHook('onClose', async () => docs.stop())
+    await app.register(swagger, { openapi: { openapi: '3.0.3', info: { title: 'Tollgate API', version: '0.1.0' } } })
+    await app.register(swaggerUi, {
+      routePrefix: '/docs',
+      staticCSP: true, // its own policy on its pages, in place of the API's default-src 'none'
+      transformSpecificationClone: false,
+      transformSpecification: () => docs.current(),
+      uiConfig: { deepLinking: true },
+    })
+  }
 
   // One forwarder per (upstream, timeout): a route's timeout override is its own forwarder.
   const forwarders = new Map<string, Forward>()
@@ -227,5 +237,7 @@ declare module 'fastify' {
     internal: App
     /** The pool of the upstream whose revocation feed this generation names. */
     revocationFeed: Upstream
+    /** This generation's readiness checks, served on the admin listener. */
+    readiness: ReadinessChecks
   }
 }

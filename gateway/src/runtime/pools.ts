@@ -14,6 +14,8 @@ import { createUpstream, type Upstream, type UpstreamMetrics } from '../upstream
 export interface PoolRegistry {
   acquire(def: ResolvedUpstream): Upstream
   release(def: ResolvedUpstream): void
+  /** Every pool some generation uses now (scrape-time gauges). */
+  live(): Iterable<Upstream>
   closeAll(): Promise<void>
 }
 
@@ -67,6 +69,9 @@ export function createPoolRegistry(config: Config, metrics: UpstreamMetrics, log
       if (!entry || --entry.users > 0) return
       entries.delete(id)
       void entry.pool.close().catch(() => undefined)
+    },
+    *live() {
+      for (const e of entries.values()) yield e.pool
     },
     async closeAll() {
       const all = [...entries.values()]

@@ -18,6 +18,7 @@ import { revocationFeed } from '../auth/revocation-feed.js'
 import { createUpstreamMetrics, type UpstreamMetrics } from '../upstreams/index.js'
 import { createInternalShared, type InternalShared } from '../internal/internal-app.js'
 import { createPoolRegistry, type PoolRegistry } from './pools.js'
+import { installGatewayGauges } from '../gauges.js'
 
 export interface RuntimeOptions {
   logStream?: NodeJS.WritableStream
@@ -82,6 +83,7 @@ export async function createRuntime(config: Config, opts: RuntimeOptions = {}): 
     log,
   })
   const pools = createPoolRegistry(config, upstreamMetrics, log)
+  installGatewayGauges(registry, { revocations, pools: () => pools.live() })
   let started: Promise<void> | undefined
   return {
     log,

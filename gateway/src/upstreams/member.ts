@@ -35,6 +35,8 @@ export class Member {
   closed = false
   /** Its request counter (prom-client child, labels hashed once), or null without metrics. */
   counter: { inc(): void } | null = null
+  /** Its latency histogram (time to response headers), or null without metrics. */
+  latency: { observe(seconds: number): void } | null = null
   /** Its health gauge (1 in rotation, 0 out), or null without metrics. */
   gauge: { set(value: number): void } | null = null
 

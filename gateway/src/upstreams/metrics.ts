@@ -1,11 +1,12 @@
 /** Per-target counters and a health gauge, on the gateway's registry. */
-import { Counter, Gauge, type Registry } from 'prom-client'
+import { Counter, Gauge, Histogram, type Registry } from 'prom-client'
 
 export interface UpstreamMetrics {
   requests: Counter<'upstream' | 'target'>
   failures: Counter<'upstream' | 'target'>
   ejections: Counter<'upstream' | 'target'>
   healthy: Gauge<'upstream' | 'target'>
+  duration: Histogram<'upstream' | 'target'>
 }
 
 export function createUpstreamMetrics(registry: Registry): UpstreamMetrics {
@@ -20,5 +21,12 @@ export function createUpstreamMetrics(registry: Registry): UpstreamMetrics {
     }),
     ejections: new Counter({ name: 'gateway_upstream_target_ejections_total', help: 'Outlier ejections of each upstream target', labelNames, registers: [registry] }),
     healthy: new Gauge({ name: 'gateway_upstream_target_healthy', help: '1 while an upstream target is in rotation, 0 while it is out', labelNames, registers: [registry] }),
+    duration: new Histogram({
+      name: 'gateway_upstream_duration_seconds',
+      help: 'Time from handing a request to an upstream target to its response headers (answers only; failures: gateway_upstream_errors_total)',
+      labelNames,
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers: [registry],
+    }),
   }
 }

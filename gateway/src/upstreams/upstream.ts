@@ -67,6 +67,11 @@ export const HEALTH_CHECK_DEFAULTS: HealthCheckDef = { path: '/health', interval
 export const OUTLIER_DEFAULTS: OutlierDef = { consecutiveFailures: 5, baseEjectionMs: 30_000, maxEjectionMs: 300_000 }
 export const DNS_REFRESH_DEFAULT_MS = 5000
 
+/** A handler with a `target` field (the forwarder's exchange) learns the member each attempt went to (logs, latency). */
+export interface TargetAware {
+  target?: Member | null
+}
+
 /** Every member is out: answered 503 at once. */
 export class NoHealthyTarget extends Error {
   code = 'UPSTREAM_NO_HEALTHY_TARGET'
@@ -156,6 +161,7 @@ export class Upstream extends Dispatcher {
     const member = new Member(label, address, createMemberPool(target.origin, address, this.poolOptions))
     member.counter = this.metrics?.requests.labels({ upstream: this.name, target: label }) ?? null
     member.gauge = this.metrics?.healthy.labels({ upstream: this.name, target: label }) ?? null
+    member.latency = this.metrics?.duration.labels({ upstream: this.name, target: label }) ?? null
     return member
   }
 
@@ -166,11 +172,13 @@ export class Upstream extends Dispatcher {
       const only = members[0]!
       if (!only.healthy) return this.unavailable(handler)
       only.counter?.inc()
+      if ((handler as TargetAware).target !== undefined) (handler as TargetAware).target = only
       return only.pool.dispatch(opts, handler)
     }
     const member = this.pick(members, this.failedOn.get(handler))
     if (member === null) return this.unavailable(handler)
     member.counter?.inc()
+    if ((handler as TargetAware).target !== undefined) (handler as TargetAware).target = member
     // A handler of undici's newer API (none in the gateway): balanced, not tracked.
     if ((handler as { onRequestStart?: unknown }).onRequestStart !== undefined) return member.pool.dispatch(opts, handler)
     member.inflight++
