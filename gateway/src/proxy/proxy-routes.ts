@@ -10,11 +10,14 @@
  * A path with a `..` segment, raw or percent-encoded, is refused (400): an
  * upstream that normalises paths must never see one.
  */
-import type { FastifyInstance, FastifyReply, FastifyRequest, HTTPMethods } from 'fastify'
+import type { FastifyInstance, FastifyReply, FastifyRequest, HTTPMethods, RouteOptions } from 'fastify'
 import { errors, type Identity } from '@tollgate/common'
 import type { Forward } from './forwarder.js'
 import { forwardedHeaders } from './forwarded-headers.js'
 import { limitStreamedBody } from '../streamed-body-limit.js'
+
+/** A route's own hooks (its pipeline), as Fastify's route options take them. */
+export type RouteHookOptions = Pick<RouteOptions, 'onRequest' | 'preValidation' | 'preHandler' | 'onResponse'>
 
 export interface ProxyRoutesOptions {
   forward: Forward
@@ -34,11 +37,18 @@ export interface ProxyRoutesOptions {
 
 /** Register in its own encapsulated scope: the pass-through body parsers must not leak to other routes. */
 export function registerProxyRoutes(scope: FastifyInstance, o: ProxyRoutesOptions): void {
-  if (o.streamBodies) {
-    // Hand Fastify's body step the raw stream; it is piped upstream as it arrives.
-    scope.removeAllContentTypeParsers()
-    scope.addContentTypeParser('*', (_request, payload, done) => done(null, payload))
-  }
+  if (o.streamBodies) acceptRawBodies(scope)
+  proxyRoutes(scope, o)
+}
+
+/** Hand Fastify's body step the raw stream, whatever its type; it is piped upstream as it arrives. Scope it. */
+export function acceptRawBodies(scope: FastifyInstance): void {
+  scope.removeAllContentTypeParsers()
+  scope.addContentTypeParser('*', (_request, payload, done) => done(null, payload))
+}
+
+/** The routes of `o`, in a scope whose parsers fit `o.streamBodies`, each with `hooks` (its pipeline). */
+export function proxyRoutes(scope: FastifyInstance, o: ProxyRoutesOptions, hooks: RouteHookOptions = {}): void {
   const headerOptions = { proofKey: o.proofKey, forwardAuthorization: o.forwardAuthorization, reserialisedBody: !o.streamBodies }
   const forward = o.forward
   const publicCache = o.publicCache ?? false
@@ -59,7 +69,7 @@ export function registerProxyRoutes(scope: FastifyInstance, o: ProxyRoutesOption
   // HEAD is registered here rather than by Fastify's exposeHeadRoute, which would run GET upstream and drop the body.
   const methods: HTTPMethods[] = o.methods.includes('GET') && !o.methods.includes('HEAD') ? [...o.methods, 'HEAD'] : o.methods
   for (const url of o.urls) {
-    scope.route({ method: methods, url, handler, exposeHeadRoute: false, ...(o.bodySchema ? { schema: { body: o.bodySchema } } : {}) })
+    scope.route({ method: methods, url, handler, exposeHeadRoute: false, ...hooks, ...(o.bodySchema ? { schema: { body: o.bodySchema } } : {}) })
   }
 }
 

@@ -19,7 +19,7 @@ import { buildInternalApp } from '../internal/internal-app.js'
 import { tlsOptions, trustedIssuers, trustProxy, type Config } from '../config.js'
 import { createTokenVerifier, importHmacKey, type KeySource } from '../auth/token-verifier.js'
 import type { GatewayDefinition, ResolvedUpstream } from '../gateway-config/load.js'
-import { policySteps, registerRoute } from '../pipeline/route-pipeline.js'
+import { policySteps, registerRoutes } from '../pipeline/route-pipeline.js'
 import { createJwksKeySource, type JwksKeySource } from '../auth/jwks-key-source.js'
 import { publicIdentity } from '../proxy/forwarded-headers.js'
 import type { Upstream } from '../upstreams/index.js'
@@ -198,19 +198,17 @@ async function build(
     return forward
   }
   const issuerOf = (name: string) => definition.issuers.find((i) => i.name === name)!.issuer
-  for (const route of definition.routes) {
-    await registerRoute(app, route, {
-      verifier,
-      revocations,
-      policies,
-      issuerOf,
-      forwarder,
-      proofKey: runtime.proofKey,
-      identity: publicIdentity,
-      clockToleranceS: config.JWT_CLOCK_TOLERANCE_S,
-      onAuthFailure: (reason) => runtime.authFailures.inc({ reason }),
-    })
-  }
+  await registerRoutes(app, definition.routes, {
+    verifier,
+    revocations,
+    policies,
+    issuerOf,
+    forwarder,
+    proofKey: runtime.proofKey,
+    identity: publicIdentity,
+    clockToleranceS: config.JWT_CLOCK_TOLERANCE_S,
+    onAuthFailure: (reason) => runtime.authFailures.inc({ reason }),
+  })
 
   // The internal listener shares the upstream connections and the counters' store.
   const internal = await buildInternalApp(config, {
