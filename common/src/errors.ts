@@ -5,7 +5,6 @@
  */
 import { randomUUID } from 'node:crypto'
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
-import { Type } from 'typebox'
 import { lingerOnRefusal } from './refused-upload.js'
 
 export const ErrorCode = {
@@ -37,16 +36,6 @@ export interface ErrorEnvelope {
   error_code: string
   status_code: number
 }
-
-/** JSON schema of the envelope, for response schemas and the OpenAPI document. */
-export const ErrorEnvelopeSchema = Type.Object(
-  {
-    detail: Type.String(),
-    error_code: Type.String(),
-    status_code: Type.Integer(),
-  },
-  { $id: 'ErrorEnvelope', additionalProperties: true },
-)
 
 /** Default code and constant detail per status, used when an error carries no code of ours. */
 const byStatus: Record<number, [ErrorCode, string]> = {
