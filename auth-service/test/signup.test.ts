@@ -1,6 +1,6 @@
 import t from 'tap'
 import bcrypt from 'bcrypt'
-import { commonPasswordCount } from '../src/plugins/common-passwords.js'
+import { commonPasswordCount } from '../src/credentials/common-passwords.js'
 import { build, db, inject, PASSWORD, secretFree, signup, uniqueEmail } from './helper.js'
 
 const SIGNUP = '/api/auth/signup'
