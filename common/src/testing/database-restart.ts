@@ -13,7 +13,7 @@ import type { ThrowawayPostgres } from './throwaway-postgres.js'
 import { waitUntil } from './timing.js'
 
 /** The parts of a tap test the cases use. */
-export interface RestartTest {
+export interface SuiteTest {
   equal(found: unknown, wanted: unknown, ...message: [] | [string]): unknown
   same(found: unknown, wanted: unknown, ...message: [] | [string]): unknown
   match(found: unknown, pattern: unknown, ...message: [] | [string]): unknown
@@ -57,15 +57,15 @@ export interface DatabaseRestartOptions {
 
 const UNAVAILABLE = { detail: 'Database unavailable', error_code: 'SERVICE_UNAVAILABLE', status_code: 503 }
 
-export interface RestartCase {
+export interface SuiteCase {
   name: string
-  run(t: RestartTest): Promise<void>
+  run(t: SuiteTest): Promise<void>
 }
 
 /** The cases, in order (each depends on the state the one before left): `for (const c of cases) t.test(c.name, (t) => c.run(t))`. */
-export function databaseRestartCases(o: DatabaseRestartOptions): RestartCase[] {
-  const cases: RestartCase[] = []
-  const t = { test: (name: string, run: (t: RestartTest) => Promise<void>) => void cases.push({ name, run }) }
+export function databaseRestartCases(o: DatabaseRestartOptions): SuiteCase[] {
+  const cases: SuiteCase[] = []
+  const t = { test: (name: string, run: (t: SuiteTest) => Promise<void>) => void cases.push({ name, run }) }
   const { cluster, svc, probe, routes } = o
   const pid = svc.child.pid
   const admin = async () => {
@@ -73,7 +73,7 @@ export function databaseRestartCases(o: DatabaseRestartOptions): RestartCase[] {
     await client.connect()
     return client
   }
-  const allOk = async (t: RestartTest, suffix = '') => {
+  const allOk = async (t: SuiteTest, suffix = '') => {
     for (const r of routes) t.equal((await r.go()).status, r.ok, `${r.what}${suffix}`)
   }
 
