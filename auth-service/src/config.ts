@@ -23,7 +23,7 @@ export const configSchema = Type.Object({
    * bounded memory and bounded waiting (about queue / concurrency x one hash).
    */
   BCRYPT_MAX_QUEUE: Type.Integer({ minimum: 0, maximum: 1000, default: 16 }),
-  /** Token lifetime in seconds (API.md: 7 days by default); signout revokes earlier. */
+  /** Token lifetime in seconds (docs/API.md: 7 days by default); signout revokes earlier. */
   TOKEN_TTL_S: Type.Integer({ minimum: 60, maximum: 2_592_000, default: 604_800 }),
   JWT_ISSUER: Type.String({ minLength: 1, default: 'tollgate' }),
   JWT_AUDIENCE: Type.String({ minLength: 1, default: 'tollgate-api' }),

@@ -9,7 +9,7 @@ import pg from 'pg'
 import { configOrExit } from '@tollgate/common'
 import { configSchema } from './config.js'
 import { describeMigrationError } from './migrations.js'
-import { rotateSigningKey, signingKeyEncryptionKey } from './plugins/signing-keys.js'
+import { rotateSigningKey, signingKeyEncryptionKey } from './credentials/signing-keys.js'
 
 const config = configOrExit(configSchema, 'auth-service')
 const fail = (line: string) => {

@@ -5,7 +5,7 @@ import pg from 'pg'
 import { jwtVerify } from 'jose'
 import { ConfigError, SERVICE_TOKEN_AUDIENCE, serviceTokenKey } from '@tollgate/common'
 import { build, DATABASE_URL, inject, SECRET } from './helper.js'
-import { parseServiceCredentials } from '../src/plugins/service-tokens.js'
+import { parseServiceCredentials } from '../src/credentials/service-tokens.js'
 
 const gateway = { caller: 'service:gateway' as const, userId: '' }
 

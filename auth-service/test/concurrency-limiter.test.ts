@@ -1,6 +1,6 @@
 import t from 'tap'
 import { HttpError } from '@tollgate/common'
-import { createConcurrencyLimiter } from '../src/plugins/concurrency-limiter.js'
+import { createConcurrencyLimiter } from '../src/credentials/concurrency-limiter.js'
 
 /** A task that finishes when the test says so. */
 function gate() {

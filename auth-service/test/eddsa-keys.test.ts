@@ -15,7 +15,7 @@ import { ConfigError, type App } from '@tollgate/common'
 import * as testing from '@tollgate/common/testing'
 import { buildApp } from '../src/app.js'
 import { runMigrations } from '../src/migrations.js'
-import { decryptPrivateJwk, signingKeyEncryptionKey, SIGNING_KEYS_LOCK } from '../src/plugins/signing-keys.js'
+import { decryptPrivateJwk, signingKeyEncryptionKey, SIGNING_KEYS_LOCK } from '../src/credentials/signing-keys.js'
 import { asUser, DATABASE_URL, inject, PASSWORD, SECRET, signin, signup, testConfig } from './helper.js'
 
 const cli = fileURLToPath(new URL('../dist/rotate-keys-cli.js', import.meta.url))

@@ -1,6 +1,6 @@
 import t from 'tap'
 import bcrypt from 'bcrypt'
-import { commonPasswordCount } from '../src/plugins/common-passwords.js'
+import { commonPasswordCount } from '../src/credentials/common-passwords.js'
 import { build, db, inject, PASSWORD, secretFree, signup, uniqueEmail } from './helper.js'
 
 const SIGNUP = '/api/auth/signup'
@@ -116,39 +116,21 @@ t.test('boundaries that must pass: 72-byte password, 8-char password, 255-char e
 
 t.test('malformed JSON is a 400 envelope; a non-JSON body is a 415 envelope', async (t) => {
   const app = await build(t)
-  const bad = await inject(app, {
-    method: 'POST',
-    url: SIGNUP,
-    payload: '{"email": "a@b.co", "password": ',
-    headers: { 'content-type': 'application/json' },
-  })
+  const raw = (payload: string, contentType: string) => inject(app, { method: 'POST', url: SIGNUP, payload, headers: { 'content-type': contentType } })
+
+  const bad = await raw('{"email": "a@b.co", "password": ', 'application/json')
   t.equal(bad.statusCode, 400)
   t.same(bad.json(), { detail: 'Malformed JSON body', error_code: 'VALIDATION_ERROR', status_code: 400 })
 
-  const proto = await inject(app, {
-    method: 'POST',
-    url: SIGNUP,
-    payload: `{"email":"${uniqueEmail()}","password":"${PASSWORD}","__proto__":{"admin":true}}`,
-    headers: { 'content-type': 'application/json' },
-  })
+  const proto = await raw(`{"email":"${uniqueEmail()}","password":"${PASSWORD}","__proto__":{"admin":true}}`, 'application/json')
   t.equal(proto.statusCode, 400, 'prototype poisoning is refused')
   t.equal(proto.json().status_code, 400)
 
-  const text = await inject(app, {
-    method: 'POST',
-    url: SIGNUP,
-    payload: 'email=a@b.co&password=12345678',
-    headers: { 'content-type': 'text/plain' },
-  })
+  const text = await raw('email=a@b.co&password=12345678', 'text/plain')
   t.equal(text.statusCode, 415)
   t.same(text.json(), { detail: 'Unsupported media type', error_code: 'UNSUPPORTED_MEDIA_TYPE', status_code: 415 })
 
-  const form = await inject(app, {
-    method: 'POST',
-    url: SIGNUP,
-    payload: 'email=a@b.co&password=12345678',
-    headers: { 'content-type': 'application/x-www-form-urlencoded' },
-  })
+  const form = await raw('email=a@b.co&password=12345678', 'application/x-www-form-urlencoded')
   t.equal(form.statusCode, 415)
   t.equal(form.json().error_code, 'UNSUPPORTED_MEDIA_TYPE')
 

@@ -1,11 +1,10 @@
 /**
- * The one error envelope of the public contract (API.md):
+ * The one error envelope of the public contract (docs/API.md):
  * `{ detail, error_code, status_code }`, with status_code equal to the HTTP status.
  * Every component answers errors through this module, so the shape cannot drift.
  */
 import { randomUUID } from 'node:crypto'
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
-import { Type } from 'typebox'
 import { lingerOnRefusal } from './refused-upload.js'
 
 export const ErrorCode = {
@@ -37,16 +36,6 @@ export interface ErrorEnvelope {
   error_code: string
   status_code: number
 }
-
-/** JSON schema of the envelope, for response schemas and the OpenAPI document. */
-export const ErrorEnvelopeSchema = Type.Object(
-  {
-    detail: Type.String(),
-    error_code: Type.String(),
-    status_code: Type.Integer(),
-  },
-  { $id: 'ErrorEnvelope', additionalProperties: true },
-)
 
 /** Default code and constant detail per status, used when an error carries no code of ours. */
 const byStatus: Record<number, [ErrorCode, string]> = {
@@ -204,7 +193,7 @@ export function clientErrorResponse(err: NodeJS.ErrnoException & { code?: string
   const reason = status === 431 ? 'Request Header Fields Too Large' : status === 408 ? 'Request Timeout' : 'Bad Request'
   return (
     `HTTP/1.1 ${status} ${reason}\r\nContent-Type: application/json; charset=utf-8\r\n` +
-    // Every answer carries a request id (API.md), this one too: there is no request to take it from.
+    // Every answer carries a request id (docs/API.md), this one too: there is no request to take it from.
     `x-request-id: ${randomUUID()}\r\nCache-Control: no-store\r\n` +
     `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`
   )

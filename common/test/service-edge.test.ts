@@ -8,6 +8,7 @@ import http from 'node:http'
 import net from 'node:net'
 import { Type } from 'typebox'
 import { createService, exceedsJsonDepth, MAX_JSON_DEPTH } from '../src/index.js'
+import { writeThenRead } from '../src/testing/write-then-read.js'
 
 function service(t: { teardown(fn: () => unknown): void }) {
   const app = createService({ name: 'edge-test', logLevel: 'silent', openapi: false, responseHeaders: { 'x-content-type-options': 'nosniff' } })
@@ -115,47 +116,12 @@ t.test('an oversized upload is read as 413 by a plain Node client, with and with
   }
 })
 
-/**
- * A client that sends its whole body before it reads anything (as Python's
- * requests and urllib3 do), then, on the same connection, asks for /health:
- * the refused body was read to its end, so the connection is still in step.
- * Resolves with the status lines it read, or the error it failed with.
- */
-function writeThenRead(port: number, size: number, chunked: boolean): Promise<string[]> {
-  return new Promise((resolve) => {
-    const socket = net.connect(port, '127.0.0.1')
-    socket.pause()
-    const head = `POST /items/1 HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n${chunked ? 'Transfer-Encoding: chunked' : `Content-Length: ${size}`}\r\n\r\n`
-    const body = Buffer.alloc(size, 'a')
-    const payload = chunked ? Buffer.concat([Buffer.from(`${size.toString(16)}\r\n`), body, Buffer.from('\r\n0\r\n\r\n')]) : body
-    let answer = ''
-    const statusLines = () => answer.match(/HTTP\/1\.1 \d{3} [^\r]*/g) ?? []
-    const finish = (extra?: string) => {
-      socket.destroy()
-      resolve(extra ? [...statusLines(), extra] : statusLines())
-    }
-    socket.on('error', (e: NodeJS.ErrnoException) => finish(`error ${e.code}`))
-    socket.on('end', () => finish('closed'))
-    socket.setTimeout(10_000, () => finish('no answer in 10 s'))
-    socket.on('data', (d) => {
-      const first = statusLines().length
-      answer += d
-      if (first === 0 && statusLines().length === 1) socket.write('GET /health HTTP/1.1\r\nHost: x\r\n\r\n')
-      if (statusLines().length === 2) finish()
-    })
-    socket.write(head)
-    socket.write(payload, (err) => {
-      if (!err) socket.resume()
-    })
-  })
-}
-
 t.test('a client that sends its whole body before reading gets the 413, and its connection stays usable', async (t) => {
   const app = service(t)
   await app.listen({ port: 0, host: '127.0.0.1' })
   const port = (app.server.address() as { port: number }).port
   for (const chunked of [false, true]) {
-    t.same(await writeThenRead(port, 3 * 1024 * 1024, chunked), ['HTTP/1.1 413 Payload Too Large', 'HTTP/1.1 200 OK'], chunked ? 'chunked' : 'Content-Length')
+    t.same(await writeThenRead(port, { path: '/items/1', size: 3 * 1024 * 1024, chunked }), ['HTTP/1.1 413 Payload Too Large', 'HTTP/1.1 200 OK'], chunked ? 'chunked' : 'Content-Length')
   }
 })
 

@@ -3,7 +3,7 @@
  * package with its JWT plugin, in-memory store) signs a user in and issues an
  * EdDSA token, published at its /api/auth/jwks. The gateway trusts it as an
  * external issuer, and the token works on the task routes of the real
- * task-service, as a frontend like the quickstart's would use it.
+ * task-service, as a frontend like the quickstart's (docs/quickstart.md) would use it.
  */
 import t from 'tap'
 import { createServer } from 'node:http'

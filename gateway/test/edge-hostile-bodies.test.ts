@@ -6,7 +6,7 @@
  */
 import t from 'tap'
 import http from 'node:http'
-import net from 'node:net'
+import { writeThenRead } from '@tollgate/common/testing'
 import { buildGateway, startUpstream, subOf, token } from './helper.js'
 
 const NESTED = '['.repeat(520_000) + ']'.repeat(520_000)
@@ -204,41 +204,10 @@ t.test('item 9: an upload that never ends gets its 413, then the connection is c
   }
 })
 
-/**
- * A client that writes its whole chunked body before reading (as Python's
- * requests does), then asks for /health on the same connection: the status
- * lines it read, or how it failed.
- */
-function writeThenRead(port: number, path: string, headers: string, size: number): Promise<string[]> {
-  return new Promise((resolve) => {
-    const socket = net.connect(port, '127.0.0.1')
-    socket.pause()
-    let answer = ''
-    const statusLines = () => answer.match(/HTTP\/1\.1 \d{3} [^\r]*/g) ?? []
-    const finish = (extra?: string) => {
-      socket.destroy()
-      resolve(extra ? [...statusLines(), extra] : statusLines())
-    }
-    socket.on('error', (e: NodeJS.ErrnoException) => finish(`error ${e.code}`))
-    socket.on('end', () => finish('closed'))
-    socket.setTimeout(10_000, () => finish('no answer in 10 s'))
-    socket.on('data', (d) => {
-      const before = statusLines().length
-      answer += d
-      if (before === 0 && statusLines().length === 1) socket.write('GET /health HTTP/1.1\r\nHost: x\r\n\r\n')
-      if (statusLines().length === 2) finish()
-    })
-    socket.write(`POST ${path} HTTP/1.1\r\nHost: x\r\n${headers}Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n`)
-    socket.write(Buffer.concat([Buffer.from(`${size.toString(16)}\r\n`), Buffer.alloc(size, 'a'), Buffer.from('\r\n0\r\n\r\n')]), (err) => {
-      if (!err) socket.resume()
-    })
-  })
-}
-
 t.test('item 9: a chunked upload to a streamed route, written whole before reading, gets 413 and a usable connection', async (t) => {
   const { port, up } = await listening(t)
   const jwt = await token()
-  const lines = await writeThenRead(port, `/api/${subOf(jwt)}/tasks`, `Authorization: Bearer ${jwt}\r\n`, 3 * 1024 * 1024)
+  const lines = await writeThenRead(port, { path: `/api/${subOf(jwt)}/tasks`, headers: `Authorization: Bearer ${jwt}\r\n`, size: 3 * 1024 * 1024, chunked: true })
   t.same(lines, ['HTTP/1.1 413 Payload Too Large', 'HTTP/1.1 200 OK'])
   t.equal(up.seen.length, 0, 'the service never took the truncated body')
 })

@@ -25,21 +25,7 @@ export async function startRedis(t: Tap): Promise<PrivateRedis> {
   let proc: ChildProcess | undefined
   const start = async () => {
     proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' })
-    const probe = new Redis(port, '127.0.0.1', { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null })
-    probe.on('error', () => {}) // refused until the server is up
-    const deadline = Date.now() + 5000
-    for (;;) {
-      try {
-        await probe.connect()
-        await probe.ping()
-        probe.disconnect()
-        return
-      } catch {
-        probe.disconnect()
-        if (Date.now() > deadline) throw new Error('redis-server did not start')
-        await new Promise((r) => setTimeout(r, 50))
-      }
-    }
+    await untilAnswers(port)
   }
   const stop = async () => {
     if (!proc || proc.exitCode !== null) return
@@ -134,9 +120,10 @@ export async function startRedisCluster(t: Tap, nodes = 3): Promise<PrivateRedis
   }
 }
 
+/** Resolves once a redis-server on this port answers PING (refused until it is up). */
 async function untilAnswers(port: number): Promise<void> {
   const probe = new Redis(port, '127.0.0.1', { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null })
-  probe.on('error', () => {})
+  probe.on('error', () => {}) // refused until the server is up
   const deadline = Date.now() + 5000
   for (;;) {
     try {

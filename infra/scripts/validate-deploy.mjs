@@ -349,7 +349,7 @@ async function checkCompose(file) {
         }
       }
     }
-    // Signals and restarts (SECURITY.md S-49).
+    // Signals and restarts (docs/security.md S-49).
     if (svc.init !== true) fail(file, `${where}: init: true is required (an init as PID 1 forwards SIGTERM)`)
     if (svc.restart === undefined) fail(file, `${where}: no restart policy`)
     if (svc.stop_grace_period === undefined) fail(file, `${where}: no stop_grace_period`)

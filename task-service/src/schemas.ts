@@ -1,5 +1,5 @@
 /**
- * Request and response shapes of the task routes (API.md), plus the few text
+ * Request and response shapes of the task routes (docs/API.md), plus the few text
  * rules a JSON schema cannot state: a trimmed title length and characters
  * PostgreSQL cannot store.
  */
@@ -44,7 +44,7 @@ export const UserParams = Type.Object({
   user_id: Type.String({ minLength: 1, maxLength: USER_ID_MAX }),
 })
 
-/** `id` is any string here: a malformed id is a 404 (API.md), decided in the handler. */
+/** `id` is any string here: a malformed id is a 404 (docs/API.md), decided in the handler. */
 export const TaskParams = Type.Object({
   user_id: Type.String({ minLength: 1, maxLength: USER_ID_MAX }),
   id: Type.String(),

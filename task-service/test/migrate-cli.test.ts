@@ -1,7 +1,8 @@
 /**
  * A migration that cannot run fails loudly: the migrate CLI (the built one,
  * as compose and CI run it) exits non-zero with one line on stderr; a broken
- * SQL file rejects migrate() and leaves nothing applied.
+ * SQL file rejects migrate() and leaves nothing applied. The CLI cases are
+ * shared with the auth-service (@tollgate/common/testing migrateCliCases).
  */
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -15,7 +16,6 @@ import { describeError } from '../src/migrations.js'
 import { testDatabaseUrl } from './helper.js'
 
 const cli = fileURLToPath(new URL('../dist/migrate-cli.js', import.meta.url))
-const migrateCli = (databaseUrl: string) => testing.runNodeScript(cli, { DATABASE_URL: databaseUrl })
 
 async function connect(t: { teardown(fn: () => unknown): void }, url: string): Promise<pg.Client> {
   const client = new pg.Client({ connectionString: url })
@@ -24,27 +24,15 @@ async function connect(t: { teardown(fn: () => unknown): void }, url: string): P
   return client
 }
 
-t.test('unreachable database: exit 1, one line, quickly', async (t) => {
-  const r = await migrateCli('postgres://postgres@127.0.0.1:1/tasks')
-  t.equal(r.code, 1)
-  t.match(r.stderr, /^task-service: migration failed: .*ECONNREFUSED.*\n$/)
-  t.equal(r.stderr.trim().split('\n').length, 1, 'one line')
-  t.equal(r.stdout, '', 'nothing claims success')
-  t.ok(r.ms < 10_000, `gave up in ${r.ms} ms`)
+const cases = testing.migrateCliCases({
+  service: 'task-service',
+  cli,
+  testServerUrl: testDatabaseUrl(),
+  migrationsTable: 'task_migrations',
+  collidingTable: 'tasks',
+  collisionError: /relation "tasks" already exists/,
 })
-
-t.test('a database where the migration fails: exit 1, one line, nothing recorded', async (t) => {
-  const db = await testing.freshDatabaseOrSkip(t, testDatabaseUrl())
-  if (!db) return
-  const client = await connect(t, db.url)
-  await client.query('CREATE TABLE tasks (legacy int)')
-
-  const r = await migrateCli(db.url)
-  t.equal(r.code, 1)
-  t.match(r.stderr, /^task-service: migration failed: relation "tasks" already exists\n$/)
-  t.equal(r.stdout, '')
-  t.equal((await client.query('SELECT name FROM task_migrations')).rowCount, 0, 'no migration recorded')
-})
+for (const c of cases) t.test(c.name, (t) => c.run(t))
 
 t.test('a broken SQL file: migrate() rejects and the run before it is rolled back', async (t) => {
   const db = await testing.freshDatabaseOrSkip(t, testDatabaseUrl())

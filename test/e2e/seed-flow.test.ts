@@ -1,5 +1,5 @@
 /**
- * The seed quickstart's step 4, exactly as written, against the real
+ * The seed quickstart's step 4 (docs/quickstart.md), exactly as written, against the real
  * processes: launcher, auth-service, task-service and gateway on free ports,
  * on the test database.
  */
@@ -40,7 +40,7 @@ t.test('seed flow through the gateway', async (t) => {
   t.equal(other.status, 403, 'another user: 403')
   t.equal(other.text, '{"detail":"Access forbidden","error_code":"FORBIDDEN","status_code":403}', 'exact body')
 
-  // The task routes of API.md, for their owner.
+  // The task routes of docs/API.md, for their owner.
   const uid = signup.json.id as string
   const created = await call(url, 'POST', `/api/${uid}/tasks`, { title: 'Buy milk', description: 'semi-skimmed' }, token)
   t.equal(created.status, 201)

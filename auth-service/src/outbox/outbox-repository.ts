@@ -47,11 +47,6 @@ export function createOutboxRepository(pool: pg.Pool) {
         ),
       )
     },
-
-    async pendingCount(): Promise<number> {
-      const { rows } = await withDatabase(() => pool.query<{ n: string }>('SELECT count(*)::text AS n FROM outbox WHERE delivered_at IS NULL'))
-      return Number(rows[0]?.n ?? 0)
-    },
   }
 }
 

@@ -5,11 +5,11 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
 import { errors, normaliseEmail, requireGatewayIdentity, type Identity } from '@tollgate/common'
-import type { UsersRepository } from '../plugins/users-repository.js'
-import type { RevocationsRepository } from '../plugins/revocations-repository.js'
-import { passwordProblem, type PasswordManager } from '../plugins/password-manager.js'
-import type { TokenIssuer } from '../plugins/token-issuer.js'
-import { isCommonPassword } from '../plugins/common-passwords.js'
+import type { UsersRepository } from '../repositories/users-repository.js'
+import type { RevocationsRepository } from '../repositories/revocations-repository.js'
+import { passwordProblem, type PasswordManager } from '../credentials/password-manager.js'
+import type { TokenIssuer } from '../credentials/token-issuer.js'
+import { isCommonPassword } from '../credentials/common-passwords.js'
 import { CreatedUser, ErrorBody, Me, SigninBody, SigninResult, SignupBody } from '../schemas.js'
 
 export interface AuthRoutesOptions {

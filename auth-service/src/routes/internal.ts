@@ -13,8 +13,8 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
 import { errors, requireGatewayIdentity } from '@tollgate/common'
-import type { RevocationsRepository } from '../plugins/revocations-repository.js'
-import type { ServiceTokenIssuer } from '../plugins/service-tokens.js'
+import type { RevocationsRepository } from '../repositories/revocations-repository.js'
+import type { ServiceTokenIssuer } from '../credentials/service-tokens.js'
 import { ErrorBody } from '../schemas.js'
 
 interface ProofOptions {

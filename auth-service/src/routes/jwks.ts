@@ -8,7 +8,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
 import { errors } from '@tollgate/common'
-import type { SigningKeyStore } from '../plugins/signing-keys.js'
+import type { SigningKeyStore } from '../credentials/signing-keys.js'
 import { ErrorBody } from '../schemas.js'
 
 export interface JwksRoutesOptions {

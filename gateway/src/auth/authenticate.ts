@@ -50,7 +50,7 @@ export function invalidRequest(): HttpError {
   })
 }
 
-/** A valid token of a trusted external issuer on a route of our own accounts (API.md has no closer code). */
+/** A valid token of a trusted external issuer on a route of our own accounts (docs/API.md has no closer code). */
 export function otherIssuer(): HttpError {
   return new HttpError(401, ErrorCode.INVALID_TOKEN, "This route is for this service's accounts; tokens of other issuers are not accepted here", {
     'www-authenticate': challenge.invalidToken('Token issuer not accepted on this route'),

@@ -63,7 +63,6 @@ export interface KeyResolver {
 
 export interface JwksKeySource extends KeyResolver {
   stop(): void
-  readonly keyCount: number
 }
 
 const MAX_JWKS_BYTES = 64 * 1024
@@ -206,8 +205,5 @@ export function createJwksKeySource(opts: JwksOptions): JwksKeySource {
     getKey,
     current: (kid) => keys.get(kid ?? NO_KID)?.key,
     stop: () => clearInterval(timer),
-    get keyCount() {
-      return keys.size
-    },
   }
 }

@@ -1,6 +1,6 @@
 /**
- * The gateway's rate limits, counted in @fastify/rate-limit's stores (its
- * LocalStore, or its RedisStore and Lua script behind our failover), or,
+ * The gateway's rate limits, counted in fixed windows (fixed-window.ts: in
+ * memory, or in Redis behind our failover, store.ts), or,
  * with Redis, for a policy whose mode is batched, in local counters synced to
  * Redis in batches (batched.ts). The policies are declared in the gateway's
  * file; pipeline/route-pipeline.ts applies each route's. The bundled file's:
@@ -27,8 +27,9 @@
  * replicas, and correct passwords cost nothing.
  *
  * The stores are driven straight from callback-style hooks rather than
- * through the plugin's promise-based limiter: same windows and counts,
- * without three promise hops per policy on every request.
+ * through @fastify/rate-limit's promise-based limiter: the same windows and
+ * counts as its stores, without three promise hops per policy on every
+ * request. Of the plugin only its public normalizeIP is used.
  *
  * Answers carry the IETF RateLimit fields (draft-ietf-httpapi-ratelimit-headers):
  * `RateLimit-Policy: "user";q=600;w=60` and `RateLimit: "user";r=599;t=60`;

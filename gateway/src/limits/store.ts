@@ -11,24 +11,10 @@ import { createRequire } from 'node:module'
 import type { Redis as RedisClient } from 'ioredis'
 import type { FastifyBaseLogger } from 'fastify'
 import { createBatchedCounters, type SyncItem, type SyncResult } from './batched.js'
+import { LocalStore, RedisStore, type Callback, type CounterStore } from './fixed-window.js'
 
-// The plugin's own stores, so the Lua script and window semantics are exactly its.
+export type { Callback, CounterStore }
 const require = createRequire(import.meta.url)
-export type Callback = (err: Error | null, res?: { current: number; ttl: number }) => void
-/**
- * @fastify/rate-limit's store contract: count (incr) or peek (read) a key's
- * fixed window; plus our own refund: give one count back within the window.
- */
-export interface CounterStore {
-  incr(key: string, cb: Callback, timeWindow: number, max: number): void
-  read(key: string, cb: Callback, timeWindow: number, max: number): void
-  /** One count back (a reservation that turned out not to be spent); never below 0, window unchanged. */
-  refund(key: string, cb: (err: Error | null) => void): void
-}
-type PluginStore = Omit<CounterStore, 'refund'>
-type StoreCtor = new (...args: unknown[]) => PluginStore
-const PluginLocalStore: StoreCtor = require('@fastify/rate-limit/store/LocalStore')
-const PluginRedisStore: StoreCtor = require('@fastify/rate-limit/store/RedisStore')
 // ioredis's own slot function (CRC16 with {hash tags}), to group a Cluster sync per node.
 const calculateSlot: (key: string) => number = require('cluster-key-slot')
 
@@ -37,46 +23,8 @@ const LOCAL_ENTRIES = 50_000
 /** How often a failed-over store asks a still-connected Redis whether it answers again. */
 const PROBE_MS = 1000
 
-/** The plugin's LocalStore keeps `{ current, ttl, iterationStartMs }` per key in `lru`. */
-interface LocalEntries {
-  lru: { get(key: string): { current: number } | undefined }
-}
-
-/**
- * The plugin's in-memory store with refund added to the instance: incr and
- * read stay the plugin's own methods, called directly (the per-request path
- * costs what it did), and the decrement touches the entry incr counts in.
- */
-function localStore(): CounterStore {
-  const store = new PluginLocalStore(false, false, LOCAL_ENTRIES) as PluginStore & LocalEntries & Partial<CounterStore>
-  store.refund = (key, cb) => {
-    // An expired entry may be decremented too: incr resets an expired window to 1 anyway.
-    const entry = store.lru.get(key)
-    if (entry && entry.current > 0) entry.current -= 1
-    cb(null)
-  }
-  return store as CounterStore
-}
-
-/** DECR keeps the key's TTL; a missing or spent key is left alone (never negative, never without expiry). */
-const REFUND_LUA = `
-  local current = tonumber(redis.call('GET', KEYS[1]))
-  if current and current > 0 then
-    return redis.call('DECR', KEYS[1])
-  end
-  return 0
-`
-
-type RefundingRedis = RedisClient & { tollgateRefund(key: string, cb: (err: Error | null, res?: number) => void): void }
-
-/** The plugin's Redis store (its Lua increment and read) with our refund script beside it. */
-function redisStore(redis: RedisClient): CounterStore {
-  const client = redis as RefundingRedis
-  if (!client.tollgateRefund) client.defineCommand('tollgateRefund', { numberOfKeys: 1, lua: REFUND_LUA })
-  const store = new PluginRedisStore(false, false, redis, NAMESPACE) as PluginStore & Partial<CounterStore>
-  store.refund = (key, cb) => client.tollgateRefund(NAMESPACE + key, (err) => cb(err ?? null))
-  return store as CounterStore
-}
+const localStore = (): CounterStore => new LocalStore({ maxEntries: LOCAL_ENTRIES })
+const redisStore = (redis: RedisClient): CounterStore => new RedisStore(redis, NAMESPACE)
 
 /** The stores by themselves (no failover), for tests of their semantics. */
 export const stores = {

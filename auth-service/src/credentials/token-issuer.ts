@@ -1,5 +1,5 @@
 /**
- * Access tokens: JWTs with the claims the gateway checks (API.md). Signed
+ * Access tokens: JWTs with the claims the gateway checks (docs/API.md). Signed
  * HS256 with BETTER_AUTH_SECRET (the default), or, with JWT_ALG=EdDSA, with
  * the current Ed25519 key of the signing-key store (header `kid`), whose
  * public keys the gateways read from /.well-known/jwks.json. The same issuer
