@@ -105,3 +105,27 @@ t.test('concurrent writes on two replicas: each subscriber gets every event once
   }
   await until(() => a.taskEvents.streams === 1 && b.taskEvents.streams === 1)
 })
+
+t.test('the listening connection killed: events keep coming (poll), and LISTEN comes back', { skip: noNotify }, async (t) => {
+  const a = await build(t)
+  const b = await build(t, { TASK_EVENTS_POLL_MS: 100 })
+  const baseB = await listening(b)
+  const db = database(t)
+  await until(() => b.taskEvents.listening)
+  const user = newUserId()
+  const stream = await openEvents(t, baseB, user)
+  await stream.next()
+
+  const { rows } = await db.query(
+    `SELECT pg_terminate_backend(pid) AS killed FROM pg_stat_activity
+      WHERE application_name = 'task-service-events' AND datname = current_database()`,
+  )
+  t.ok(rows.length >= 1, 'listeners killed')
+  await until(() => !b.taskEvents.listening)
+  const during = (await asUser(a, user).create({ title: 'while B has no listener' })).json()
+  t.same((await stream.nextEvent())?.task, during, 'delivered by the poll')
+  await until(() => b.taskEvents.listening)
+  t.pass('B listens again (reconnected, probe came back)')
+  const after = (await asUser(a, user).create({ title: 'after' })).json()
+  t.same((await stream.nextEvent())?.task, after)
+})

@@ -134,6 +134,16 @@ t.test('a Last-Event-ID beyond anything of this user starts at the newest: later
   t.same((await stream.nextEvent())?.task, task)
 })
 
+t.test('HEAD on the events route: the stream\'s status and headers, no body, no subscription', async (t) => {
+  const app = await build(t)
+  const user = newUserId()
+  const res = await inject(app, { method: 'HEAD' as never, url: `/api/${user}/tasks/events`, userId: user })
+  t.equal(res.statusCode, 200)
+  t.equal(res.headers['content-type'], 'text/event-stream')
+  t.equal(res.body, '')
+  t.equal(app.taskEvents.streams, 0)
+})
+
 t.test('a malformed Last-Event-ID is 400 VALIDATION_ERROR', async (t) => {
   const app = await build(t)
   const user = newUserId()

@@ -126,6 +126,8 @@ export class TaskEventHub {
   private listener: pg.Client | null = null
   private probe: string | null = null
   private listenProven = false
+  /** The listening connection is connected (proven or not); losing it is worth a warning. */
+  private listenerUp = true
   private reconnectDelayMs = 1000
   private timers: NodeJS.Timeout[] = []
   private pollTimer: NodeJS.Timeout | null = null
@@ -407,8 +409,13 @@ export class TaskEventHub {
       if (this.listener === client) this.listener = null
       this.listenProven = false
       if (this.stopped) return
-      this.opts.log.warn({ err: err ? brief(err) : undefined }, 'task events listener lost; polling until it is back')
+      // Said once per outage, not once per reconnect attempt.
+      if (this.listenerUp) this.opts.log.warn({ err: err ? brief(err) : undefined }, 'task events listener lost; polling until it is back')
+      this.listenerUp = false
       client.end().catch(() => {})
+      // Back to the fast poll at once, not after a backstop period.
+      if (this.pollTimer) clearTimeout(this.pollTimer)
+      this.schedulePoll()
       this.reconnectTimer = setTimeout(() => void this.connectListener(), this.reconnectDelayMs)
       this.reconnectTimer.unref()
       this.reconnectDelayMs = Math.min(this.reconnectDelayMs * 2, 30_000)
@@ -423,7 +430,6 @@ export class TaskEventHub {
       } else if (this.probe !== null && message.payload === `p:${this.probe}`) {
         this.probe = null
         this.listenProven = true
-        this.reconnectDelayMs = 1000
         this.opts.log.debug('task events: LISTEN works, notifications drive delivery')
       }
     })
@@ -431,6 +437,8 @@ export class TaskEventHub {
       await client.connect()
       await client.query(`LISTEN ${CHANNEL}`)
       if (this.stopped) return void client.end().catch(() => {})
+      this.listenerUp = true
+      this.reconnectDelayMs = 1000
       // Rows committed while nobody listened: read them now.
       this.wakeAll()
       this.probe = randomUUID()
