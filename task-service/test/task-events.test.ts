@@ -124,6 +124,37 @@ t.test('Last-Event-ID: the events after it first, then live ones, none missing, 
   t.equal((await zero.nextEvent())?.task.title, 'a', '0 replays everything kept')
 })
 
+t.test('events read while a stream is still replaying wait, then are handed over once each, in order', async (t) => {
+  const app = await build(t)
+  await app.ready()
+  const user = newUserId()
+  const api = asUser(app, user)
+  const before = (await api.create({ title: 'before' })).json()
+  const got: Array<[string, string]> = []
+  const aborted: string[] = []
+  const sink = {
+    send: (e: { id: string; task: { title: string } }) => void got.push([e.id, e.task.title]),
+    heartbeat() {},
+    async shutdown() {},
+    abort: (reason: string) => void aborted.push(reason),
+  }
+  const subscription = await app.taskEvents.subscribe(user, sink as never)
+  // Committed and read by the hub before the stream goes live: they wait.
+  for (const title of ['one', 'two', 'three']) await api.create({ title })
+  app.taskEvents.wakeAll()
+  await app.taskEvents.idle()
+  t.same(got, [], 'nothing handed over before start')
+  await subscription.start(0n) // replays everything of the user, then what waited
+  t.same(got.map(([, title]) => title), [before.title, 'one', 'two', 'three'], 'each once, in order')
+  t.same(got.map(([id]) => BigInt(id)), got.map(([id]) => BigInt(id)).sort((x, y) => (x < y ? -1 : 1)))
+  t.same(aborted, [], 'the stream was not dropped')
+  await api.create({ title: 'live' })
+  app.taskEvents.wakeAll()
+  await app.taskEvents.idle()
+  t.equal(got.at(-1)?.[1], 'live', 'and it is live')
+  subscription.unsubscribe()
+})
+
 t.test('a Last-Event-ID beyond anything of this user starts at the newest: later events still arrive', async (t) => {
   const app = await build(t)
   const base = await listening(app)

@@ -203,9 +203,11 @@ export class TaskEventHub {
           return
         }
         if (sub.closed) return
-        for (const event of sub.pending) this.handOver(sub, event)
+        // Live first (synchronously, so nothing interleaves), then what waited, minus the replayed.
+        const waited = sub.pending
         sub.pending = []
         sub.live = true
+        for (const event of waited) this.handOver(sub, event)
       },
       unsubscribe,
     }
@@ -238,6 +240,11 @@ export class TaskEventHub {
       [this.opts.retentionS],
     )
     return rowCount ?? 0
+  }
+
+  /** Resolves when no read is in flight (tests). */
+  async idle(): Promise<void> {
+    while (this.reading) await this.reading.catch(() => {})
   }
 
   /** Read now for every user with a stream here (tests, and the poll). */
