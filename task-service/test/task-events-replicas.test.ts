@@ -96,7 +96,7 @@ t.test('concurrent writes on two replicas: each subscriber gets every event once
   await onB.next()
 
   await Promise.all(Array.from({ length: 30 }, (_, i) => asUser(i % 2 ? a : b, user).create({ title: `c${i}` })))
-  const { rows } = await db.query<{ id: string }>('SELECT id::text AS id FROM task_events WHERE user_id = $1 ORDER BY id', [user])
+  const { rows } = await db.query<{ id: string }>('SELECT id::text AS id FROM task_events e WHERE user_id = $1 ORDER BY e.id', [user])
   t.equal(rows.length, 30)
   for (const stream of [onA, onB]) {
     const ids = []

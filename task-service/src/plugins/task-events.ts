@@ -293,8 +293,9 @@ export class TaskEventHub {
     sub.last = last
     for (;;) {
       const { rows } = await this.pool.query<EventRow>(
-        `SELECT id::text AS id, user_id, type, task FROM task_events
-          WHERE user_id = $1 AND id > $2 ORDER BY id LIMIT ${READ_BATCH}`,
+        // e.id, not id: a bare name in ORDER BY is the output column, the id as text ('100' < '99').
+        `SELECT e.id::text AS id, e.user_id, e.type, e.task FROM task_events e
+          WHERE e.user_id = $1 AND e.id > $2 ORDER BY e.id LIMIT ${READ_BATCH}`,
         [sub.userId, last.toString()],
       )
       for (const row of rows) {
