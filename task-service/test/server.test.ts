@@ -1,7 +1,8 @@
 import { spawn } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import t from 'tap'
-import { SECRET, testDatabaseUrl } from './helper.js'
+import { newUserId, SECRET, testDatabaseUrl } from './helper.js'
+import { openEvents, openLive } from './live-client.js'
 
 // server.ts as a process: the wiring a unit test of buildApp cannot see.
 const serverTs = fileURLToPath(new URL('../src/server.ts', import.meta.url))
@@ -56,4 +57,30 @@ t.test('starts, migrates, serves, and stops cleanly on SIGTERM', async (t) => {
   p.child.kill('SIGTERM')
   t.equal(await p.exited, 0)
   for (const line of p.out().trim().split('\n')) t.doesNotThrow(() => JSON.parse(line), 'stdout is JSON log lines')
+})
+
+t.test('SIGTERM: open event streams get the shutdown event, WebSockets close 1001, then the process exits 0', async (t) => {
+  const p = start({ DATABASE_URL: testDatabaseUrl(), TASK_EVENTS_HEARTBEAT_MS: '60000' })
+  t.teardown(() => {
+    if (p.child.exitCode === null) p.child.kill('SIGKILL')
+  })
+  const url = await new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no listen line: ${p.out()} ${p.err()}`)), 20_000)
+    p.child.stdout.on('data', () => {
+      const m = /Server listening at (http:\/\/127\.0\.0\.1:\d+)/.exec(p.out())
+      if (m) {
+        clearTimeout(timer)
+        resolve(m[1]!)
+      }
+    })
+  })
+  const user = newUserId()
+  const stream = await openEvents(t, url, user)
+  t.equal((await stream.next())?.raw, ': connected')
+  const live = await openLive(t, url, user)
+  p.child.kill('SIGTERM')
+  t.equal((await stream.next())?.raw, 'event: shutdown\ndata: {}')
+  t.equal(await stream.next(), null, 'the stream ends')
+  t.same(await live.closed, { code: 1001, reason: 'server shutting down' })
+  t.equal(await p.exited, 0)
 })

@@ -35,6 +35,18 @@ const ACCOUNT_DELETED = 'TG001'
 
 const COLUMNS = 'id, user_id, title, description, completed, created_at, updated_at'
 
+/**
+ * A write and its task_events row in one statement, so in one transaction:
+ * the event exists exactly when the write committed (migration 003). `write`
+ * is a data-modifying statement RETURNING COLUMNS; `type` an SQL expression
+ * over its row.
+ */
+function withEvent(write: string, type: string): string {
+  return `WITH t AS (${write}),
+    e AS (INSERT INTO task_events (user_id, type, task) SELECT t.user_id, ${type}, to_jsonb(t) FROM t)
+    SELECT ${COLUMNS} FROM t`
+}
+
 // Identifiers cannot be parameters: they come only from these fixed maps, keyed by validated enums.
 const SORT_COLUMN: Record<ListQuery['sort'], string> = {
   created_at: 'created_at',
@@ -93,7 +105,7 @@ export function createTasksRepository(pool: pg.Pool) {
     async create(userId: string, task: NewTask): Promise<Task> {
       try {
         const { rows } = await run(
-          `INSERT INTO tasks (user_id, title, description) VALUES ($1, $2, $3) RETURNING ${COLUMNS}`,
+          withEvent(`INSERT INTO tasks (user_id, title, description) VALUES ($1, $2, $3) RETURNING ${COLUMNS}`, `'created'`),
           [userId, task.title, task.description],
         )
         return toTask(rows[0]!)
@@ -111,37 +123,51 @@ export function createTasksRepository(pool: pg.Pool) {
     async update(userId: string, id: string, changes: TaskChanges): Promise<Task | null> {
       const setDescription = changes.description !== undefined
       const { rows } = await run(
-        `UPDATE tasks
-            SET title = $3,
-                description = CASE WHEN $4::boolean THEN $5::varchar ELSE description END,
-                completed = COALESCE($6::boolean, completed),
-                updated_at = now()
-          WHERE id = $1 AND user_id = $2
-         RETURNING ${COLUMNS}`,
+        withEvent(
+          `UPDATE tasks
+              SET title = $3,
+                  description = CASE WHEN $4::boolean THEN $5::varchar ELSE description END,
+                  completed = COALESCE($6::boolean, completed),
+                  updated_at = now()
+            WHERE id = $1 AND user_id = $2
+           RETURNING ${COLUMNS}`,
+          `'updated'`,
+        ),
         [id, userId, changes.title, setDescription, setDescription ? changes.description : null, changes.completed ?? null],
       )
       return rows[0] ? toTask(rows[0]) : null
     },
 
-    /** One statement: concurrent toggles serialise on the row lock, none is lost. */
+    /**
+     * One statement: concurrent toggles serialise on the row lock, none is lost.
+     * Its event is a completion when it set completed, an update when it cleared it.
+     */
     async toggleCompleted(userId: string, id: string): Promise<Task | null> {
       const { rows } = await run(
-        `UPDATE tasks SET completed = NOT completed, updated_at = now()
-          WHERE id = $1 AND user_id = $2 RETURNING ${COLUMNS}`,
+        withEvent(
+          `UPDATE tasks SET completed = NOT completed, updated_at = now()
+            WHERE id = $1 AND user_id = $2 RETURNING ${COLUMNS}`,
+          `CASE WHEN t.completed THEN 'completed' ELSE 'updated' END`,
+        ),
         [id, userId],
       )
       return rows[0] ? toTask(rows[0]) : null
     },
 
+    /** The deleted event carries the task as it was. */
     async remove(userId: string, id: string): Promise<boolean> {
-      const { rowCount } = await run('DELETE FROM tasks WHERE id = $1 AND user_id = $2', [id, userId])
-      return (rowCount ?? 0) > 0
+      const { rows } = await run(
+        withEvent(`DELETE FROM tasks WHERE id = $1 AND user_id = $2 RETURNING ${COLUMNS}`, `'deleted'`),
+        [id, userId],
+      )
+      return rows.length > 0
     },
 
     /**
-     * Every task of one user (their account was deleted), and the record that
-     * refuses new ones from now on, in one statement under the user's advisory
-     * lock (migration 002), so no insert slips between the two. Idempotent.
+     * Every task of one user (their account was deleted), their events (no
+     * event is recorded for these deletions), and the record that refuses new
+     * ones from now on, in one statement under the user's advisory
+     * lock (migrations 002, 003), so no insert slips between the two. Idempotent.
      */
     async purgeUser(userId: string): Promise<number> {
       const { rows } = await withDatabase(() =>

@@ -6,6 +6,8 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
 import { errors, requireGatewayIdentity, type Identity } from '@tollgate/common'
 import type { TaskChanges, TasksRepository } from '../plugins/tasks-repository.js'
+import type { TaskEventHub } from '../plugins/task-events.js'
+import { taskEventsRoutes } from './task-events.js'
 import {
   checkText,
   cleanTitle,
@@ -23,6 +25,8 @@ export interface TasksRoutesOptions {
   repo: TasksRepository
   proofKey: Buffer
   proofWindowMs: number
+  /** Live updates (events, live): under the same proof and owner checks. */
+  events?: TaskEventHub
 }
 
 const isUser = (id: Identity) => id.caller === 'user'
@@ -116,4 +120,6 @@ export const tasksRoutes: FastifyPluginAsyncTypebox<TasksRoutesOptions> = async 
       return reply.code(204).send(null)
     },
   )
+
+  if (opts.events) await app.register(taskEventsRoutes, { hub: opts.events })
 }
