@@ -24,6 +24,8 @@ import { revocationFeed } from './auth/revocation-feed.js'
 import { publicIdentity } from './proxy/forwarded-headers.js'
 import { createUpstream, createUpstreamMetrics, type Upstream } from './upstreams/index.js'
 import { createForwarder, type Forward } from './proxy/forwarder.js'
+import { StreamRegistry } from './streams/registry.js'
+import { installLiveStreams } from './streams/install.js'
 
 const MAX_URL_LENGTH = 4096
 
@@ -35,6 +37,8 @@ export interface BuildOptions {
   env?: Record<string, string | undefined>
   /** An already loaded file (the CLI and tests); default: load GATEWAY_CONFIG. */
   definition?: GatewayDefinition
+  /** The process's open live streams (one registry for every app built in it); default: a new one. */
+  streams?: StreamRegistry
 }
 
 export interface UpstreamHandle {
@@ -217,7 +221,7 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
   await app.register(cors, {
     origin: definition.cors.origins,
     methods: definition.cors.methods ?? ['GET', 'POST', 'PUT', 'PATCH', 'DELETE'],
-    allowedHeaders: definition.cors.allowedHeaders ?? ['Authorization', 'Content-Type', 'X-Request-Id'],
+    allowedHeaders: definition.cors.allowedHeaders ?? ['Authorization', 'Content-Type', 'X-Request-Id', 'Last-Event-ID'],
     exposedHeaders: definition.cors.exposedHeaders ?? ['X-Request-Id', 'WWW-Authenticate', 'Retry-After', 'RateLimit', 'RateLimit-Policy'],
     credentials: false,
     maxAge: definition.cors.maxAgeS ?? 600,
@@ -256,6 +260,8 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
     return forward
   }
   const issuerOf = (name: string) => definition.issuers.find((i) => i.name === name)!.issuer
+  const streams = opts.streams ?? new StreamRegistry({ perUser: config.STREAMS_PER_USER })
+  const live = installLiveStreams(app, streams, revocations, opts.now ?? Date.now)
   for (const route of definition.routes) {
     await registerRoute(app, route, {
       verifier,
@@ -267,6 +273,11 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
       identity: publicIdentity,
       clockToleranceS: config.JWT_CLOCK_TOLERANCE_S,
       onAuthFailure: (reason) => authFailures.inc({ reason }),
+      live: {
+        ...live,
+        target: (name) => upstreams.get(name)!.url,
+        timeoutMs: (name) => upstreams.get(name)!.def.timeoutMs ?? config.UPSTREAM_TIMEOUT_MS,
+      },
     })
   }
 

@@ -21,6 +21,7 @@ import type { CounterStore, CountingMode } from '../limits/store.js'
 import type { Forward } from '../proxy/forwarder.js'
 import { registerProxyRoutes } from '../proxy/proxy-routes.js'
 import type { ResolvedPolicy, ResolvedRoute } from '../gateway-config/load.js'
+import { openStream, refuseQueryToken, registerWebSocketRoutes, type LiveDeps } from '../streams/live-routes.js'
 
 type Key = (req: FastifyRequest) => string | undefined
 
@@ -72,6 +73,8 @@ export interface PipelineDeps {
   identity: (request: FastifyRequest) => Identity
   clockToleranceS: number
   onAuthFailure: (reason: string) => void
+  /** Live routes (`stream:`): the open streams' registry, and where a WebSocket goes (an upstream's first target, its timeout). */
+  live?: LiveDeps & { target: (upstream: string) => string; timeoutMs: (upstream: string) => number }
 }
 
 /** Register one declared route in its own encapsulated scope (its hooks and body parsers stay there). */
@@ -84,12 +87,15 @@ export async function registerRoute(app: FastifyInstance, route: ResolvedRoute, 
     const fromBody = countAll.filter((p) => p.key === 'email' || p.key === 'email+address')
 
     const onRequest: Step[] = beforeToken.map((p) => deps.policies.limiter(p))
+    // A live route never reads a token from the query, and refuses one there before anything else.
+    if (route.stream) onRequest.unshift(refuseQueryToken)
     if (route.access !== 'anonymous') {
       const issuers = route.issuers && new Set(route.issuers.map(deps.issuerOf))
       onRequest.push(
         authenticate(deps.verifier, deps.revocations, route.access, deps.onAuthFailure, {
           ...(issuers ? { issuers } : {}),
           ...(route.ownerParam ? { ownerParam: route.ownerParam } : {}),
+          ...(route.stream === 'websocket' ? { tokenFrom: 'subprotocol' as const } : {}),
         }),
       )
     }
@@ -125,7 +131,21 @@ export async function registerRoute(app: FastifyInstance, route: ResolvedRoute, 
     }
     // `body: json` means JSON: Fastify's text/plain parser would hand a string on as a JSON string.
     if (route.body.kind === 'json') scope.removeContentTypeParser('text/plain')
+    const live = deps.live
+    if (route.stream && !live) throw new Error(`route ${route.paths.join(', ')}: a live route needs the stream registry`)
+    if (route.stream === 'websocket') {
+      await registerWebSocketRoutes(scope, {
+        paths: route.paths,
+        target: live!.target(route.upstream),
+        proofKey: deps.proofKey,
+        identity: deps.identity,
+        timeoutMs: route.timeoutMs ?? live!.timeoutMs(route.upstream),
+        open: openStream('websocket', live!),
+      })
+      return
+    }
     registerProxyRoutes(scope, {
+      ...(route.stream === 'sse' ? { openLive: openStream('sse', live!) } : {}),
       bodySchema: route.body.kind === 'json' ? route.body.schema : undefined,
       forward: deps.forwarder(route.upstream, route.timeoutMs),
       urls: route.paths,

@@ -15,6 +15,7 @@ import { errors, type Identity } from '@tollgate/common'
 import type { Forward } from './forwarder.js'
 import { forwardedHeaders } from './forwarded-headers.js'
 import { limitStreamedBody } from '../streamed-body-limit.js'
+import type { LiveStream } from '../streams/registry.js'
 
 export interface ProxyRoutesOptions {
   forward: Forward
@@ -30,6 +31,8 @@ export interface ProxyRoutesOptions {
   publicCache?: boolean
   /** JSON schema a parsed body must match before anything else reads it (sign-in, sign-up). */
   bodySchema?: object
+  /** A live route (`stream: sse`): count and govern each open (throws 429 past the user's limit). */
+  openLive?: (request: FastifyRequest) => LiveStream
 }
 
 /** Register in its own encapsulated scope: the pass-through body parsers must not leak to other routes. */
@@ -42,6 +45,7 @@ export function registerProxyRoutes(scope: FastifyInstance, o: ProxyRoutesOption
   const headerOptions = { proofKey: o.proofKey, forwardAuthorization: o.forwardAuthorization, reserialisedBody: !o.streamBodies }
   const forward = o.forward
   const publicCache = o.publicCache ?? false
+  const openLive = o.openLive
   const bodyLimit = scope.initialConfig.bodyLimit ?? 1024 * 1024
 
   const handler = (request: FastifyRequest, reply: FastifyReply) => {
@@ -53,7 +57,8 @@ export function registerProxyRoutes(scope: FastifyInstance, o: ProxyRoutesOption
     } else if (request.body !== undefined && request.body !== null) {
       body = JSON.stringify(request.body)
     }
-    forward(reply, { method: request.method, path: request.url, headers, body: body as never, publicCache })
+    const live = openLive?.(request)
+    forward(reply, { method: request.method, path: request.url, headers, body: body as never, publicCache, ...(live ? { live } : {}) })
   }
 
   // HEAD is registered here rather than by Fastify's exposeHeadRoute, which would run GET upstream and drop the body.
