@@ -25,7 +25,7 @@ import { publicIdentity } from './proxy/forwarded-headers.js'
 import { createUpstream, createUpstreamMetrics, type Upstream } from './upstreams/index.js'
 import { createForwarder, type Forward } from './proxy/forwarder.js'
 import { StreamRegistry } from './streams/registry.js'
-import { installLiveStreams } from './streams/install.js'
+import { installLiveStreams, liveUpstream } from './streams/install.js'
 
 const MAX_URL_LENGTH = 4096
 
@@ -248,13 +248,23 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
 
   // One forwarder per (upstream, timeout): a route's timeout override is its own forwarder.
   const forwarders = new Map<string, Forward>()
-  const forwarder = (name: string, timeoutMs?: number): Forward => {
+  // Live streams hold their connections for as long as they last: a pool of their own per upstream.
+  const livePools = new Map<string, Upstream>()
+  app.addHook('onClose', async () => {
+    await Promise.all([...livePools.values()].map((p) => p.close()))
+  })
+  const livePool = (name: string): Upstream => {
+    let pool = livePools.get(name)
+    if (!pool) livePools.set(name, (pool = liveUpstream(upstreams.get(name)!.def, config, ca, { metrics: upstreamMetrics, log: app.log })))
+    return pool
+  }
+  const forwarder = (name: string, timeoutMs?: number, live = false): Forward => {
     const upstream = upstreams.get(name)!
     const timeout = timeoutMs ?? upstream.def.timeoutMs ?? config.UPSTREAM_TIMEOUT_MS
-    const id = `${name} ${timeout}`
+    const id = `${name} ${timeout}${live ? ' live' : ''}`
     let forward = forwarders.get(id)
     if (!forward) {
-      forward = createForwarder({ name, pool: upstream.pool, timeoutMs: timeout, countError: (labels) => upstreamErrors.inc(labels) })
+      forward = createForwarder({ name, pool: live ? livePool(name) : upstream.pool, timeoutMs: timeout, countError: (labels) => upstreamErrors.inc(labels) })
       forwarders.set(id, forward)
     }
     return forward

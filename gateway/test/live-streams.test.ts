@@ -9,7 +9,7 @@ import t from 'tap'
 import { randomUUID } from 'node:crypto'
 import WebSocket from 'ws'
 import { proofKey } from '@tollgate/common'
-import { buildGateway, SECRET, startUpstream, token } from './helper.js'
+import { buildGateway, logCapture, SECRET, startUpstream, token } from './helper.js'
 import { startLiveTasks } from './fixtures/live-tasks.js'
 import type { BuildOptions } from '../src/app.js'
 
@@ -68,8 +68,9 @@ async function subscribe(tt: Tap, base: string, path: string, jwt: string, heade
 }
 
 t.test('SSE flows through the gateway event by event, with Last-Event-ID, and never the token upstream', async (t) => {
-  // A short upstream timeout: a live stream has it to its first byte only.
-  const { tasks, base } = await setup(t, { UPSTREAM_TIMEOUT_MS: 200 })
+  // A short upstream timeout: a live stream has it to its first byte only. Short client timeouts too: they bound
+  // receiving the request, never the answer's length.
+  const { tasks, base } = await setup(t, { UPSTREAM_TIMEOUT_MS: 200, REQUEST_TIMEOUT_MS: 200, HEADERS_TIMEOUT_MS: 200 })
   const sub = randomUUID()
   const jwt = await token({ sub })
   const s = await subscribe(t, base, `/api/${sub}/tasks/events`, jwt, { 'last-event-id': '41' })
@@ -229,7 +230,8 @@ t.test('each user holds at most STREAMS_PER_USER streams; the next gets 429; the
 })
 
 t.test('WebSocket: bearer subprotocol in, only "bearer" echoed and forwarded, events through, 4401 on sign-out', async (t) => {
-  const { auth, tasks, gw, base } = await setup(t)
+  const logs = logCapture()
+  const { auth, tasks, gw, base } = await setup(t, { LOG_LEVEL: 'trace' }, { logStream: logs.stream })
   const sub = randomUUID()
   const jwt = await token({ sub })
   const ws = new WebSocket(`${base.replace('http', 'ws')}/api/${sub}/tasks/live`, ['bearer', jwt])
@@ -251,6 +253,8 @@ t.test('WebSocket: bearer subprotocol in, only "bearer" echoed and forwarded, ev
   t.same(await closed, [4401, 'token_revoked'])
   await until(() => tasks.live(sub).length === 0, 'the upstream socket to close')
   t.pass('the upstream socket is closed too')
+  t.ok(logs.lines.length > 0, 'the gateway logged (at trace)')
+  t.notOk(JSON.stringify(logs.lines).includes(jwt.split('.')[2]!), 'and the token is in no log line')
 })
 
 t.test('WebSocket: no token, a bad token, or another user are refused before the upgrade; expiry closes 4401', async (t) => {
@@ -293,4 +297,34 @@ t.test('shutdown ends streams with a reason: SSE event: shutdown, WebSocket 1001
   await until(() => s.ended, 'the stream to end')
   t.match(s.text, /event: shutdown\ndata: \{"reason":"shutdown"\}\n\n$/)
   t.same(await closed, [1001, 'shutdown'])
+})
+
+t.test('open streams never take the connections the API shares with the upstream', async (t) => {
+  const { base } = await setup(t, { UPSTREAM_CONNECTIONS: 2, UPSTREAM_TIMEOUT_MS: 2000 })
+  const sub = randomUUID()
+  const jwt = await token({ sub })
+  const streams = []
+  for (let i = 0; i < 4; i++) streams.push(await subscribe(t, base, `/api/${sub}/tasks/events`, jwt))
+  t.ok(streams.every((s) => s.res.status === 200), 'more streams than UPSTREAM_CONNECTIONS')
+  const res = await fetch(`${base}/api/${sub}/tasks`, { headers: { authorization: `Bearer ${jwt}` } })
+  t.equal(res.status, 404, 'an API request still reaches the upstream at once (the fixture has no list: 404, not a 504)')
+})
+
+t.test('two replicas: a sign-out in the feed ends the stream at each', async (t) => {
+  const auth = await startUpstream(t)
+  const tasks = await startLiveTasks(t, proofKey(SECRET))
+  const env = { AUTH_SERVICE_URL: auth.url, TASK_SERVICE_URL: tasks.url }
+  const bases = []
+  for (let i = 0; i < 2; i++) bases.push(await (await buildGateway(t, env)).listen({ port: 0, host: '127.0.0.1' }))
+  const sub = randomUUID()
+  const [jwt, other] = await Promise.all([token({ sub }), token({ sub })])
+  const streams = await Promise.all(bases.map((base) => subscribe(t, base, `/api/${sub}/tasks/events`, jwt)))
+  const kept = await Promise.all(bases.map((base) => subscribe(t, base, `/api/${sub}/tasks/events`, other)))
+  await until(() => [...streams, ...kept].every((s) => s.text.includes(': connected')), 'connected at both')
+  const at = Date.now()
+  auth.revoked.push({ jti: jtiOf(jwt), exp: expOf(jwt) })
+  await until(() => streams.every((s) => s.ended), 'both replicas to end the stream')
+  t.comment(`both closed ${Date.now() - at} ms after the feed had the sign-out (poll every 250 ms)`)
+  for (const s of streams) t.match(s.text, /event: revoked\ndata: \{"reason":"token_revoked"\}\n\n$/)
+  t.ok(kept.every((s) => !s.ended), "the user's other token keeps its streams at both")
 })

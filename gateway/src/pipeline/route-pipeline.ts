@@ -68,7 +68,7 @@ export interface PipelineDeps {
   policies: PolicySteps
   /** Issuer name -> its `iss`, for routes that accept only some issuers. */
   issuerOf: (name: string) => string
-  forwarder: (upstream: string, timeoutMs?: number) => Forward
+  forwarder: (upstream: string, timeoutMs?: number, live?: boolean) => Forward
   proofKey: Buffer
   identity: (request: FastifyRequest) => Identity
   clockToleranceS: number
@@ -147,7 +147,7 @@ export async function registerRoute(app: FastifyInstance, route: ResolvedRoute, 
     registerProxyRoutes(scope, {
       ...(route.stream === 'sse' ? { openLive: openStream('sse', live!) } : {}),
       bodySchema: route.body.kind === 'json' ? route.body.schema : undefined,
-      forward: deps.forwarder(route.upstream, route.timeoutMs),
+      forward: deps.forwarder(route.upstream, route.timeoutMs, route.stream === 'sse'),
       urls: route.paths,
       methods: route.methods as HTTPMethods[],
       streamBodies: route.body.kind === 'stream',

@@ -280,6 +280,8 @@ export function createForwarder(opts: ForwarderOptions): Forward {
         // Events go out as they come: no collecting, and no proxy buffering further along.
         this.sse = true
         reply.header('x-accel-buffering', 'no')
+        // The connection ends with the stream: one the edge closes (sign-out, shutdown) never lingers as an idle keep-alive.
+        reply.header('connection', 'close')
         this.startStreaming()
       } else if (this.declaredLength !== undefined && Number(this.declaredLength) > MAX_BUFFERED_BYTES && this.outgoing.method !== 'HEAD') {
         this.startStreaming()

@@ -9,6 +9,9 @@ import type { FastifyInstance } from 'fastify'
 import type { RevocationList } from '../auth/revocation-list.js'
 import type { StreamRegistry } from './registry.js'
 import type { LiveDeps } from './live-routes.js'
+import type { ResolvedUpstream } from '../gateway-config/load.js'
+import type { Config } from '../config.js'
+import { createUpstream, type Upstream } from '../upstreams/index.js'
 
 export function installLiveStreams(app: FastifyInstance, streams: StreamRegistry, revocations: RevocationList, now: () => number): LiveDeps {
   const owner = {}
@@ -29,3 +32,33 @@ export function installLiveStreams(app: FastifyInstance, streams: StreamRegistry
   })
   return { streams, owner, now }
 }
+
+/**
+ * A live route's own connections to its upstream: each open stream holds one
+ * for as long as it lasts, so they never come out of the pool the API's
+ * requests share (UPSTREAM_CONNECTIONS). No cap here: STREAMS_PER_USER and
+ * the address limits bound them. Passive outlier ejection still applies.
+ */
+export function liveUpstream(
+  def: ResolvedUpstream,
+  config: Pick<Config, 'UPSTREAM_BALANCING' | 'UPSTREAM_CONNECT_TIMEOUT_MS' | 'UPSTREAM_TIMEOUT_MS' | 'UPSTREAM_DNS_REFRESH_MS'>,
+  ca: Buffer | undefined,
+  deps: Parameters<typeof createUpstream>[1],
+): Upstream {
+  return createUpstream(
+    {
+      name: `${def.name}-live`, // its own metrics' label
+      targets: def.targets,
+      balancing: def.balance ?? config.UPSTREAM_BALANCING,
+      connections: LIVE_CONNECTIONS,
+      connectTimeoutMs: def.connectTimeoutMs ?? config.UPSTREAM_CONNECT_TIMEOUT_MS,
+      timeoutMs: def.timeoutMs ?? config.UPSTREAM_TIMEOUT_MS,
+      ca,
+      dnsRefreshMs: config.UPSTREAM_DNS_REFRESH_MS,
+    },
+    deps,
+  )
+}
+
+/** Per target: far above what the per-user and per-address limits let through. */
+const LIVE_CONNECTIONS = 1_000_000
