@@ -13,7 +13,12 @@ import type { ResolvedUpstream } from '../gateway-config/load.js'
 import type { Config } from '../config.js'
 import { createUpstream, type Upstream } from '../upstreams/index.js'
 
-export function installLiveStreams(app: FastifyInstance, streams: StreamRegistry, revocations: RevocationList, now: () => number): LiveDeps {
+export function installLiveStreams(
+  app: FastifyInstance,
+  streams: StreamRegistry,
+  revocations: RevocationList,
+  clock: { now: () => number; clockToleranceMs: number },
+): LiveDeps {
   const owner = {}
   const unsubscribe = revocations.onRevoked((event) => streams.revoke(event))
   app.addHook('preClose', async () => {
@@ -30,7 +35,7 @@ export function installLiveStreams(app: FastifyInstance, streams: StreamRegistry
       this.set({ kind: 'websocket' }, streams.count('websocket'))
     },
   })
-  return { streams, owner, now }
+  return { streams, owner, ...clock }
 }
 
 /**

@@ -10,7 +10,7 @@ import type { Socket } from 'node:net'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import proxy from '@fastify/http-proxy'
 import { WebSocket } from 'ws'
-import { ErrorCode, HttpError, REQUEST_ID_HEADER, signIdentity, type Identity } from '@tollgate/common'
+import { ErrorCode, errors, HttpError, REQUEST_ID_HEADER, signIdentity, type Identity } from '@tollgate/common'
 import type { Step } from '../hook-steps.js'
 import { upstreamPath } from '../proxy/forwarded-headers.js'
 import { hasDotSegment } from '../proxy/proxy-routes.js'
@@ -23,6 +23,8 @@ export interface LiveDeps {
   owner: object
   /** The app's clock: a stream ends when its token expires by it. */
   now: () => number
+  /** The clock tolerance of verification (ms): a stream ends at the token's own `exp`, without it. */
+  clockToleranceMs: number
 }
 
 /** WebSocket close codes: 4401 the token no longer holds (expired, signed out, account deleted); 1001 going away. */
@@ -45,7 +47,11 @@ export function tooManyStreams(perUser: number): HttpError {
 /** Count a new stream for the request's verified token, or refuse it (429). */
 export function openStream(kind: StreamKind, deps: LiveDeps): (request: FastifyRequest) => LiveStream {
   return (request) => {
-    const stream = deps.streams.open(kind, request.auth!, deps.owner, deps.now)
+    const token = request.auth!
+    const expiresAt = token.expiresAt - deps.clockToleranceMs
+    // Within the tolerance a request is still served, but a stream would end at once: refused instead.
+    if (expiresAt <= deps.now()) throw errors.tokenExpired()
+    const stream = deps.streams.open(kind, token, deps.owner, expiresAt, deps.now)
     if (stream === null) throw tooManyStreams(deps.streams.opts.perUser)
     return stream
   }

@@ -33,6 +33,8 @@ export class LiveStream {
     readonly token: VerifiedToken,
     /** The app that opened it: its shutdown ends its own streams. */
     readonly owner: object,
+    /** The token's `exp` (epoch ms, without the clock tolerance verification allows). */
+    readonly expiresAt: number,
   ) {}
 
   /** How to end it, once the stream really flows; a close asked for before runs now. */
@@ -65,7 +67,7 @@ export class LiveStream {
 
   /** @internal */
   armExpiry(now: () => number): void {
-    const left = this.token.expiresAt - now()
+    const left = this.expiresAt - now()
     if (left <= 0) return this.close('token_expired')
     this.timer = setTimeout(() => (left > MAX_TIMER_MS ? this.armExpiry(now) : this.close('token_expired')), Math.min(left, MAX_TIMER_MS))
     this.timer.unref()
@@ -97,13 +99,13 @@ export class StreamRegistry {
   /**
    * A new stream for a verified token, counted at once (so the next open
    * already sees it), or null when its user holds the maximum already.
-   * `now` is the app's clock: the stream ends when the token expires by it.
+   * `now` is the app's clock: the stream ends at `expiresAt` by it.
    */
-  open(kind: StreamKind, token: VerifiedToken, owner: object, now: () => number): LiveStream | null {
+  open(kind: StreamKind, token: VerifiedToken, owner: object, expiresAt: number, now: () => number): LiveStream | null {
     const subject = subjectKey(token.iss, token.sub)
     const mine = this.bySubject.get(subject)
     if (mine !== undefined && mine.size >= this.opts.perUser) return null
-    const stream = new LiveStream(this, kind, token, owner)
+    const stream = new LiveStream(this, kind, token, owner, expiresAt)
     this.all.add(stream)
     add(this.bySubject, subject, stream)
     if (token.jti !== undefined) add(this.byJti, token.jti, stream)
