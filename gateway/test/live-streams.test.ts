@@ -329,3 +329,36 @@ t.test('two replicas: a sign-out in the feed ends the stream at each', async (t)
   for (const s of streams) t.match(s.text, /event: revoked\ndata: \{"reason":"token_revoked"\}\n\n$/)
   t.ok(kept.every((s) => !s.ended), "the user's other token keeps its streams at both")
 })
+
+t.test('the revocation list tells of each new revocation once, from the feed or applied here', async (t) => {
+  const { RevocationList } = await import('../src/auth/revocation-list.js')
+  const nowS = Math.floor(Date.now() / 1000)
+  const pages = [
+    { cursor: 2, reset: false, more: false, revoked: [{ jti: 'a', exp: nowS + 60 }, { jti: 'user:u', exp: nowS + 60, user_id: 'u', not_before: nowS - 5 }] },
+    { cursor: 3, reset: false, more: false, revoked: [{ jti: 'a', exp: nowS + 60 }, { jti: 'old', exp: nowS - 1 }] },
+  ]
+  const list = new RevocationList({
+    fetchPage: async () => pages.shift() ?? { cursor: 3, reset: false, more: false, revoked: [] },
+    pollMs: 1000,
+    maxStalenessMs: 5000,
+    failOpen: false,
+    ownIssuer: 'tollgate',
+    log: { warn() {}, info() {}, error() {} } as never,
+  })
+  const seen: unknown[] = []
+  const stop = list.onRevoked((e) => seen.push(e))
+  await list.sync()
+  await list.sync()
+  list.revokeToken('b', nowS + 60)
+  list.revokeUser('u', nowS - 10, nowS + 60) // an earlier cutoff than the one known: nothing new
+  list.revokeUser('u', nowS, nowS + 60)
+  t.same(seen, [
+    { jti: 'a' },
+    { issuer: 'tollgate', sub: 'u', notBeforeS: nowS - 5 },
+    { jti: 'b' },
+    { issuer: 'tollgate', sub: 'u', notBeforeS: nowS },
+  ])
+  stop()
+  list.revokeToken('c', nowS + 60)
+  t.equal(seen.length, 4, 'nothing after unsubscribing')
+})
