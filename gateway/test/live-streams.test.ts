@@ -362,3 +362,39 @@ t.test('the revocation list tells of each new revocation once, from the feed or 
   list.revokeToken('c', nowS + 60)
   t.equal(seen.length, 4, 'nothing after unsubscribing')
 })
+
+t.test('a real gateway process on SIGTERM ends its streams with a reason, then exits', async (t) => {
+  const { spawn } = await import('node:child_process')
+  const { fileURLToPath } = await import('node:url')
+  const { freePort } = await import('./redis-server.js')
+  const auth = await startUpstream(t)
+  const tasks = await startLiveTasks(t, proofKey(SECRET))
+  const port = await freePort()
+  const proc = spawn(process.execPath, [fileURLToPath(new URL('../dist/server.js', import.meta.url))], {
+    env: { PATH: process.env.PATH ?? '', BETTER_AUTH_SECRET: SECRET, LOG_LEVEL: 'warn', HOST: '127.0.0.1', PORT: String(port), INTERNAL_PORT: '0', AUTH_SERVICE_URL: auth.url, TASK_SERVICE_URL: tasks.url },
+    stdio: ['ignore', 'ignore', 'inherit'],
+  })
+  const exited = new Promise<number | null>((resolve) => proc.on('exit', (code) => resolve(code)))
+  t.teardown(() => proc.kill('SIGKILL'))
+  const base = `http://127.0.0.1:${port}`
+  for (let i = 0; ; i++) {
+    const up = await fetch(`${base}/ready`).then((r) => r.status === 200, () => false)
+    if (up) break
+    if (i > 300) throw new Error('gateway process not ready')
+    await new Promise((r) => setTimeout(r, 100))
+  }
+  const sub = randomUUID()
+  const jwt = await token({ sub })
+  const s = await subscribe(t, base, `/api/${sub}/tasks/events`, jwt)
+  const ws = new WebSocket(`${base.replace('http', 'ws')}/api/${sub}/tasks/live`, ['bearer', jwt])
+  const closed = new Promise<[number, string]>((resolve) => ws.on('close', (code, reason) => resolve([code, reason.toString()])))
+  await new Promise((resolve) => ws.on('open', resolve))
+  await until(() => s.text.includes(': connected'), 'connected')
+  const at = Date.now()
+  proc.kill('SIGTERM')
+  await until(() => s.ended, 'the stream to end')
+  t.match(s.text, /event: shutdown\ndata: \{"reason":"shutdown"\}\n\n$/)
+  t.same(await closed, [1001, 'shutdown'])
+  t.equal(await exited, 0, 'the process exits cleanly')
+  t.comment(`exited ${Date.now() - at} ms after SIGTERM`)
+})
