@@ -271,7 +271,13 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
   }
   const issuerOf = (name: string) => definition.issuers.find((i) => i.name === name)!.issuer
   const streams = opts.streams ?? new StreamRegistry({ perUser: config.STREAMS_PER_USER })
-  const live = installLiveStreams(app, streams, revocations, { now: opts.now ?? Date.now, clockToleranceMs: config.JWT_CLOCK_TOLERANCE_S * 1000 })
+  const live = installLiveStreams(
+    app,
+    streams,
+    revocations,
+    { now: opts.now ?? Date.now, clockToleranceMs: config.JWT_CLOCK_TOLERANCE_S * 1000 },
+    { failOpen: config.REVOCATION_FAIL_OPEN, checkMs: config.REVOCATION_POLL_MS },
+  )
   for (const route of definition.routes) {
     await registerRoute(app, route, {
       verifier,

@@ -398,3 +398,27 @@ t.test('a real gateway process on SIGTERM ends its streams with a reason, then e
   t.equal(await exited, 0, 'the process exits cleanly')
   t.comment(`exited ${Date.now() - at} ms after SIGTERM`)
 })
+
+t.test('a revocation list gone stale ends open streams as it fails requests (unless REVOCATION_FAIL_OPEN)', async (t) => {
+  const { auth, base } = await setup(t, { REVOCATION_POLL_MS: 100, REVOCATION_MAX_STALENESS_MS: 500 })
+  const sub = randomUUID()
+  const jwt = await token({ sub })
+  const s = await subscribe(t, base, `/api/${sub}/tasks/events`, jwt)
+  const ws = new WebSocket(`${base.replace('http', 'ws')}/api/${sub}/tasks/live`, ['bearer', jwt])
+  const closed = new Promise<[number, string]>((resolve) => ws.on('close', (code, reason) => resolve([code, reason.toString()])))
+  await new Promise((resolve) => ws.on('open', resolve))
+  await until(() => s.text.includes(': connected'), 'connected')
+  auth.feedUp = false
+  await until(() => s.ended, 'the stream to end')
+  t.match(s.text, /event: shutdown\ndata: \{"reason":"revocation_unavailable"\}\n\n$/, 'come back later: event: shutdown')
+  t.same(await closed, [1013, 'revocation_unavailable'], 'WebSocket 1013 (try again later)')
+  const again = await subscribe(t, base, `/api/${sub}/tasks/events`, jwt)
+  t.equal(again.res.status, 503, 'and a new open waits for the list, as every request does')
+
+  const open = await setup(t, { REVOCATION_POLL_MS: 100, REVOCATION_MAX_STALENESS_MS: 500, REVOCATION_FAIL_OPEN: true })
+  const kept = await subscribe(t, open.base, `/api/${sub}/tasks/events`, jwt)
+  await until(() => kept.text.includes(': connected'), 'connected')
+  open.auth.feedUp = false
+  await new Promise((r) => setTimeout(r, 1000))
+  t.notOk(kept.ended, 'with REVOCATION_FAIL_OPEN the stream stays')
+})

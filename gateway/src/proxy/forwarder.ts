@@ -117,7 +117,9 @@ class LiveClosed extends Error {
 
 /** An event-stream answer's last event, written by the gateway when it ends the stream. */
 export function finalEvent(reason: CloseReason): string {
-  return reason === 'shutdown' ? `event: shutdown\ndata: {"reason":"shutdown"}\n\n` : `event: revoked\ndata: {"reason":"${reason}"}\n\n`
+  // shutdown and a revocation list gone stale: come back later (Last-Event-ID); the others: the token no longer holds.
+  const event = reason === 'shutdown' || reason === 'revocation_unavailable' ? 'shutdown' : 'revoked'
+  return `event: ${event}\ndata: {"reason":"${reason}"}\n\n`
 }
 
 /** Past this, an event-stream answer without an event boundary is passed on as it is. */
@@ -362,7 +364,13 @@ export function createForwarder(opts: ForwarderOptions): Forward {
         if (reply.raw.headersSent || reply.sent) return
         for (const key of this.upstreamKeys) reply.removeHeader(key)
         reply.send(
-          err.reason === 'token_expired' ? errors.tokenExpired() : err.reason === 'shutdown' ? errors.unavailable('The gateway is shutting down') : errors.tokenRevoked(),
+          err.reason === 'token_expired'
+            ? errors.tokenExpired()
+            : err.reason === 'shutdown'
+              ? errors.unavailable('The gateway is shutting down')
+              : err.reason === 'revocation_unavailable'
+                ? errors.unavailable('Token revocation status unavailable')
+                : errors.tokenRevoked(),
         )
         return
       }

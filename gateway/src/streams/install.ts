@@ -1,8 +1,9 @@
 /**
  * Wires the live streams into one app: revocations the list learns end the
  * affected streams, shutdown ends the app's own streams with a reason
- * (SSE `event: shutdown`, WebSocket 1001) before the server stops, and a
- * gauge counts the open ones.
+ * (SSE `event: shutdown`, WebSocket 1001) before the server stops, a
+ * revocation list gone stale (fail closed, as requests get 503) ends them
+ * too (`revocation_unavailable`, WebSocket 1013), and a gauge counts them.
  */
 import { Gauge } from 'prom-client'
 import type { FastifyInstance } from 'fastify'
@@ -18,11 +19,19 @@ export function installLiveStreams(
   streams: StreamRegistry,
   revocations: RevocationList,
   clock: { now: () => number; clockToleranceMs: number },
+  revocationPolicy: { failOpen: boolean; checkMs: number },
 ): LiveDeps {
   const owner = {}
   const unsubscribe = revocations.onRevoked((event) => streams.revoke(event))
+  // Requests fail closed on a stale list; streams opened before must not outlive it either.
+  const staleness = revocationPolicy.failOpen
+    ? undefined
+    : setInterval(() => {
+        if (!revocations.fresh) streams.closeAll('revocation_unavailable', owner)
+      }, revocationPolicy.checkMs).unref()
   app.addHook('preClose', async () => {
     unsubscribe()
+    clearInterval(staleness)
     streams.closeAll('shutdown', owner)
   })
   new Gauge({

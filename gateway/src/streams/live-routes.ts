@@ -27,8 +27,8 @@ export interface LiveDeps {
   clockToleranceMs: number
 }
 
-/** WebSocket close codes: 4401 the token no longer holds (expired, signed out, account deleted); 1001 going away. */
-export const WS_CLOSE = { unauthorized: 4401, goingAway: 1001 } as const
+/** WebSocket close codes: 4401 the token no longer holds (expired, signed out, account deleted); 1001 going away; 1013 try again later. */
+export const WS_CLOSE = { unauthorized: 4401, goingAway: 1001, tryAgainLater: 1013 } as const
 
 /** Query parameters that look like a credential: a live route refuses them rather than risk one being used or logged. */
 const TOKEN_PARAMS = /[?&](?:access_token|token|bearer|jwt|id_token|auth|authorization)(?:=|&|$)/i
@@ -86,7 +86,7 @@ class GovernedWebSocket extends WebSocket {
 function closeSocket(socket: Socket, reason: CloseReason): void {
   const ws = clientSockets.get(socket)
   if (ws === undefined) return void socket.destroy()
-  ws.close(reason === 'shutdown' ? WS_CLOSE.goingAway : WS_CLOSE.unauthorized, reason)
+  ws.close(reason === 'shutdown' ? WS_CLOSE.goingAway : reason === 'revocation_unavailable' ? WS_CLOSE.tryAgainLater : WS_CLOSE.unauthorized, reason)
 }
 
 /**

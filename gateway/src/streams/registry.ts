@@ -11,7 +11,7 @@
 import type { VerifiedToken } from '../auth/token-verifier.js'
 
 /** Why the edge ends a stream: the SSE `revoked` event's reason, the WebSocket close reason. */
-export type CloseReason = 'token_revoked' | 'token_expired' | 'user_revoked' | 'shutdown'
+export type CloseReason = 'token_revoked' | 'token_expired' | 'user_revoked' | 'shutdown' | 'revocation_unavailable'
 
 export type StreamKind = 'sse' | 'websocket'
 
