@@ -422,3 +422,20 @@ t.test('a revocation list gone stale ends open streams as it fails requests (unl
   await new Promise((r) => setTimeout(r, 1000))
   t.notOk(kept.ended, 'with REVOCATION_FAIL_OPEN the stream stays')
 })
+
+t.test('an open counts as a request against the rate limits (it goes through the route pipeline)', async (t) => {
+  const { base } = await setup(t, { RATE_LIMIT_USER_MAX: 2, RATE_LIMIT_BATCHED: 'none' })
+  const sub = randomUUID()
+  const jwt = await token({ sub })
+  t.equal((await subscribe(t, base, `/api/${sub}/tasks/events`, jwt)).res.status, 200)
+  const second = await new Promise<number>((resolve) => {
+    const ws = new WebSocket(`${base.replace('http', 'ws')}/api/${sub}/tasks/live`, ['bearer', jwt])
+    ws.on('unexpected-response', (_req, r) => resolve(r.statusCode!))
+    ws.on('open', () => resolve(101))
+    ws.on('error', () => {})
+  })
+  t.equal(second, 101, 'the second open (a WebSocket) is within the limit')
+  const third = await subscribe(t, base, `/api/${sub}/tasks/events`, jwt)
+  t.equal(third.res.status, 429, 'the third is over RATE_LIMIT_USER_MAX')
+  t.equal(JSON.parse(third.text).error_code, 'RATE_LIMITED')
+})
