@@ -201,17 +201,10 @@ export function createForwarder(opts: ForwarderOptions): Forward {
     private dispatch(): void {
       const o = this.outgoing
       this.state = QUEUED
-      pool.dispatch(
-        {
-          method: o.method as Dispatcher.HttpMethod,
-          path: o.path,
-          headers: o.headers as Record<string, string>,
-          body: o.body,
-          // A live stream may stay quiet between events for as long as it likes: no deadline once it flows.
-          ...(o.live ? { bodyTimeout: 0 } : {}),
-        },
-        this,
-      )
+      const options: Dispatcher.DispatchOptions = { method: o.method as Dispatcher.HttpMethod, path: o.path, headers: o.headers as Record<string, string>, body: o.body }
+      // A live stream may stay quiet between events for as long as it likes: no deadline once it flows.
+      if (o.live !== undefined) options.bodyTimeout = 0
+      pool.dispatch(options, this)
     }
 
     /** Our deadline passed, or the client left. */
