@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url'
 import { pinning } from './procs.mjs'
 
 const DIR = fileURLToPath(new URL('../results/', import.meta.url))
-const SECTIONS = ['throughput', 'soak', 'signin', 'faults', 'ledger', 'hostile', 'profile']
+const SECTIONS = ['throughput', 'soak', 'signin', 'faults', 'ledger', 'hostile', 'profile', 'streams']
 
 /** Which code was measured: the gateway changes, figures must say of which version they are. */
 export function sourceInfo() {
@@ -107,6 +107,7 @@ export function renderMarkdown(r) {
   if (r.ledger) out.push(...ledgerMd(r.ledger))
   if (r.hostile) out.push(...hostileMd(r.hostile))
   if (r.profile) out.push(...profileMd(r.profile))
+  if (r.streams) out.push(...streamsMd(r.streams))
   return `${out.join('\n')}\n`
 }
 
@@ -161,6 +162,20 @@ function redisDetail(x) {
     .join(', ')
   const where = x?.statePerSlice ? `; the gateway's readiness after each slice: ${x.statePerSlice.join(', ')}` : ''
   return `${byName || 'none'} per request, Redis counting a script's own commands as calls too${where}`
+}
+
+function streamsMd(s) {
+  return [
+    `## Live streams (${stamp(s)})`,
+    '',
+    `${s.load.streams} SSE streams through one gateway process (one user each), \`npm run bench -- --streams\`; one event to all of them, five times; then a tenth of the tokens signed out in the revocation feed.`,
+    '',
+    table(
+      ['open', 'RSS before MB', 'RSS held MB', 'KB per stream', 'fds held', 'fan-out p50 ms', 'fan-out p99 ms', 'sign-out close p50 ms', 'max ms', 'others open'],
+      [[s.opened, s.gateway.before.rssMB, s.gateway.held.rssMB, s.gateway.perStreamKB, s.gateway.held.fds, s.fanoutMs.p50, s.fanoutMs.p99, s.revocation.p50Ms, s.revocation.maxMs, s.revocation.othersOpen ? 'all' : 'no']],
+    ),
+    '',
+  ]
 }
 
 function soakMd(s) {

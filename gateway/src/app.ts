@@ -13,6 +13,7 @@ import { gatewayVariables } from './gateway-config/variables.js'
 import { createRuntime } from './runtime/runtime.js'
 import { buildGeneration } from './runtime/generation.js'
 import { buildAdminApp } from './admin/admin-app.js'
+import type { StreamRegistry } from './streams/registry.js'
 
 export type { UpstreamHandle } from './runtime/generation.js'
 
@@ -24,11 +25,13 @@ export interface BuildOptions {
   env?: Record<string, string | undefined>
   /** An already loaded file (the CLI and tests); default: load GATEWAY_CONFIG. */
   definition?: GatewayDefinition
+  /** The process's open live streams (one registry for every app built in it); default: a new one. */
+  streams?: StreamRegistry
 }
 
 export async function buildApp(config: Config, opts: BuildOptions = {}): Promise<App> {
   const definition = opts.definition ?? loadGatewayFile(config.GATEWAY_CONFIG ?? bundledGatewayFile, gatewayVariables(config, opts.env ?? process.env))
-  const runtime = await createRuntime(config, { logStream: opts.logStream })
+  const runtime = await createRuntime(config, { logStream: opts.logStream, ...(opts.streams ? { streams: opts.streams } : {}) })
   let app: App
   try {
     app = await buildGeneration(config, runtime, definition, { logStream: opts.logStream, now: opts.now })

@@ -46,6 +46,7 @@ export function routeTable(definition: GatewayDefinition): string {
       r.revokes ? `revokes-${r.revokes}` : '',
       r.cache === 'public' ? 'cache-public' : '',
       r.timeoutMs ? `timeout=${r.timeoutMs}ms` : '',
+      r.stream ? `live-${r.stream}` : '',
     ].filter(Boolean)
     for (const path of r.paths) {
       rows.push([

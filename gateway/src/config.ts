@@ -128,6 +128,8 @@ export const configSchema = Type.Object({
   /** Slow clients: time to send the headers, and the whole request. */
   HEADERS_TIMEOUT_MS: Type.Integer({ minimum: 100, maximum: 300_000, default: 10_000 }),
   REQUEST_TIMEOUT_MS: Type.Integer({ minimum: 100, maximum: 600_000, default: 30_000 }),
+  /** Live streams (SSE and WebSocket) one user may hold open at once, per gateway process; the next open gets 429. */
+  STREAMS_PER_USER: Type.Integer({ minimum: 1, maximum: 10_000, default: 10 }),
   BODY_LIMIT_BYTES: Type.Integer({ minimum: 1024, maximum: 100 * 1024 * 1024, default: 1024 * 1024 }),
 })
 

@@ -69,6 +69,8 @@ t.test('every problem: one line with file, line and field path', async (t) => {
     ['unknown policy', GOOD.replace('policies: [ip]', 'policies: [ip, nope]'), /^bad\.yaml:9: routes\.0\.policies\.1: no policy named "nope"$/],
     ['unset variable', GOOD.replace('${SECRET}', '${NOT_SET_ANYWHERE}'), /^bad\.yaml:2: issuers\.self\.secret: \$\{NOT_SET_ANYWHERE\} is not set$/],
     ['YAML: a key twice', GOOD.replace('  notes: {', '  auth: {'), /^bad\.yaml:5: Map keys must be unique/],
+    ['anonymous live stream', GOOD.replace('access: owner(user_id), policies: [ip] }', 'access: anonymous, policies: [ip], stream: sse }'), /^bad\.yaml:9: routes\.0\.stream: a live stream is governed by its token/],
+    ['live stream not opened with GET', GOOD.replace('methods: [GET], path: /api/:user_id/notes', 'methods: [POST], path: /api/:user_id/notes').replace('policies: [ip] }', 'policies: [ip], stream: websocket }'), /^bad\.yaml:9: routes\.0\.methods: a live stream is opened with GET$/],
     ['email limit on a streamed body', GOOD.replace('ip: { key: address', 'ip: { key: email'), /^bad\.yaml:9: routes\.0\.policies\.0: policy "ip" counts by email, which needs body: json\(\.\.\.\)$/],
   ]
   for (const [name, text, expected] of cases) {
@@ -109,6 +111,8 @@ t.test('tollgate check and routes, as processes', async (t) => {
   t.ok(lines.some((l) => /^PATCH\s+\/api\/:user_id\/tasks\/:id\/complete\s+tasks\s+owner\(user_id\)\s+all\s+ip,user\s+stream\s+-$/.test(l)), 'a task route')
   t.ok(lines.some((l) => /^POST\s+\/api\/auth\/signin\s+auth\s+anonymous\s+-\s+ip,signin-ip,signin-email-ip,signin-ip-failures,signin-email\s+json\(SigninBody\)/.test(l)), 'sign-in')
   t.ok(lines.some((l) => /^POST\s+\/api\/auth\/signout\s.*forwards-authorization,revokes-token$/.test(l)), 'sign-out')
+  t.ok(lines.some((l) => /^GET\s+\/api\/:user_id\/tasks\/events\s.*live-sse$/.test(l)), 'the live SSE route')
+  t.ok(lines.some((l) => /^GET\s+\/api\/:user_id\/tasks\/live\s.*live-websocket$/.test(l)), 'the live WebSocket route')
 
   const usage = await run(['frobnicate'])
   t.equal(usage.code, 2)

@@ -44,6 +44,20 @@ export function secondCredential(rawHeaders: string[], url: string): boolean {
   return seen === 1 && url.includes('access_token=')
 }
 
+/**
+ * The token of a WebSocket open: browsers cannot set Authorization there, so
+ * it comes as the second of the offered subprotocols, `bearer, <token>`.
+ * An Authorization header as well is two credentials.
+ */
+export function subprotocolToken(protocols: string | undefined, authorization: string | undefined): string | HttpError {
+  if (authorization !== undefined) return invalidRequest()
+  if (!protocols) return errors.unauthorized()
+  const offered = protocols.split(',').map((p) => p.trim())
+  if (offered[0]?.toLowerCase() !== 'bearer') return errors.unauthorized()
+  if (offered.length !== 2 || !offered[1]) return errors.invalidToken()
+  return offered[1]
+}
+
 export function invalidRequest(): HttpError {
   return new HttpError(400, ErrorCode.VALIDATION_ERROR, 'Send one bearer token, in the Authorization header only', {
     'www-authenticate': `Bearer realm="${BEARER_REALM}", error="invalid_request"`,
@@ -69,9 +83,10 @@ export function authenticate(
   revocations: RevocationList,
   access: Exclude<Access, 'anonymous'>,
   onFailure: (code: string) => void,
-  accepts: { issuers?: ReadonlySet<string>; ownerParam?: string } = {},
+  accepts: { issuers?: ReadonlySet<string>; ownerParam?: string; tokenFrom?: 'authorization' | 'subprotocol' } = {},
 ): Step {
   const onlyIssuers = accepts.issuers
+  const fromSubprotocol = accepts.tokenFrom === 'subprotocol'
   const ownerParam = accepts.ownerParam ?? 'user_id'
   const decide = (request: FastifyRequest, result: TokenResult): HttpError | undefined => {
     if (result instanceof HttpError) return result
@@ -89,7 +104,9 @@ export function authenticate(
   }
   return function authenticateStep(request, _reply, done) {
     if (secondCredential(request.raw.rawHeaders, request.url)) return done(refuse(invalidRequest()))
-    const token = bearerToken(request.headers.authorization)
+    const token = fromSubprotocol
+      ? subprotocolToken(request.headers['sec-websocket-protocol'], request.headers.authorization)
+      : bearerToken(request.headers.authorization)
     if (token instanceof HttpError) return done(refuse(token))
     const hit = verifier.cached(token)
     if (hit !== undefined) {

@@ -35,6 +35,9 @@ export interface RevocationListOptions {
 
 export type RevocationStatus = 'ok' | 'revoked' | 'unavailable'
 
+/** A revocation as it is learnt (applied here, or read from the feed): one token, or a subject's tokens up to a time. */
+export type RevocationEvent = { jti: string } | { issuer: string; sub: string; notBeforeS: number }
+
 export class RevocationList {
   private readonly revoked = new Map<string, number>()
   /** issuer + ' ' + subject -> [not_before, exp], epoch seconds */
@@ -45,6 +48,7 @@ export class RevocationList {
   private timer: NodeJS.Timeout | undefined
   private stopped = false
   private failing = false
+  private readonly listeners = new Set<(event: RevocationEvent) => void>()
 
   constructor(private readonly opts: RevocationListOptions) {}
 
@@ -72,12 +76,29 @@ export class RevocationList {
     return 'ok'
   }
 
+  /** Be told of each revocation as it is learnt (open streams end at once); returns the unsubscribe. */
+  onRevoked(listener: (event: RevocationEvent) => void): () => void {
+    this.listeners.add(listener)
+    return () => this.listeners.delete(listener)
+  }
+
+  private emit(event: RevocationEvent): void {
+    for (const listener of this.listeners) {
+      try {
+        listener(event)
+      } catch (err) {
+        this.opts.log.error({ err }, 'revocation listener failed')
+      }
+    }
+  }
+
   /**
    * What this replica just saw succeed (a signout, an account deletion),
    * applied at once here; the feed brings it to the other replicas.
    */
   revokeToken(jti: string, expS: number): void {
     this.revoked.set(jti, expS)
+    this.emit({ jti })
   }
 
   /** Every token of one of our users issued at or before notBeforeS. */
@@ -89,6 +110,7 @@ export class RevocationList {
     const key = subjectKey(issuer, sub)
     const known = this.userCutoffs.get(key)
     this.userCutoffs.set(key, known ? [Math.max(known[0], notBeforeS), Math.max(known[1], expS)] : [notBeforeS, expS])
+    if (this.listeners.size > 0 && (!known || notBeforeS > known[0])) this.emit({ issuer, sub, notBeforeS })
   }
 
   /** One round of the feed, all pages. */
@@ -104,7 +126,11 @@ export class RevocationList {
       for (const entry of page.revoked) {
         if (entry.exp <= nowS) continue
         if (entry.user_id && typeof entry.not_before === 'number') this.cutSubject(entry.issuer ?? this.opts.ownIssuer, entry.user_id, entry.not_before, entry.exp)
-        else this.revoked.set(entry.jti, entry.exp)
+        else {
+          const known = this.revoked.has(entry.jti)
+          this.revoked.set(entry.jti, entry.exp)
+          if (!known && this.listeners.size > 0) this.emit({ jti: entry.jti })
+        }
       }
       this.cursor = page.cursor
     } while (page.more && !this.stopped)

@@ -51,6 +51,8 @@ export interface ResolvedRoute {
   revokes?: 'token' | 'user'
   cache: 'private' | 'public'
   timeoutMs?: number
+  /** A live stream: server-sent events, or a WebSocket; governed by the edge while it is open. */
+  stream?: 'sse' | 'websocket'
 }
 
 export interface ResolvedUpstream {
@@ -275,6 +277,12 @@ function resolve(f: GatewayFile, file: string, report: (path: Path, message: str
     if (access === 'anonymous' && r.issuers !== undefined) report([...at, 'issuers'], 'an anonymous route checks no token')
     if (access === 'anonymous' && r.revokes) report([...at, 'revokes'], 'an anonymous route has no token to revoke')
     if (access === 'anonymous' && r.forward_authorization) report([...at, 'forward_authorization'], 'an anonymous route checks no token')
+    if (r.stream) {
+      if (access === 'anonymous') report([...at, 'stream'], 'a live stream is governed by its token: anonymous streams are not supported')
+      if (r.methods.some((m) => m !== 'GET')) report([...at, 'methods'], 'a live stream is opened with GET')
+      if (r.revokes) report([...at, 'revokes'], 'a live stream revokes nothing')
+      if (r.cache === 'public') report([...at, 'cache'], 'a live stream is never cached')
+    }
     const bodyText = r.body ?? 'stream'
     let body: BodyMode = { kind: 'stream' }
     if (bodyText !== 'stream') {
@@ -319,6 +327,7 @@ function resolve(f: GatewayFile, file: string, report: (path: Path, message: str
       ...(r.revokes ? { revokes: r.revokes } : {}),
       cache: r.cache ?? 'private',
       ...(r.timeout_ms ? { timeoutMs: r.timeout_ms } : {}),
+      ...(r.stream ? { stream: r.stream } : {}),
     }
   })
 

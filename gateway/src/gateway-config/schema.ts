@@ -78,6 +78,12 @@ const Route = Type.Object(
     revokes: Type.Optional(Type.Union([Type.Literal('token'), Type.Literal('user')], { description: 'a 2xx answer revokes the token, or all of the user\'s tokens' })),
     cache: Type.Optional(Type.Union([Type.Literal('private'), Type.Literal('public')], { description: 'private (default): no-store; public: the upstream cache headers pass' })),
     timeout_ms: Type.Optional(PositiveInt('overrides the upstream timeout', 300_000)),
+    stream: Type.Optional(
+      Type.Union([Type.Literal('sse'), Type.Literal('websocket')], {
+        description:
+          'a live stream, governed by the edge while open (closed at token expiry, revocation, shutdown; STREAMS_PER_USER): sse (the timeout is to the first byte only) or websocket (token in Sec-WebSocket-Protocol: bearer, <token>)',
+      }),
+    ),
   },
   { additionalProperties: false },
 )

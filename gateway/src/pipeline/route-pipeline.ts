@@ -21,6 +21,7 @@ import type { CounterStore, CountingMode } from '../limits/store.js'
 import type { Forward } from '../proxy/forwarder.js'
 import { acceptRawBodies, proxyRoutes } from '../proxy/proxy-routes.js'
 import type { ResolvedPolicy, ResolvedRoute } from '../gateway-config/load.js'
+import { openStream, refuseQueryToken, registerWebSocketRoutes, type LiveDeps } from '../streams/live-routes.js'
 
 type Key = (req: FastifyRequest) => string | undefined
 
@@ -74,11 +75,13 @@ export interface PipelineDeps {
   policies: PolicySteps
   /** Issuer name -> its `iss`, for routes that accept only some issuers. */
   issuerOf: (name: string) => string
-  forwarder: (upstream: string, timeoutMs?: number) => Forward
+  forwarder: (upstream: string, timeoutMs?: number, live?: boolean) => Forward
   proofKey: Buffer
   identity: (request: FastifyRequest) => Identity
   clockToleranceS: number
   onAuthFailure: (reason: string) => void
+  /** Live routes (`stream:`): the open streams' registry, and where a WebSocket goes (an upstream's first target, its timeout). */
+  live?: LiveDeps & { target: (upstream: string) => string; timeoutMs: (upstream: string) => number }
 }
 
 type Hook = Step
@@ -95,8 +98,29 @@ export interface RouteHooks {
  * route cost 12 s of start-up and 40 MB of heap for a 1,000-route file.
  */
 export async function registerRoutes(app: FastifyInstance, routes: ResolvedRoute[], deps: PipelineDeps): Promise<void> {
-  const streamed = routes.filter((r) => r.body.kind === 'stream')
-  const parsed = routes.filter((r) => r.body.kind === 'json')
+  if (routes.some((r) => r.stream) && !deps.live) throw new Error('a live route (stream:) needs the stream registry')
+  const websockets = routes.filter((r) => r.stream === 'websocket')
+  const streamed = routes.filter((r) => r.body.kind === 'stream' && r.stream !== 'websocket')
+  const parsed = routes.filter((r) => r.body.kind === 'json' && r.stream !== 'websocket')
+  // A WebSocket route is @fastify/http-proxy's plugin: its own scope, the pipeline as that scope's hooks.
+  for (const route of websockets) {
+    await app.register(async (scope) => {
+      const hooks = routeHooks(route, deps)
+      if (hooks.onRequest) scope.addHook('onRequest', hooks.onRequest)
+      if (hooks.preValidation) scope.addHook('preValidation', hooks.preValidation)
+      if (hooks.preHandler) scope.addHook('preHandler', hooks.preHandler)
+      for (const hook of hooks.onResponse ?? []) scope.addHook('onResponse', hook)
+      const live = deps.live!
+      await registerWebSocketRoutes(scope, {
+        paths: route.paths,
+        target: live.target(route.upstream),
+        proofKey: deps.proofKey,
+        identity: deps.identity,
+        timeoutMs: route.timeoutMs ?? live.timeoutMs(route.upstream),
+        open: openStream('websocket', live),
+      })
+    })
+  }
   if (streamed.length > 0) {
     await app.register(async (scope) => {
       acceptRawBodies(scope)
@@ -116,8 +140,9 @@ function proxyRoute(scope: FastifyInstance, route: ResolvedRoute, deps: Pipeline
   proxyRoutes(
     scope,
     {
+      ...(route.stream === 'sse' ? { openLive: openStream('sse', deps.live!) } : {}),
       bodySchema: route.body.kind === 'json' ? route.body.schema : undefined,
-      forward: deps.forwarder(route.upstream, route.timeoutMs),
+      forward: deps.forwarder(route.upstream, route.timeoutMs, route.stream === 'sse'),
       urls: route.paths,
       methods: route.methods as HTTPMethods[],
       streamBodies: route.body.kind === 'stream',
@@ -140,12 +165,15 @@ export function routeHooks(route: ResolvedRoute, deps: PipelineDeps): RouteHooks
   const fromBody = countAll.filter((p) => p.key === 'email' || p.key === 'email+address')
 
   const onRequest: Step[] = beforeToken.map((p) => deps.policies.limiter(p))
+  // A live route never reads a token from the query, and refuses one there before anything else.
+  if (route.stream) onRequest.unshift(refuseQueryToken)
   if (route.access !== 'anonymous') {
     const issuers = route.issuers && new Set(route.issuers.map(deps.issuerOf))
     onRequest.push(
       authenticate(deps.verifier, deps.revocations, route.access, deps.onAuthFailure, {
         ...(issuers ? { issuers } : {}),
         ...(route.ownerParam ? { ownerParam: route.ownerParam } : {}),
+        ...(route.stream === 'websocket' ? { tokenFrom: 'subprotocol' as const } : {}),
       }),
     )
   }

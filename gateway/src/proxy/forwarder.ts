@@ -28,6 +28,7 @@ import { Readable } from 'node:stream'
 import type { IncomingHttpHeaders } from 'node:http'
 import type { Dispatcher } from 'undici'
 import type { FastifyReply } from 'fastify'
+import { errors } from '@tollgate/common'
 import { classifyUpstreamError, sendUpstreamFailure, type UpstreamErrorCounter } from './upstream.js'
 import type { Member } from '../upstreams/member.js'
 
@@ -45,6 +46,7 @@ declare module 'fastify' {
     exchange: ExchangeInfo | null
   }
 }
+import type { CloseReason, LiveStream } from '../streams/registry.js'
 
 /** Answers up to this size are buffered and written at once; beyond it they stream. */
 export const MAX_BUFFERED_BYTES = 64 * 1024
@@ -101,6 +103,13 @@ export interface Outgoing {
   body: string | Buffer | Readable | null
   /** The answer is the same for everyone (a route's `cache: 'public'`): the upstream's cache headers pass. */
   publicCache: boolean
+  /**
+   * A live stream (a route's `stream: sse`): no deadline between chunks once
+   * the answer flows, an event-stream answer is relayed event by event as it
+   * comes, and the edge may end it (revocation, expiry, shutdown) with a
+   * final event written at an event boundary.
+   */
+  live?: LiveStream
 }
 
 export type Forward = (reply: FastifyReply, outgoing: Outgoing) => void
@@ -113,6 +122,31 @@ class ClientGone extends Error {
 }
 class BadStatus extends Error {
   code = 'UPSTREAM_BAD_STATUS'
+}
+/** The edge ended a live stream before its answer flowed. */
+class LiveClosed extends Error {
+  code = 'LIVE_CLOSED'
+  constructor(readonly reason: CloseReason) {
+    super(`live stream closed: ${reason}`)
+  }
+}
+
+/** An event-stream answer's last event, written by the gateway when it ends the stream. */
+export function finalEvent(reason: CloseReason): string {
+  // shutdown and a revocation list gone stale: come back later (Last-Event-ID); the others: the token no longer holds.
+  const event = reason === 'shutdown' || reason === 'revocation_unavailable' ? 'shutdown' : 'revoked'
+  return `event: ${event}\ndata: {"reason":"${reason}"}\n\n`
+}
+
+/** Past this, an event-stream answer without an event boundary is passed on as it is. */
+const MAX_PARTIAL_EVENT_BYTES = 64 * 1024
+
+/** Just after the last complete event (a blank line ends one), or -1. */
+function eventBoundary(data: Buffer): number {
+  const lf = data.lastIndexOf('\n\n')
+  const crlf = data.lastIndexOf('\r\n\r\n')
+  const end = Math.max(lf === -1 ? -1 : lf + 2, crlf === -1 ? -1 : crlf + 4)
+  return end
 }
 /**
  * Thrown from onConnect when the exchange was settled while its request
@@ -145,6 +179,10 @@ export function createForwarder(opts: ForwarderOptions): Forward {
     private stream: Readable | null = null
     private resumeUpstream: (() => void) | null = null
     private declaredLength: string | undefined
+    /** An event-stream answer on a live route: relayed whole events at a time. */
+    private sse = false
+    /** The start of an event not complete yet. */
+    private partial: Buffer | null = null
     /** Headers copied from the upstream's answer: taken back if that answer fails before it is sent. */
     private readonly upstreamKeys: string[] = []
     private attempt = 0
@@ -162,18 +200,38 @@ export function createForwarder(opts: ForwarderOptions): Forward {
       // The client left while an earlier step (a counter in Redis, say) was running: nothing to send, no one to answer.
       if (this.reply.raw.destroyed) {
         this.state = DONE
+        this.outgoing.live?.release()
         return
       }
       this.timer = setTimeout(() => this.abort(new UpstreamTimeout('upstream did not answer in time')), timeoutMs)
       this.reply.raw.once('close', this.onClientClose)
       this.dispatch()
+      this.outgoing.live?.bind((reason) => this.closeLive(reason))
+    }
+
+    /** The edge ends a live stream: a final event at an event boundary, or, before the answer flows, the refusal. */
+    private closeLive(reason: CloseReason): void {
+      const state = this.state
+      if (state === DONE) return
+      if (state === STREAMING && this.sse) {
+        const stream = this.stream!
+        this.finish()
+        stream.push(finalEvent(reason))
+        stream.push(null)
+        this.abortUpstream?.(new LiveClosed(reason))
+        return
+      }
+      this.abort(new LiveClosed(reason))
     }
 
     private dispatch(): void {
       const o = this.outgoing
       this.state = QUEUED
       this.dispatchedAt = performance.now()
-      pool.dispatch({ method: o.method as Dispatcher.HttpMethod, path: o.path, headers: o.headers as Record<string, string>, body: o.body }, this)
+      const options: Dispatcher.DispatchOptions = { method: o.method as Dispatcher.HttpMethod, path: o.path, headers: o.headers as Record<string, string>, body: o.body }
+      // A live stream may stay quiet between events for as long as it likes: no deadline once it flows.
+      if (o.live !== undefined) options.bodyTimeout = 0
+      pool.dispatch(options, this)
     }
 
     /** Our deadline passed, or the client left. */
@@ -189,6 +247,7 @@ export function createForwarder(opts: ForwarderOptions): Forward {
       this.state = DONE
       if (this.timer) clearTimeout(this.timer)
       this.reply.raw.removeListener('close', this.onClientClose)
+      this.outgoing.live?.release()
     }
 
     onConnect(abort: (err?: Error) => void): void {
@@ -242,7 +301,14 @@ export function createForwarder(opts: ForwarderOptions): Forward {
       // The upstream answered before it had the whole request body: the rest cannot be skipped on this connection.
       const body = this.outgoing.body
       if (body !== null && (body as { complete?: boolean }).complete === false) reply.header('connection', 'close')
-      if (this.declaredLength !== undefined && Number(this.declaredLength) > MAX_BUFFERED_BYTES && this.outgoing.method !== 'HEAD') {
+      if (this.outgoing.live !== undefined && statusCode === 200 && isEventStream(reply.getHeader('content-type'))) {
+        // Events go out as they come: no collecting, and no proxy buffering further along.
+        this.sse = true
+        reply.header('x-accel-buffering', 'no')
+        // The connection ends with the stream: one the edge closes (sign-out, shutdown) never lingers as an idle keep-alive.
+        reply.header('connection', 'close')
+        this.startStreaming()
+      } else if (this.declaredLength !== undefined && Number(this.declaredLength) > MAX_BUFFERED_BYTES && this.outgoing.method !== 'HEAD') {
         this.startStreaming()
       }
       return true
@@ -252,7 +318,7 @@ export function createForwarder(opts: ForwarderOptions): Forward {
       const state = this.state
       if (state === STREAMING) {
         this.bytesOut += chunk.length
-        return this.stream!.push(chunk)
+        return this.sse ? this.pushEvents(chunk) : this.stream!.push(chunk)
       }
       if (state !== HEADERS) return false
       this.chunks.push(chunk)
@@ -266,6 +332,7 @@ export function createForwarder(opts: ForwarderOptions): Forward {
       const state = this.state
       if (state === STREAMING) {
         this.finish()
+        if (this.partial !== null) this.stream!.push(this.partial)
         this.stream!.push(null)
         return
       }
@@ -319,6 +386,21 @@ export function createForwarder(opts: ForwarderOptions): Forward {
         return
       }
       if (err instanceof ClientGone || reply.raw.destroyed) return
+      if (err instanceof LiveClosed) {
+        // Closed before the answer began: the refusal the open would now get.
+        if (reply.raw.headersSent || reply.sent) return
+        for (const key of this.upstreamKeys) reply.removeHeader(key)
+        reply.send(
+          err.reason === 'token_expired'
+            ? errors.tokenExpired()
+            : err.reason === 'shutdown'
+              ? errors.unavailable('The gateway is shutting down')
+              : err.reason === 'revocation_unavailable'
+                ? errors.unavailable('Token revocation status unavailable')
+                : errors.tokenRevoked(),
+        )
+        return
+      }
       if (reply.raw.headersSent) {
         reply.raw.destroy(err)
         return
@@ -327,6 +409,22 @@ export function createForwarder(opts: ForwarderOptions): Forward {
       // The answer broke before we sent it: none of its headers (cookies, location...) go on our error.
       for (const key of this.upstreamKeys) reply.removeHeader(key)
       sendUpstreamFailure(reply, classifyUpstreamError(err), name, countError)
+    }
+
+    /** Whole events only, so the gateway's own last event can never land inside one of the upstream's. */
+    private pushEvents(chunk: Buffer): boolean {
+      const data = this.partial === null ? chunk : Buffer.concat([this.partial, chunk])
+      const end = eventBoundary(data)
+      if (end === -1 && data.length <= MAX_PARTIAL_EVENT_BYTES) {
+        this.partial = data
+        return true
+      }
+      if (end === -1 || end === data.length) {
+        this.partial = null
+        return this.stream!.push(data)
+      }
+      this.partial = data.subarray(end)
+      return this.stream!.push(data.subarray(0, end))
     }
 
     /** From here on, chunks flow to the client as they come, paced by the client. */
@@ -344,6 +442,10 @@ export function createForwarder(opts: ForwarderOptions): Forward {
   }
 
   return (reply, outgoing) => new Exchange(reply, outgoing).start()
+}
+
+function isEventStream(value: unknown): boolean {
+  return typeof value === 'string' && value.toLowerCase().startsWith('text/event-stream')
 }
 
 /** Extra field names the upstream's Connection header lists (hop-by-hop too), or null (nearly always). */

@@ -15,6 +15,7 @@ import { errors, type Identity } from '@tollgate/common'
 import type { Forward } from './forwarder.js'
 import { forwardedHeaders } from './forwarded-headers.js'
 import { limitStreamedBody } from '../streamed-body-limit.js'
+import type { LiveStream } from '../streams/registry.js'
 
 /** A route's own hooks (its pipeline), as Fastify's route options take them. */
 export type RouteHookOptions = Pick<RouteOptions, 'onRequest' | 'preValidation' | 'preHandler' | 'onResponse'>
@@ -33,6 +34,8 @@ export interface ProxyRoutesOptions {
   publicCache?: boolean
   /** JSON schema a parsed body must match before anything else reads it (sign-in, sign-up). */
   bodySchema?: object
+  /** A live route (`stream: sse`): count and govern each open (throws 429 past the user's limit). */
+  openLive?: (request: FastifyRequest) => LiveStream
 }
 
 /** Register in its own encapsulated scope: the pass-through body parsers must not leak to other routes. */
@@ -52,6 +55,7 @@ export function proxyRoutes(scope: FastifyInstance, o: ProxyRoutesOptions, hooks
   const headerOptions = { proofKey: o.proofKey, forwardAuthorization: o.forwardAuthorization, reserialisedBody: !o.streamBodies }
   const forward = o.forward
   const publicCache = o.publicCache ?? false
+  const openLive = o.openLive
   const bodyLimit = scope.initialConfig.bodyLimit ?? 1024 * 1024
 
   const handler = (request: FastifyRequest, reply: FastifyReply) => {
@@ -63,7 +67,8 @@ export function proxyRoutes(scope: FastifyInstance, o: ProxyRoutesOptions, hooks
     } else if (request.body !== undefined && request.body !== null) {
       body = JSON.stringify(request.body)
     }
-    forward(reply, { method: request.method, path: request.url, headers, body: body as never, publicCache })
+    const live = openLive?.(request)
+    forward(reply, { method: request.method, path: request.url, headers, body: body as never, publicCache, ...(live ? { live } : {}) })
   }
 
   // HEAD is registered here rather than by Fastify's exposeHeadRoute, which would run GET upstream and drop the body.

@@ -273,6 +273,8 @@ export async function startReloadingGateway(config: Config, first: LoadedFile, o
       g.draining = true
       for (const h of g.open) if (h instanceof ServerResponse && !h.headersSent) h.setHeader('connection', 'close')
     }
+    // Live streams never end by themselves: each gets its reason (SSE `event: shutdown`, WebSocket 1001) now.
+    runtime.streams.closeAll('shutdown')
     // Stop accepting; idle keep-alive connections close now, busy ones after their answer.
     const closed = servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve())))
     for (const s of servers) s.closeIdleConnections()

@@ -16,7 +16,8 @@ import { gatewayAccessFields } from '../access-log.js'
 import { openApiDocument } from '../docs/openapi.js'
 import { securityHeaders } from '../security-headers.js'
 import { buildInternalApp } from '../internal/internal-app.js'
-import { tlsOptions, trustedIssuers, trustProxy, type Config } from '../config.js'
+import { readPem, tlsOptions, trustedIssuers, trustProxy, type Config } from '../config.js'
+import { installLiveStreams, liveUpstream } from '../streams/install.js'
 import { createTokenVerifier, importHmacKey, type KeySource } from '../auth/token-verifier.js'
 import type { GatewayDefinition, ResolvedUpstream } from '../gateway-config/load.js'
 import { policySteps, registerRoutes } from '../pipeline/route-pipeline.js'
@@ -157,7 +158,7 @@ async function build(
   await app.register(cors, {
     origin: definition.cors.origins,
     methods: definition.cors.methods ?? ['GET', 'POST', 'PUT', 'PATCH', 'DELETE'],
-    allowedHeaders: definition.cors.allowedHeaders ?? ['Authorization', 'Content-Type', 'X-Request-Id'],
+    allowedHeaders: definition.cors.allowedHeaders ?? ['Authorization', 'Content-Type', 'X-Request-Id', 'Last-Event-ID'],
     exposedHeaders: definition.cors.exposedHeaders ?? ['X-Request-Id', 'WWW-Authenticate', 'Retry-After', 'RateLimit', 'RateLimit-Policy'],
     credentials: false,
     maxAge: definition.cors.maxAgeS ?? 600,
@@ -186,18 +187,30 @@ async function build(
 
   // One forwarder per (upstream, timeout): a route's timeout override is its own forwarder.
   const forwarders = new Map<string, Forward>()
-  const forwarder = (name: string, timeoutMs?: number): Forward => {
+  // Live streams hold their connections for as long as they last: a pool of their own per upstream.
+  const livePools = new Map<string, Upstream>()
+  app.addHook('onClose', async () => {
+    await Promise.all([...livePools.values()].map((p) => p.close()))
+  })
+  const ca = config.UPSTREAM_CA_FILE ? readPem('UPSTREAM_CA_FILE', config.UPSTREAM_CA_FILE) : undefined
+  const livePool = (name: string): Upstream => {
+    let pool = livePools.get(name)
+    if (!pool) livePools.set(name, (pool = liveUpstream(upstreams.get(name)!.def, config, ca, { metrics: runtime.upstreamMetrics, log: app.log })))
+    return pool
+  }
+  const forwarder = (name: string, timeoutMs?: number, live = false): Forward => {
     const upstream = upstreams.get(name)!
     const timeout = timeoutMs ?? upstream.def.timeoutMs ?? config.UPSTREAM_TIMEOUT_MS
-    const id = `${name} ${timeout}`
+    const id = `${name} ${timeout}${live ? ' live' : ''}`
     let forward = forwarders.get(id)
     if (!forward) {
-      forward = createForwarder({ name, pool: upstream.pool, timeoutMs: timeout, countError: (labels) => runtime.upstreamErrors.inc(labels) })
+      forward = createForwarder({ name, pool: live ? livePool(name) : upstream.pool, timeoutMs: timeout, countError: (labels) => runtime.upstreamErrors.inc(labels) })
       forwarders.set(id, forward)
     }
     return forward
   }
   const issuerOf = (name: string) => definition.issuers.find((i) => i.name === name)!.issuer
+  const live = installLiveStreams(app, runtime.streams, { now: opts.now ?? Date.now, clockToleranceMs: config.JWT_CLOCK_TOLERANCE_S * 1000 })
   await registerRoutes(app, definition.routes, {
     verifier,
     revocations,
@@ -208,6 +221,11 @@ async function build(
     identity: publicIdentity,
     clockToleranceS: config.JWT_CLOCK_TOLERANCE_S,
     onAuthFailure: (reason) => runtime.authFailures.inc({ reason }),
+    live: {
+      ...live,
+      target: (name) => upstreams.get(name)!.url,
+      timeoutMs: (name) => upstreams.get(name)!.def.timeoutMs ?? config.UPSTREAM_TIMEOUT_MS,
+    },
   })
 
   // The internal listener shares the upstream connections and the counters' store.

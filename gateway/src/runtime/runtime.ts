@@ -19,9 +19,13 @@ import { createUpstreamMetrics, type UpstreamMetrics } from '../upstreams/index.
 import { createInternalShared, type InternalShared } from '../internal/internal-app.js'
 import { createPoolRegistry, type PoolRegistry } from './pools.js'
 import { installGatewayGauges } from '../gauges.js'
+import { StreamRegistry } from '../streams/registry.js'
+import { watchStreams } from '../streams/install.js'
 
 export interface RuntimeOptions {
   logStream?: NodeJS.WritableStream
+  /** The process's open live streams (tests share one between apps); default: a new one. */
+  streams?: StreamRegistry
 }
 
 export interface Runtime {
@@ -33,6 +37,8 @@ export interface Runtime {
   stores: Map<string, CounterStore>
   internal: InternalShared
   revocations: RevocationList
+  /** Open live streams (SSE, WebSocket): they outlive reloads, and revocations reach them here. */
+  streams: StreamRegistry
   pools: PoolRegistry
   upstreamMetrics: UpstreamMetrics
   rejections: Counter<'policy'>
@@ -84,6 +90,8 @@ export async function createRuntime(config: Config, opts: RuntimeOptions = {}): 
   })
   const pools = createPoolRegistry(config, upstreamMetrics, log)
   installGatewayGauges(registry, { revocations, pools: () => pools.live() })
+  const streams = opts.streams ?? new StreamRegistry({ perUser: config.STREAMS_PER_USER })
+  const unwatchStreams = watchStreams(streams, revocations, registry, { failOpen: config.REVOCATION_FAIL_OPEN, checkMs: config.REVOCATION_POLL_MS })
   let started: Promise<void> | undefined
   return {
     log,
@@ -93,6 +101,7 @@ export async function createRuntime(config: Config, opts: RuntimeOptions = {}): 
     stores: new Map(),
     internal: createInternalShared(),
     revocations,
+    streams,
     pools,
     upstreamMetrics,
     rejections: new Counter({
@@ -125,6 +134,7 @@ export async function createRuntime(config: Config, opts: RuntimeOptions = {}): 
       return started
     },
     async close() {
+      unwatchStreams()
       revocations.stop()
       await counters.close()
       await pools.closeAll()
