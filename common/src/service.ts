@@ -23,6 +23,7 @@ import { installJsonBodyParser } from './json-body.js'
 import { lingerOnRefusal } from './refused-upload.js'
 import { genReqId, loggerOptions, redactUrl, REQUEST_ID_HEADER, stdoutDestination } from './logging.js'
 import { installMetrics } from './metrics.js'
+import { installTracing, type Tracing } from './tracing.js'
 
 export type App = FastifyInstance<
   RawServerDefault,
@@ -54,6 +55,8 @@ export interface ServiceOptions {
   responseHeaders?: Record<string, string>
   /** Extra Fastify options (https, etc.). */
   fastify?: Partial<FastifyServerOptions>
+  /** OpenTelemetry tracing (startTracing), or null/absent: off, nothing installed. */
+  tracing?: Tracing | null
 }
 
 export const ONE_MIB = 1024 * 1024
@@ -104,6 +107,8 @@ export function createService(opts: ServiceOptions): App {
 
   installErrorEnvelope(app as unknown as FastifyInstance)
   installJsonBodyParser(app as unknown as FastifyInstance)
+  app.decorate('tracing', opts.tracing ?? null)
+  if (opts.tracing) installTracing(app as unknown as FastifyInstance, opts.tracing)
 
   // Callback-style hooks on the hot path: cheaper than async ones.
   const hasResponseHeaders = Object.keys(responseHeaders).length > 0

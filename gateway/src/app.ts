@@ -10,7 +10,7 @@ import swaggerUi from '@fastify/swagger-ui'
 import { openApiDocument } from './docs/openapi.js'
 import { securityHeaders } from './security-headers.js'
 import { buildInternalApp } from './internal/internal-app.js'
-import { ConfigError, createService, proofKey, type App } from '@tollgate/common'
+import { ConfigError, createService, proofKey, startTracing, type App } from '@tollgate/common'
 import { Counter, Gauge } from 'prom-client'
 import { bundledGatewayFile, readPem, tlsOptions, trustedIssuers, trustProxy, type Config } from './config.js'
 import { createCounterStore, type CounterBackend } from './limits/store.js'
@@ -48,7 +48,9 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
   const key = proofKey(config.BETTER_AUTH_SECRET, config.INTERNAL_PROOF_SECRET)
 
   const https = tlsOptions(config)
+  const tracing = startTracing(config, 'gateway')
   const app = createService({
+    tracing,
     // Browser-facing hardening headers (helmet's, computed once) on every answer, router errors included.
     responseHeaders: securityHeaders(),
     name: 'gateway',
@@ -250,7 +252,7 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
     const id = `${name} ${timeout}`
     let forward = forwarders.get(id)
     if (!forward) {
-      forward = createForwarder({ name, pool: upstream.pool, timeoutMs: timeout, countError: (labels) => upstreamErrors.inc(labels) })
+      forward = createForwarder({ name, pool: upstream.pool, timeoutMs: timeout, countError: (labels) => upstreamErrors.inc(labels), tracer: tracing?.tracer })
       forwarders.set(id, forward)
     }
     return forward
@@ -267,11 +269,12 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
       identity: publicIdentity,
       clockToleranceS: config.JWT_CLOCK_TOLERANCE_S,
       onAuthFailure: (reason) => authFailures.inc({ reason }),
+      tracer: tracing?.tracer,
     })
   }
 
   // The internal listener shares the upstream connections and the counters' store.
-  const internal = await buildInternalApp(config, { routes: definition.internalRoutes, upstreams, proofKey: key, newStore: counters.newStore, logStream: opts.logStream })
+  const internal = await buildInternalApp(config, { routes: definition.internalRoutes, upstreams, proofKey: key, newStore: counters.newStore, logStream: opts.logStream, tracing })
   app.decorate('internal', internal)
   app.addHook('onClose', async () => {
     await internal.close()

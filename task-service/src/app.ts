@@ -3,7 +3,7 @@
  * logs, /health, /ready, /metrics), a database pool, and the task routes.
  * It never listens; server.ts does, and tests use app.inject.
  */
-import { createService, proofKey, type App } from '@tollgate/common'
+import { createService, proofKey, startTracing, type App } from '@tollgate/common'
 import { attachDatabase } from '@tollgate/common/db'
 import type { Config } from './config.js'
 import { createTasksRepository } from './plugins/tasks-repository.js'
@@ -21,6 +21,7 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
     logLevel: config.LOG_LEVEL,
     ...(opts.logStream ? { logStream: opts.logStream } : {}),
     readiness: { database: () => pool.query('select 1') },
+    tracing: startTracing(config, 'task-service'),
   })
 
   // Metrics on /metrics; closed with the app, after in-flight requests.

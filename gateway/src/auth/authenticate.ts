@@ -69,9 +69,10 @@ export function authenticate(
   revocations: RevocationList,
   access: Exclude<Access, 'anonymous'>,
   onFailure: (code: string) => void,
-  accepts: { issuers?: ReadonlySet<string>; ownerParam?: string } = {},
+  accepts: { issuers?: ReadonlySet<string>; ownerParam?: string; onCache?: (hit: boolean) => void } = {},
 ): Step {
   const onlyIssuers = accepts.issuers
+  const onCache = accepts.onCache
   const ownerParam = accepts.ownerParam ?? 'user_id'
   const decide = (request: FastifyRequest, result: TokenResult): HttpError | undefined => {
     if (result instanceof HttpError) return result
@@ -92,6 +93,7 @@ export function authenticate(
     const token = bearerToken(request.headers.authorization)
     if (token instanceof HttpError) return done(refuse(token))
     const hit = verifier.cached(token)
+    if (onCache !== undefined) onCache(hit !== undefined)
     if (hit !== undefined) {
       const err = decide(request, hit)
       return done(err && refuse(err))

@@ -9,7 +9,7 @@
 import type { Dispatcher } from 'undici'
 import type { HTTPMethods } from 'fastify'
 import { Counter } from 'prom-client'
-import { createService, serviceTokenKey, type App } from '@tollgate/common'
+import { createService, serviceTokenKey, type App, type Tracing } from '@tollgate/common'
 import type { Config } from '../config.js'
 import { asyncStep, sequence, type Step } from '../hook-steps.js'
 import type { CounterStore, CountingMode } from '../limits/store.js'
@@ -25,6 +25,8 @@ export interface InternalDeps {
   proofKey: Buffer
   newStore: (mode?: CountingMode) => CounterStore
   logStream?: NodeJS.WritableStream
+  /** The gateway's tracing (shared with the public listener), or null: off. */
+  tracing?: Tracing | null
 }
 
 export async function buildInternalApp(config: Config, deps: InternalDeps): Promise<App> {
@@ -35,6 +37,7 @@ export async function buildInternalApp(config: Config, deps: InternalDeps): Prom
     logStream: deps.logStream,
     openapi: false,
     bodyLimit: config.BODY_LIMIT_BYTES,
+    tracing: deps.tracing ?? null,
   })
   app.decorateRequest('auth', null)
   app.decorateRequest('service', null)
@@ -58,7 +61,7 @@ export async function buildInternalApp(config: Config, deps: InternalDeps): Prom
   const forwarders = new Map<string, Forward>()
   for (const [name, upstream] of deps.upstreams) {
     const timeoutMs = upstream.def.timeoutMs ?? config.UPSTREAM_TIMEOUT_MS
-    forwarders.set(name, createForwarder({ name, pool: upstream.pool, timeoutMs, countError: (labels) => upstreamErrors.inc(labels) }))
+    forwarders.set(name, createForwarder({ name, pool: upstream.pool, timeoutMs, countError: (labels) => upstreamErrors.inc(labels), tracer: deps.tracing?.tracer }))
   }
   for (const route of deps.routes) {
     await app.register(async (scope) => {

@@ -21,6 +21,8 @@ import type { CounterStore, CountingMode } from '../limits/store.js'
 import type { Forward } from '../proxy/forwarder.js'
 import { registerProxyRoutes } from '../proxy/proxy-routes.js'
 import type { ResolvedPolicy, ResolvedRoute } from '../gateway-config/load.js'
+import type { Tracer } from '@opentelemetry/api'
+import { recordTokenCache, tracedStep } from '../tracing.js'
 
 type Key = (req: FastifyRequest) => string | undefined
 
@@ -72,6 +74,8 @@ export interface PipelineDeps {
   identity: (request: FastifyRequest) => Identity
   clockToleranceS: number
   onAuthFailure: (reason: string) => void
+  /** Tracing on: each step is a span of the request's (token check, rate limits). */
+  tracer?: Tracer | null
 }
 
 /** Register one declared route in its own encapsulated scope (its hooks and body parsers stay there). */
@@ -83,23 +87,33 @@ export async function registerRoute(app: FastifyInstance, route: ResolvedRoute, 
     const afterToken = countAll.filter((p) => p.key === 'user')
     const fromBody = countAll.filter((p) => p.key === 'email' || p.key === 'email+address')
 
-    const onRequest: Step[] = beforeToken.map((p) => deps.policies.limiter(p))
+    const tracer = deps.tracer
+    const traced = (name: string, attributes: Record<string, string>, step: Step): Step =>
+      tracer ? tracedStep(tracer, name, attributes, step) : step
+    const limiter = (p: ResolvedPolicy) =>
+      traced('rate limit', { 'tollgate.rate_limit.policy': p.name, 'tollgate.rate_limit.key': p.key }, deps.policies.limiter(p))
+    const onRequest: Step[] = beforeToken.map(limiter)
     if (route.access !== 'anonymous') {
       const issuers = route.issuers && new Set(route.issuers.map(deps.issuerOf))
       onRequest.push(
-        authenticate(deps.verifier, deps.revocations, route.access, deps.onAuthFailure, {
-          ...(issuers ? { issuers } : {}),
-          ...(route.ownerParam ? { ownerParam: route.ownerParam } : {}),
-        }),
+        traced(
+          'token check',
+          { 'tollgate.access': route.access },
+          authenticate(deps.verifier, deps.revocations, route.access, deps.onAuthFailure, {
+            ...(issuers ? { issuers } : {}),
+            ...(route.ownerParam ? { ownerParam: route.ownerParam } : {}),
+            ...(tracer ? { onCache: recordTokenCache } : {}),
+          }),
+        ),
       )
     }
-    for (const p of afterToken) onRequest.push(deps.policies.limiter(p))
+    for (const p of afterToken) onRequest.push(limiter(p))
     if (onRequest.length > 0) scope.addHook('onRequest', sequence(onRequest))
 
-    const preHandler: Step[] = fromBody.map((p) => deps.policies.limiter(p))
+    const preHandler: Step[] = fromBody.map(limiter)
     if (failures.length > 0) {
       const budgets = deps.policies.failureBudgets(failures)
-      preHandler.push(budgets.reserve)
+      preHandler.push(traced('rate limit', { 'tollgate.rate_limit.policy': failures.map((p) => p.name).join(','), 'tollgate.rate_limit.count': 'failures' }, budgets.reserve))
       scope.addHook('onResponse', budgets.settle)
     }
     if (preHandler.length > 0) scope.addHook('preHandler', sequence(preHandler))

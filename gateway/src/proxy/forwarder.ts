@@ -28,7 +28,9 @@ import { Readable } from 'node:stream'
 import type { IncomingHttpHeaders } from 'node:http'
 import type { Dispatcher } from 'undici'
 import type { FastifyReply } from 'fastify'
+import type { Tracer } from '@opentelemetry/api'
 import { classifyUpstreamError, sendUpstreamFailure, type UpstreamErrorCounter } from './upstream.js'
+import { tracedExchange, type ExchangeBase } from './forwarder-tracing.js'
 
 /** Answers up to this size are buffered and written at once; beyond it they stream. */
 export const MAX_BUFFERED_BYTES = 64 * 1024
@@ -74,6 +76,8 @@ export interface ForwarderOptions {
   /** Time the upstream has to send its response headers, and then between body chunks. */
   timeoutMs: number
   countError: UpstreamErrorCounter
+  /** Tracing on: each exchange is a client span, its traceparent sent upstream (see tracing.ts). */
+  tracer?: Tracer | null
 }
 
 export interface Outgoing {
@@ -111,7 +115,7 @@ export function createForwarder(opts: ForwarderOptions): Forward {
   const { pool, timeoutMs, name, countError } = opts
 
   /** One upstream exchange, as an undici dispatch handler (legacy callbacks: undici 7). */
-  class Exchange implements Dispatcher.DispatchHandler {
+  class Exchange implements Dispatcher.DispatchHandler, ExchangeBase {
     private state = QUEUED
     private abortUpstream: ((err?: Error) => void) | null = null
     private timer: NodeJS.Timeout | null = null
@@ -128,8 +132,8 @@ export function createForwarder(opts: ForwarderOptions): Forward {
     private readonly onClientClose = () => this.abort(new ClientGone('client closed the connection'))
 
     constructor(
-      private readonly reply: FastifyReply,
-      private readonly outgoing: Outgoing,
+      readonly reply: FastifyReply,
+      readonly outgoing: Outgoing,
     ) {}
 
     start(): void {
@@ -158,7 +162,7 @@ export function createForwarder(opts: ForwarderOptions): Forward {
       if (this.state !== DONE) this.fail(err)
     }
 
-    private finish(): void {
+    finish(): void {
       this.state = DONE
       if (this.timer) clearTimeout(this.timer)
       this.reply.raw.removeListener('close', this.onClientClose)
@@ -275,7 +279,7 @@ export function createForwarder(opts: ForwarderOptions): Forward {
     }
 
     /** Settle the exchange on a failure: a 502/503/504 when nothing was sent yet, else cut the answer short. */
-    private fail(err: Error): void {
+    fail(err: Error): void {
       const streaming = this.state === STREAMING
       this.finish()
       const reply = this.reply
@@ -309,6 +313,10 @@ export function createForwarder(opts: ForwarderOptions): Forward {
     }
   }
 
+  if (opts.tracer) {
+    const Traced = tracedExchange(Exchange, opts.tracer, name)
+    return (reply, outgoing) => new Traced(reply, outgoing).start()
+  }
   return (reply, outgoing) => new Exchange(reply, outgoing).start()
 }
 

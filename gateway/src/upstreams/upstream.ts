@@ -68,6 +68,11 @@ export const OUTLIER_DEFAULTS: OutlierDef = { consecutiveFailures: 5, baseEjecti
 export const DNS_REFRESH_DEFAULT_MS = 5000
 
 /** Every member is out: answered 503 at once. */
+/** A handler that wants to know which target serves it (the forwarder's traced exchange). */
+interface TargetAware {
+  onTarget?: (label: string) => void
+}
+
 export class NoHealthyTarget extends Error {
   code = 'UPSTREAM_NO_HEALTHY_TARGET'
 }
@@ -166,11 +171,13 @@ export class Upstream extends Dispatcher {
       const only = members[0]!
       if (!only.healthy) return this.unavailable(handler)
       only.counter?.inc()
+      ;(handler as TargetAware).onTarget?.(only.label)
       return only.pool.dispatch(opts, handler)
     }
     const member = this.pick(members, this.failedOn.get(handler))
     if (member === null) return this.unavailable(handler)
     member.counter?.inc()
+    ;(handler as TargetAware).onTarget?.(member.label)
     // A handler of undici's newer API (none in the gateway): balanced, not tracked.
     if ((handler as { onRequestStart?: unknown }).onRequestStart !== undefined) return member.pool.dispatch(opts, handler)
     member.inflight++

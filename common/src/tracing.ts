@@ -1,0 +1,232 @@
+/**
+ * OpenTelemetry tracing, off unless an OTLP endpoint is configured. When it
+ * is off nothing is registered: no context manager, no hook, no per-request
+ * work. When on, every process exports its spans over OTLP/HTTP (JSON) with
+ * a batch processor, honours the client's W3C `traceparent`/`tracestate`,
+ * and the standard OTEL_* variables name the endpoint, the sampler and the
+ * service.
+ *
+ * Spans are made by hand where the work is (the request in installTracing,
+ * the queries in db.ts, the gateway's steps and upstream call) rather than by
+ * the require-hook instrumentations: the processes are ESM, where those need
+ * a loader flag, and the hand-made spans cost only what they record.
+ */
+import {
+  context,
+  defaultTextMapGetter,
+  defaultTextMapSetter,
+  propagation,
+  ROOT_CONTEXT,
+  SpanKind,
+  SpanStatusCode,
+  trace,
+  type Context,
+  type Span,
+  type Tracer,
+} from '@opentelemetry/api'
+import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks'
+import { W3CTraceContextPropagator } from '@opentelemetry/core'
+import { resourceFromAttributes } from '@opentelemetry/resources'
+import {
+  AlwaysOffSampler,
+  AlwaysOnSampler,
+  BatchSpanProcessor,
+  ParentBasedSampler,
+  TraceIdRatioBasedSampler,
+  TracerProvider,
+  type Sampler,
+} from '@opentelemetry/sdk-trace'
+import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http'
+import { Type } from 'typebox'
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+
+const SAMPLERS = ['always_on', 'always_off', 'traceidratio', 'parentbased_always_on', 'parentbased_always_off', 'parentbased_traceidratio'] as const
+
+/** The OpenTelemetry SDK's own variable names (specification "Environment Variable Specification"). */
+export const tracingConfig = {
+  /** OTLP/HTTP base URL (`/v1/traces` is appended); tracing is off when neither this nor the traces one is set. */
+  OTEL_EXPORTER_OTLP_ENDPOINT: Type.Optional(Type.String({ pattern: '^https?://' })),
+  /** Full URL of the traces endpoint, used as is (wins over OTEL_EXPORTER_OTLP_ENDPOINT). */
+  OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: Type.Optional(Type.String({ pattern: '^https?://' })),
+  OTEL_SDK_DISABLED: Type.Boolean({ default: false }),
+  OTEL_SERVICE_NAME: Type.Optional(Type.String({ minLength: 1 })),
+  OTEL_TRACES_SAMPLER: Type.Union(
+    SAMPLERS.map((s) => Type.Literal(s)),
+    { default: 'parentbased_always_on' },
+  ),
+  /** The ratio of the *traceidratio samplers, 0 to 1. */
+  OTEL_TRACES_SAMPLER_ARG: Type.Number({ minimum: 0, maximum: 1, default: 1 }),
+  /** Milliseconds between two exports of the batch processor. */
+  OTEL_BSP_SCHEDULE_DELAY: Type.Integer({ minimum: 1, maximum: 600000, default: 5000 }),
+}
+
+export interface TracingSettings {
+  OTEL_EXPORTER_OTLP_ENDPOINT?: string
+  OTEL_EXPORTER_OTLP_TRACES_ENDPOINT?: string
+  OTEL_SDK_DISABLED?: boolean
+  OTEL_SERVICE_NAME?: string
+  OTEL_TRACES_SAMPLER?: string
+  OTEL_TRACES_SAMPLER_ARG?: number
+  OTEL_BSP_SCHEDULE_DELAY?: number
+}
+
+export interface Tracing {
+  tracer: Tracer
+  serviceName: string
+  /** Export what is pending (tests, shutdown). */
+  flush(): Promise<void>
+  shutdown(): Promise<void>
+}
+
+export const w3c = new W3CTraceContextPropagator()
+
+let contextManager: AsyncLocalStorageContextManager | undefined
+
+/** The configured tracing, or null (off): nothing global is touched then. */
+export function startTracing(config: TracingSettings, defaultServiceName: string): Tracing | null {
+  if (config.OTEL_SDK_DISABLED) return null
+  const url =
+    config.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT ??
+    (config.OTEL_EXPORTER_OTLP_ENDPOINT ? `${config.OTEL_EXPORTER_OTLP_ENDPOINT.replace(/\/+$/, '')}/v1/traces` : undefined)
+  if (url === undefined) return null
+  // One per process, shared by every app built in it (tests build several).
+  if (contextManager === undefined) {
+    contextManager = new AsyncLocalStorageContextManager().enable()
+    context.setGlobalContextManager(contextManager)
+    propagation.setGlobalPropagator(w3c)
+  }
+  const serviceName = config.OTEL_SERVICE_NAME ?? defaultServiceName
+  const provider = new TracerProvider({
+    resource: resourceFromAttributes({ 'service.name': serviceName }),
+    sampler: sampler(config.OTEL_TRACES_SAMPLER ?? 'parentbased_always_on', config.OTEL_TRACES_SAMPLER_ARG ?? 1),
+    spanProcessors: [
+      new BatchSpanProcessor({ exporter: new OTLPTraceExporter({ url }), scheduledDelayMillis: config.OTEL_BSP_SCHEDULE_DELAY ?? 5000 }),
+    ],
+  })
+  return {
+    tracer: provider.getTracer('tollgate'),
+    serviceName,
+    flush: () => provider.forceFlush(),
+    shutdown: () => provider.shutdown(),
+  }
+}
+
+function sampler(name: string, ratio: number): Sampler {
+  switch (name) {
+    case 'always_on':
+      return new AlwaysOnSampler()
+    case 'always_off':
+      return new AlwaysOffSampler()
+    case 'traceidratio':
+      return new TraceIdRatioBasedSampler(ratio)
+    case 'parentbased_always_off':
+      return new ParentBasedSampler({ root: new AlwaysOffSampler() })
+    case 'parentbased_traceidratio':
+      return new ParentBasedSampler({ root: new TraceIdRatioBasedSampler(ratio) })
+    default:
+      return new ParentBasedSampler({ root: new AlwaysOnSampler() })
+  }
+}
+
+/** The context of a W3C `traceparent` (and `tracestate`) in these headers; the root context when there is none. */
+export function extractContext(headers: Record<string, unknown>): Context {
+  return w3c.extract(ROOT_CONTEXT, headers, defaultTextMapGetter)
+}
+
+/** Write the span's `traceparent` (and the trace state it carries) into outgoing headers. */
+export function injectContext(span: Span, headers: Record<string, unknown>): void {
+  w3c.inject(trace.setSpan(ROOT_CONTEXT, span), headers, defaultTextMapSetter)
+}
+
+/** The headers carrying the active span's context (outgoing calls made outside a request: the outbox). */
+export function activeTraceHeaders(): Record<string, string> {
+  const headers: Record<string, string> = {}
+  w3c.inject(context.active(), headers, defaultTextMapSetter)
+  return headers
+}
+
+export function failSpan(span: Span, err: unknown): void {
+  const e = err as { message?: string; code?: unknown } | undefined
+  span.setStatus({ code: SpanStatusCode.ERROR, message: e?.message ?? String(err) })
+  if (typeof e?.code === 'string') span.setAttribute('error.type', e.code)
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** This process's tracing when it is on (OTEL_EXPORTER_OTLP_ENDPOINT set); null otherwise. */
+    tracing: Tracing | null
+  }
+  interface FastifyRequest {
+    /** The request's server span when tracing is on; null otherwise. */
+    traceSpan: Span | null
+  }
+}
+
+/**
+ * The server span of every request: its parent is the client's traceparent,
+ * its name the route; its trace and span ids go on every log line of the
+ * request; route handlers run inside it (so queries become its children).
+ */
+export function installTracing(app: FastifyInstance, tracing: Tracing): void {
+  const { tracer } = tracing
+  app.decorateRequest('traceSpan', null)
+  app.addHook('onRequest', (request, _reply, done) => {
+    const route = request.routeOptions.url
+    const span = tracer.startSpan(
+      route === undefined ? request.method : `${request.method} ${route}`,
+      {
+        kind: SpanKind.SERVER,
+        attributes: {
+          'http.request.method': request.method,
+          'url.path': pathOf(request.url),
+          ...(route === undefined ? {} : { 'http.route': route }),
+        },
+      },
+      extractContext(request.headers),
+    )
+    request.traceSpan = span
+    const ids = span.spanContext()
+    request.log = request.log.child({ trace_id: ids.traceId, span_id: ids.spanId })
+    done()
+  })
+  app.addHook('onResponse', (request, reply, done) => {
+    endServerSpan(request, reply)
+    done()
+  })
+  app.addHook('onRequestAbort', (request, done) => {
+    const span = request.traceSpan
+    if (span !== null) {
+      span.setStatus({ code: SpanStatusCode.ERROR, message: 'client aborted' })
+      span.end()
+      request.traceSpan = null
+    }
+    done()
+  })
+  // Handlers run with the request's span active: what they call (queries, fetches) is its child.
+  app.addHook('onRoute', (route) => {
+    const handler = route.handler
+    route.handler = function traced(this: FastifyInstance, request: FastifyRequest, reply: FastifyReply) {
+      const span = request.traceSpan
+      if (span === null) return handler.call(this, request, reply)
+      return context.with(trace.setSpan(ROOT_CONTEXT, span), handler, this, request, reply)
+    } as typeof handler
+  })
+  app.addHook('onClose', async () => {
+    await tracing.shutdown()
+  })
+}
+
+function endServerSpan(request: FastifyRequest, reply: FastifyReply): void {
+  const span = request.traceSpan
+  if (span === null) return
+  const status = reply.statusCode
+  span.setAttribute('http.response.status_code', status)
+  if (status >= 500) span.setStatus({ code: SpanStatusCode.ERROR })
+  span.end()
+  request.traceSpan = null
+}
+
+function pathOf(url: string): string {
+  const q = url.indexOf('?')
+  return q === -1 ? url : url.slice(0, q)
+}
