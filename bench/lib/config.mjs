@@ -6,6 +6,7 @@
  *   --profile  CPU profiles of (b) and (c) under the same load: what the gateway adds per request
  *   --only=throughput,signin,faults,ledger,hostile   a subset (combinable with --quick)
  *   --tool=autocannon|wrk|both   load generator(s) of the throughput suite (default both)
+ *   --tracing  throughput also with tracing on, sampling 1 % and 100 % (rows c+trace1%, c+trace100%)
  */
 const SUITES = ['throughput', 'signin', 'faults', 'ledger', 'hostile']
 const TOOLS = { autocannon: ['autocannon'], wrk: ['wrk'], both: ['autocannon', 'wrk'] }
@@ -14,7 +15,7 @@ export function readConfig(argv = process.argv.slice(2), env = process.env) {
   const flags = new Set(argv.filter((a) => a.startsWith('--') && !a.includes('=')))
   const only = argv.find((a) => a.startsWith('--only='))?.slice(7).split(',').filter(Boolean)
   const tool = argv.find((a) => a.startsWith('--tool='))?.slice(7) ?? 'both'
-  const unknown = [...flags].filter((f) => !['--quick', '--soak', '--profile', '--help'].includes(f))
+  const unknown = [...flags].filter((f) => !['--quick', '--soak', '--profile', '--help', '--tracing'].includes(f))
   const badValued = argv.filter((a) => a.startsWith('--') && a.includes('=') && !a.startsWith('--only=') && !a.startsWith('--tool='))
   if (unknown.length || badValued.length || (only && only.some((s) => !SUITES.includes(s)))) {
     throw new Error(`unknown option ${[...unknown, ...badValued].join(' ') || `--only=${only}`}; see bench/lib/config.mjs`)
@@ -38,6 +39,8 @@ export function readConfig(argv = process.argv.slice(2), env = process.env) {
     quick,
     suites,
     tools: TOOLS[tool],
+    // Throughput also with OpenTelemetry on (OTLP/HTTP to a local sink), sampling 1 % and 100 %.
+    tracing: flags.has('--tracing'),
     // Quick runs never overwrite the figures the README quotes.
     outName: quick ? 'quick' : 'latest',
     connections: num('BENCH_CONNECTIONS', 50, 50),
