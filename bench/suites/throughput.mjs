@@ -146,7 +146,7 @@ export async function throughput(cfg, log) {
     }
     log(`${tool}: req/s c/b ${ratios.rps_c_over_b}; p99 c/b ${ratios.p99_c_over_b}; CPU/req b/c ${ratios.cpu_per_request_b_over_c} (rounds ${ratios.cpu_per_request_b_over_c_per_round.join(', ')})${cr ? `; Redis: CPU/req memory/redis ${ratios.cpu_per_request_memory_over_redis}, ${cr.opsPerRequest} ops/req` : ''}`)
   }
-  const gateways = tools.flatMap((tool) => [runs[tool].c, runs[tool].cr, runs[tool].ct1, runs[tool].ct100].filter(Boolean))
+  const gateways = tools.flatMap((tool) => [runs[tool].c, runs[tool].cr].filter(Boolean))
   const bad = gateways.reduce((sum, x) => sum + x.non2xx + x.errors + x.timeouts, 0)
   const rssMax = Math.max(...gateways.map((x) => x.serverRssMB?.max ?? 0))
   checks.push(

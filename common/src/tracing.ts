@@ -151,6 +151,8 @@ export function failSpan(span: Span, err: unknown): void {
   if (typeof e?.code === 'string') span.setAttribute('error.type', e.code)
 }
 
+const SERVER = { kind: SpanKind.SERVER }
+
 declare module 'fastify' {
   interface FastifyInstance {
     /** This process's tracing when it is on (OTEL_EXPORTER_OTLP_ENDPOINT set); null otherwise. */
@@ -164,29 +166,25 @@ declare module 'fastify' {
 
 /**
  * The server span of every request: its parent is the client's traceparent,
- * its name the route; its trace and span ids go on every log line of the
- * request; route handlers run inside it (so queries become its children).
+ * its name the route. When the trace is sampled, its trace and span ids go on
+ * every log line of the request and route handlers run inside it (so queries
+ * become its children); when it is not, the span only carries the ids on.
  */
 export function installTracing(app: FastifyInstance, tracing: Tracing): void {
   const { tracer } = tracing
   app.decorateRequest('traceSpan', null)
   app.addHook('onRequest', (request, _reply, done) => {
     const route = request.routeOptions.url
-    const span = tracer.startSpan(
-      route === undefined ? request.method : `${request.method} ${route}`,
-      {
-        kind: SpanKind.SERVER,
-        attributes: {
-          'http.request.method': request.method,
-          'url.path': pathOf(request.url),
-          ...(route === undefined ? {} : { 'http.route': route }),
-        },
-      },
-      extractContext(request.headers),
-    )
+    const span = tracer.startSpan(route === undefined ? request.method : `${request.method} ${route}`, SERVER, extractContext(request.headers))
     request.traceSpan = span
-    const ids = span.spanContext()
-    request.log = request.log.child({ trace_id: ids.traceId, span_id: ids.spanId })
+    // A trace not sampled (OTEL_TRACES_SAMPLER_ARG) costs no more: its span only carries the ids upstream.
+    if (span.isRecording()) {
+      span.setAttribute('http.request.method', request.method)
+      span.setAttribute('url.path', pathOf(request.url))
+      if (route !== undefined) span.setAttribute('http.route', route)
+      const ids = span.spanContext()
+      request.log = request.log.child({ trace_id: ids.traceId, span_id: ids.spanId })
+    }
     done()
   })
   app.addHook('onResponse', (request, reply, done) => {
@@ -197,6 +195,7 @@ export function installTracing(app: FastifyInstance, tracing: Tracing): void {
     const span = request.traceSpan
     if (span !== null) {
       span.setStatus({ code: SpanStatusCode.ERROR, message: 'client aborted' })
+      span.setAttribute('http.response.status_code', 499)
       span.end()
       request.traceSpan = null
     }
@@ -207,7 +206,7 @@ export function installTracing(app: FastifyInstance, tracing: Tracing): void {
     const handler = route.handler
     route.handler = function traced(this: FastifyInstance, request: FastifyRequest, reply: FastifyReply) {
       const span = request.traceSpan
-      if (span === null) return handler.call(this, request, reply)
+      if (span === null || !span.isRecording()) return handler.call(this, request, reply)
       return context.with(trace.setSpan(ROOT_CONTEXT, span), handler, this, request, reply)
     } as typeof handler
   })
@@ -219,11 +218,12 @@ export function installTracing(app: FastifyInstance, tracing: Tracing): void {
 function endServerSpan(request: FastifyRequest, reply: FastifyReply): void {
   const span = request.traceSpan
   if (span === null) return
+  request.traceSpan = null
+  if (!span.isRecording()) return
   const status = reply.statusCode
   span.setAttribute('http.response.status_code', status)
   if (status >= 500) span.setStatus({ code: SpanStatusCode.ERROR })
   span.end()
-  request.traceSpan = null
 }
 
 function pathOf(url: string): string {

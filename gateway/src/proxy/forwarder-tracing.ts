@@ -31,7 +31,10 @@ export function tracedExchange<C extends ExchangeClass>(Base: C, tracer: Tracer,
 
     override start(): void {
       const parent = this.reply.request.traceSpan
-      if (parent !== null && !this.reply.raw.destroyed) {
+      if (parent !== null && !parent.isRecording()) {
+        // Not sampled: the upstream continues the trace from the request's span, unsampled too.
+        injectContext(parent, this.outgoing.headers as Record<string, unknown>)
+      } else if (parent !== null && !this.reply.raw.destroyed) {
         const o = this.outgoing
         const q = o.path.indexOf('?')
         const span = tracer.startSpan(
