@@ -40,7 +40,7 @@ import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http'
 import { Type } from 'typebox'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 
-const SAMPLERS = ['always_on', 'always_off', 'traceidratio', 'parentbased_always_on', 'parentbased_always_off', 'parentbased_traceidratio'] as const
+export const TRACES_SAMPLERS = ['always_on', 'always_off', 'traceidratio', 'parentbased_always_on', 'parentbased_always_off', 'parentbased_traceidratio'] as const
 
 /** The OpenTelemetry SDK's own variable names (specification "Environment Variable Specification"). */
 export const tracingConfig = {
@@ -51,7 +51,7 @@ export const tracingConfig = {
   OTEL_SDK_DISABLED: Type.Boolean({ default: false }),
   OTEL_SERVICE_NAME: Type.Optional(Type.String({ minLength: 1 })),
   OTEL_TRACES_SAMPLER: Type.Union(
-    SAMPLERS.map((s) => Type.Literal(s)),
+    TRACES_SAMPLERS.map((s) => Type.Literal(s)),
     { default: 'parentbased_always_on' },
   ),
   /** The ratio of the *traceidratio samplers, 0 to 1. */
