@@ -173,7 +173,7 @@ declare module 'fastify' {
 export function installTracing(app: FastifyInstance, tracing: Tracing): void {
   const { tracer } = tracing
   app.decorateRequest('traceSpan', null)
-  app.addHook('onRequest', (request, _reply, done) => {
+  app.addHook('onRequest', (request, reply, done) => {
     const route = request.routeOptions.url
     const span = tracer.startSpan(route === undefined ? request.method : `${request.method} ${route}`, SERVER, extractContext(request.headers))
     request.traceSpan = span
@@ -183,7 +183,8 @@ export function installTracing(app: FastifyInstance, tracing: Tracing): void {
       span.setAttribute('url.path', pathOf(request.url))
       if (route !== undefined) span.setAttribute('http.route', route)
       const ids = span.spanContext()
-      request.log = request.log.child({ trace_id: ids.traceId, span_id: ids.spanId })
+      // The reply's logger too: Fastify's error handler logs through it.
+      reply.log = request.log = request.log.child({ trace_id: ids.traceId, span_id: ids.spanId })
     }
     done()
   })
