@@ -13,6 +13,8 @@
  */
 import {
   context,
+  diag,
+  DiagLogLevel,
   defaultTextMapGetter,
   defaultTextMapSetter,
   propagation,
@@ -38,7 +40,7 @@ import {
 } from '@opentelemetry/sdk-trace'
 import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http'
 import { Type } from 'typebox'
-import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import type { FastifyBaseLogger, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 
 export const TRACES_SAMPLERS = ['always_on', 'always_off', 'traceidratio', 'parentbased_always_on', 'parentbased_always_off', 'parentbased_traceidratio'] as const
 
@@ -153,6 +155,34 @@ export function failSpan(span: Span, err: unknown): void {
 
 const SERVER = { kind: SpanKind.SERVER }
 
+let diagnostics = false
+
+/**
+ * The SDK's warnings and errors (an export the collector refused or never
+ * answered, spans dropped from a full queue) as warnings in the process's
+ * log, rather than nowhere (its default). Once per process.
+ */
+function routeDiagnostics(log: FastifyBaseLogger): void {
+  if (diagnostics) return
+  diagnostics = true
+  const warn = (message: string, ...args: unknown[]) => {
+    const detail = args.length > 0 ? args.map((a) => (a instanceof Error ? a.message : String(a))).join(' ').slice(0, 500) : undefined
+    log.warn(detail === undefined ? {} : { detail }, `tracing: ${plain(message).slice(0, 500)}`)
+  }
+  const quiet = () => {}
+  // Errors reach the diag logger as JSON (stack and all): their message is enough here.
+  const plain = (message: string) => {
+    if (!message.startsWith('{')) return message
+    try {
+      const e = JSON.parse(message) as { message?: unknown }
+      return typeof e.message === 'string' ? e.message : message
+    } catch {
+      return message
+    }
+  }
+  diag.setLogger({ error: warn, warn, info: quiet, debug: quiet, verbose: quiet }, DiagLogLevel.WARN)
+}
+
 declare module 'fastify' {
   interface FastifyInstance {
     /** This process's tracing when it is on (OTEL_EXPORTER_OTLP_ENDPOINT set); null otherwise. */
@@ -172,6 +202,7 @@ declare module 'fastify' {
  */
 export function installTracing(app: FastifyInstance, tracing: Tracing): void {
   const { tracer } = tracing
+  routeDiagnostics(app.log)
   app.decorateRequest('traceSpan', null)
   app.addHook('onRequest', (request, reply, done) => {
     const route = request.routeOptions.url

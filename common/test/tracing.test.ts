@@ -73,3 +73,31 @@ t.test('the ratio sampler: 0 records nothing, 1 everything', async (t) => {
   t.equal(names.filter((n) => n === 'dropped').length, 0)
   t.equal(names.filter((n) => n === 'kept').length, 20)
 })
+
+t.test('an export that fails is a warning in the log, not silence', async (t) => {
+  const { createService } = await import('../src/index.js')
+  const { Writable } = await import('node:stream')
+  const lines: string[] = []
+  const logStream = new Writable({
+    write(chunk, _enc, done) {
+      lines.push(...String(chunk).split('\n').filter(Boolean))
+      done()
+    },
+  })
+  // A port nothing listens on.
+  const closed = createServer()
+  await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve))
+  const port = (closed.address() as AddressInfo).port
+  await new Promise<void>((resolve) => closed.close(() => resolve()))
+  const tracing = startTracing(loadConfig(schema, { OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${port}`, OTEL_BSP_SCHEDULE_DELAY: '50' }), 'svc')!
+  const app = createService({ name: 'svc', logLevel: 'warn', logStream, openapi: false, tracing })
+  t.teardown(() => app.close())
+  await app.ready()
+  tracing.tracer.startSpan('lost').end()
+  const deadline = Date.now() + 20_000
+  while (!lines.some((l) => /"msg":"tracing: /.test(l)) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50))
+  const line = lines.find((l) => /"msg":"tracing: /.test(l))
+  t.ok(line, `logged: ${line}`)
+  t.equal(line && JSON.parse(line).level, 40, 'at warn')
+  t.match(line && JSON.parse(line).msg, /^tracing: .*ECONNREFUSED/, 'the reason, in one line')
+})
