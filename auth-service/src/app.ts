@@ -31,7 +31,7 @@ export async function buildApp(config: Config, opts: { logStream?: NodeJS.Writab
     logLevel: config.LOG_LEVEL,
     logStream: opts.logStream,
     readiness: { database: () => pool.query('select 1') },
-    tracing: startTracing(config, 'auth-service'),
+    tracing: await startTracing(config, 'auth-service'),
   })
   // Metrics on /metrics; closed with the app, after in-flight requests.
   const pool = attachDatabase(app as never, config, 'auth-service')

@@ -6,39 +6,15 @@
  * and the standard OTEL_* variables name the endpoint, the sampler and the
  * service.
  *
+ * The SDK (some 11 MB of a process's memory) is loaded only when tracing
+ * is on (tracing-sdk.ts); this module needs only the API.
+ *
  * Spans are made by hand where the work is (the request in installTracing,
  * the queries in db.ts, the gateway's steps and upstream call) rather than by
  * the require-hook instrumentations: the processes are ESM, where those need
  * a loader flag, and the hand-made spans cost only what they record.
  */
-import {
-  context,
-  diag,
-  DiagLogLevel,
-  defaultTextMapGetter,
-  defaultTextMapSetter,
-  propagation,
-  ROOT_CONTEXT,
-  SpanKind,
-  SpanStatusCode,
-  trace,
-  type Context,
-  type Span,
-  type Tracer,
-} from '@opentelemetry/api'
-import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks'
-import { W3CTraceContextPropagator } from '@opentelemetry/core'
-import { resourceFromAttributes } from '@opentelemetry/resources'
-import {
-  AlwaysOffSampler,
-  AlwaysOnSampler,
-  BatchSpanProcessor,
-  ParentBasedSampler,
-  TraceIdRatioBasedSampler,
-  TracerProvider,
-  type Sampler,
-} from '@opentelemetry/sdk-trace'
-import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http'
+import { context, diag, DiagLogLevel, propagation, ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, type Context, type Span, type Tracer } from '@opentelemetry/api'
 import { Type } from 'typebox'
 import type { FastifyBaseLogger, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 
@@ -80,70 +56,31 @@ export interface Tracing {
   shutdown(): Promise<void>
 }
 
-export const w3c = new W3CTraceContextPropagator()
-
-let contextManager: AsyncLocalStorageContextManager | undefined
-
-/** The configured tracing, or null (off): nothing global is touched then. */
-export function startTracing(config: TracingSettings, defaultServiceName: string): Tracing | null {
+/** The configured tracing, or null (off): then nothing is loaded and nothing global is touched. */
+export async function startTracing(config: TracingSettings, defaultServiceName: string): Promise<Tracing | null> {
   if (config.OTEL_SDK_DISABLED) return null
   const url =
     config.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT ??
     (config.OTEL_EXPORTER_OTLP_ENDPOINT ? `${config.OTEL_EXPORTER_OTLP_ENDPOINT.replace(/\/+$/, '')}/v1/traces` : undefined)
   if (url === undefined) return null
-  // One per process, shared by every app built in it (tests build several).
-  if (contextManager === undefined) {
-    contextManager = new AsyncLocalStorageContextManager().enable()
-    context.setGlobalContextManager(contextManager)
-    propagation.setGlobalPropagator(w3c)
-  }
-  const serviceName = config.OTEL_SERVICE_NAME ?? defaultServiceName
-  const provider = new TracerProvider({
-    resource: resourceFromAttributes({ 'service.name': serviceName }),
-    sampler: sampler(config.OTEL_TRACES_SAMPLER ?? 'parentbased_always_on', config.OTEL_TRACES_SAMPLER_ARG ?? 1),
-    spanProcessors: [
-      new BatchSpanProcessor({ exporter: new OTLPTraceExporter({ url }), scheduledDelayMillis: config.OTEL_BSP_SCHEDULE_DELAY ?? 5000 }),
-    ],
-  })
-  return {
-    tracer: provider.getTracer('tollgate'),
-    serviceName,
-    flush: () => provider.forceFlush(),
-    shutdown: () => provider.shutdown(),
-  }
-}
-
-function sampler(name: string, ratio: number): Sampler {
-  switch (name) {
-    case 'always_on':
-      return new AlwaysOnSampler()
-    case 'always_off':
-      return new AlwaysOffSampler()
-    case 'traceidratio':
-      return new TraceIdRatioBasedSampler(ratio)
-    case 'parentbased_always_off':
-      return new ParentBasedSampler({ root: new AlwaysOffSampler() })
-    case 'parentbased_traceidratio':
-      return new ParentBasedSampler({ root: new TraceIdRatioBasedSampler(ratio) })
-    default:
-      return new ParentBasedSampler({ root: new AlwaysOnSampler() })
-  }
+  const { createTracing } = await import('./tracing-sdk.js')
+  return createTracing(config, url, config.OTEL_SERVICE_NAME ?? defaultServiceName)
 }
 
 /** The context of a W3C `traceparent` (and `tracestate`) in these headers; the root context when there is none. */
 export function extractContext(headers: Record<string, unknown>): Context {
-  return w3c.extract(ROOT_CONTEXT, headers, defaultTextMapGetter)
+  return propagation.extract(ROOT_CONTEXT, headers)
 }
 
 /** Write the span's `traceparent` (and the trace state it carries) into outgoing headers. */
 export function injectContext(span: Span, headers: Record<string, unknown>): void {
-  w3c.inject(trace.setSpan(ROOT_CONTEXT, span), headers, defaultTextMapSetter)
+  propagation.inject(trace.setSpan(ROOT_CONTEXT, span), headers)
 }
 
 /** The headers carrying the active span's context (outgoing calls made outside a request: the outbox). */
 export function activeTraceHeaders(): Record<string, string> {
   const headers: Record<string, string> = {}
-  w3c.inject(context.active(), headers, defaultTextMapSetter)
+  propagation.inject(context.active(), headers)
   return headers
 }
 

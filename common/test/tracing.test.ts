@@ -34,8 +34,8 @@ async function receiver(t: { teardown(fn: () => unknown): void }) {
 }
 
 t.test('off unless an endpoint is set, and off when OTEL_SDK_DISABLED', async (t) => {
-  t.equal(startTracing(loadConfig(schema, {}), 'x'), null, 'no endpoint: off')
-  t.equal(startTracing(loadConfig(schema, { OTEL_EXPORTER_OTLP_ENDPOINT: 'http://127.0.0.1:4318', OTEL_SDK_DISABLED: 'true' }), 'x'), null, 'disabled: off')
+  t.equal(await startTracing(loadConfig(schema, {}), 'x'), null, 'no endpoint: off')
+  t.equal(await startTracing(loadConfig(schema, { OTEL_EXPORTER_OTLP_ENDPOINT: 'http://127.0.0.1:4318', OTEL_SDK_DISABLED: 'true' }), 'x'), null, 'disabled: off')
   const defaults = loadConfig(schema, {})
   t.equal(defaults.OTEL_TRACES_SAMPLER, 'parentbased_always_on')
   t.equal(defaults.OTEL_TRACES_SAMPLER_ARG, 1)
@@ -49,10 +49,10 @@ t.test('a wrong value is one line naming the variable', async (t) => {
 
 t.test('spans go to <endpoint>/v1/traces under the default service name, or to the traces URL as given', async (t) => {
   const otlp = await receiver(t)
-  const a = startTracing(loadConfig(schema, { OTEL_EXPORTER_OTLP_ENDPOINT: `${otlp.url}/` }), 'task-service')!
+  const a = (await startTracing(loadConfig(schema, { OTEL_EXPORTER_OTLP_ENDPOINT: `${otlp.url}/` }), 'task-service'))!
   a.tracer.startSpan('one').end()
   await a.shutdown()
-  const b = startTracing(loadConfig(schema, { OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: `${otlp.url}/custom/traces`, OTEL_SERVICE_NAME: 'named' }), 'task-service')!
+  const b = (await startTracing(loadConfig(schema, { OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: `${otlp.url}/custom/traces`, OTEL_SERVICE_NAME: 'named' }), 'task-service'))!
   b.tracer.startSpan('two').end()
   await b.shutdown()
   t.same(otlp.got, [
@@ -63,10 +63,10 @@ t.test('spans go to <endpoint>/v1/traces under the default service name, or to t
 
 t.test('the ratio sampler: 0 records nothing, 1 everything', async (t) => {
   const otlp = await receiver(t)
-  const none = startTracing(loadConfig(schema, { OTEL_EXPORTER_OTLP_ENDPOINT: otlp.url, OTEL_TRACES_SAMPLER: 'traceidratio', OTEL_TRACES_SAMPLER_ARG: '0' }), 's')!
+  const none = (await startTracing(loadConfig(schema, { OTEL_EXPORTER_OTLP_ENDPOINT: otlp.url, OTEL_TRACES_SAMPLER: 'traceidratio', OTEL_TRACES_SAMPLER_ARG: '0' }), 's'))!
   for (let i = 0; i < 20; i++) none.tracer.startSpan('dropped').end()
   await none.shutdown()
-  const all = startTracing(loadConfig(schema, { OTEL_EXPORTER_OTLP_ENDPOINT: otlp.url, OTEL_TRACES_SAMPLER: 'traceidratio', OTEL_TRACES_SAMPLER_ARG: '1' }), 's')!
+  const all = (await startTracing(loadConfig(schema, { OTEL_EXPORTER_OTLP_ENDPOINT: otlp.url, OTEL_TRACES_SAMPLER: 'traceidratio', OTEL_TRACES_SAMPLER_ARG: '1' }), 's'))!
   for (let i = 0; i < 20; i++) all.tracer.startSpan('kept').end()
   await all.shutdown()
   const names = otlp.got.flatMap((g) => g.names)
@@ -89,7 +89,7 @@ t.test('an export that fails is a warning in the log, not silence', async (t) =>
   await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve))
   const port = (closed.address() as AddressInfo).port
   await new Promise<void>((resolve) => closed.close(() => resolve()))
-  const tracing = startTracing(loadConfig(schema, { OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${port}`, OTEL_BSP_SCHEDULE_DELAY: '50' }), 'svc')!
+  const tracing = (await startTracing(loadConfig(schema, { OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${port}`, OTEL_BSP_SCHEDULE_DELAY: '50' }), 'svc'))!
   const app = createService({ name: 'svc', logLevel: 'warn', logStream, openapi: false, tracing })
   t.teardown(() => app.close())
   await app.ready()

@@ -48,7 +48,7 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
   const key = proofKey(config.BETTER_AUTH_SECRET, config.INTERNAL_PROOF_SECRET)
 
   const https = tlsOptions(config)
-  const tracing = startTracing(config, 'gateway')
+  const tracing = await startTracing(config, 'gateway')
   const app = createService({
     tracing,
     // Browser-facing hardening headers (helmet's, computed once) on every answer, router errors included.

@@ -21,7 +21,7 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
     logLevel: config.LOG_LEVEL,
     ...(opts.logStream ? { logStream: opts.logStream } : {}),
     readiness: { database: () => pool.query('select 1') },
-    tracing: startTracing(config, 'task-service'),
+    tracing: await startTracing(config, 'task-service'),
   })
 
   // Metrics on /metrics; closed with the app, after in-flight requests.

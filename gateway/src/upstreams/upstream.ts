@@ -67,12 +67,12 @@ export const HEALTH_CHECK_DEFAULTS: HealthCheckDef = { path: '/health', interval
 export const OUTLIER_DEFAULTS: OutlierDef = { consecutiveFailures: 5, baseEjectionMs: 30_000, maxEjectionMs: 300_000 }
 export const DNS_REFRESH_DEFAULT_MS = 5000
 
-/** Every member is out: answered 503 at once. */
 /** A handler that wants to know which target serves it (the forwarder's traced exchange). */
 interface TargetAware {
   onTarget?: (label: string) => void
 }
 
+/** Every member is out: answered 503 at once. */
 export class NoHealthyTarget extends Error {
   code = 'UPSTREAM_NO_HEALTHY_TARGET'
 }
