@@ -71,7 +71,7 @@ const attr = (s: OtlpSpan, key: string) => {
   return v === undefined ? undefined : (v.stringValue ?? v.intValue ?? v.doubleValue ?? v.boolValue)
 }
 
-async function until<T>(what: string, fn: () => T | undefined, timeoutMs = 15_000): Promise<T> {
+async function until<T>(what: string, fn: () => T | undefined, timeoutMs = 30_000): Promise<T> {
   const deadline = Date.now() + timeoutMs
   for (;;) {
     const v = fn()
