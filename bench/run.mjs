@@ -8,6 +8,8 @@
  *   npm run bench -- --only=throughput,signin,faults,ledger,hostile
  *                                  (hostile: fault (v), nested-JSON bodies while /health is probed)
  *   npm run bench -- --only=throughput --tool=autocannon|wrk|both   load tool(s) for throughput (default both)
+ *   npm run bench -- --only=throughput --tracing   also (c) with OpenTelemetry tracing on, sampling 1 % and 100 %,
+ *                                  exporting OTLP/HTTP to a local sink (bench/lib/otlp-sink.mjs, on the load CPU)
  * Throughput rows: (a) upstream, (b) bare http-proxy, (c) gateway, (c+redis) gateway with a private redis-server;
  * each with req/s, latency and server CPU us/request (user+sys of the whole process, /proc). wrk: apt-get install -y wrk.
  * Durations: BENCH_WARMUP_S, BENCH_DURATION_S, BENCH_CONNECTIONS, BENCH_SOAK_S, BENCH_SIGNIN_DURATION_S,

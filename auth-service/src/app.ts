@@ -3,7 +3,7 @@
  * internal routes (revocation feed, service tokens) and the outbox delivery.
  * Config in, app out; server.ts is the only caller that listens.
  */
-import { createService, proofKey, type App } from '@tollgate/common'
+import { createService, proofKey, startTracing, type App } from '@tollgate/common'
 import { attachDatabase } from '@tollgate/common/db'
 import type { Config } from './config.js'
 import { createPasswordManager } from './credentials/password-manager.js'
@@ -31,6 +31,7 @@ export async function buildApp(config: Config, opts: { logStream?: NodeJS.Writab
     logLevel: config.LOG_LEVEL,
     logStream: opts.logStream,
     readiness: { database: () => pool.query('select 1') },
+    tracing: await startTracing(config, 'auth-service'),
   })
   // Metrics on /metrics; closed with the app, after in-flight requests.
   const pool = attachDatabase(app as never, config, 'auth-service')
@@ -69,6 +70,7 @@ export async function buildApp(config: Config, opts: { logStream?: NodeJS.Writab
     serviceToken: () => serviceTokens.own(),
     pollMs: config.OUTBOX_POLL_MS,
     log: app.log,
+    tracing: app.tracing,
   })
   app.addHook('onReady', async () => delivery.start())
   app.addHook('preClose', async () => delivery.stop())

@@ -7,6 +7,7 @@
  *   --streams  live SSE streams through the gateway: memory per stream, fan-out latency, sign-out close time
  *   --only=throughput,signin,faults,ledger,hostile   a subset (combinable with --quick)
  *   --tool=autocannon|wrk|both   load generator(s) of the throughput suite (default both)
+ *   --tracing  throughput also with tracing on, sampling 1 % and 100 % (rows c+trace1%, c+trace100%)
  */
 const SUITES = ['throughput', 'signin', 'faults', 'ledger', 'hostile']
 const TOOLS = { autocannon: ['autocannon'], wrk: ['wrk'], both: ['autocannon', 'wrk'] }
@@ -15,7 +16,7 @@ export function readConfig(argv = process.argv.slice(2), env = process.env) {
   const flags = new Set(argv.filter((a) => a.startsWith('--') && !a.includes('=')))
   const only = argv.find((a) => a.startsWith('--only='))?.slice(7).split(',').filter(Boolean)
   const tool = argv.find((a) => a.startsWith('--tool='))?.slice(7) ?? 'both'
-  const unknown = [...flags].filter((f) => !['--quick', '--soak', '--profile', '--streams', '--help'].includes(f))
+  const unknown = [...flags].filter((f) => !['--quick', '--soak', '--profile', '--streams', '--help', '--tracing'].includes(f))
   const badValued = argv.filter((a) => a.startsWith('--') && a.includes('=') && !a.startsWith('--only=') && !a.startsWith('--tool='))
   if (unknown.length || badValued.length || (only && only.some((s) => !SUITES.includes(s)))) {
     throw new Error(`unknown option ${[...unknown, ...badValued].join(' ') || `--only=${only}`}; see bench/lib/config.mjs`)
@@ -40,6 +41,8 @@ export function readConfig(argv = process.argv.slice(2), env = process.env) {
     quick,
     suites,
     tools: TOOLS[tool],
+    // Throughput also with OpenTelemetry on (OTLP/HTTP to a local sink), sampling 1 % and 100 %.
+    tracing: flags.has('--tracing'),
     // Quick runs never overwrite the figures the README quotes.
     outName: quick ? 'quick' : 'latest',
     connections: num('BENCH_CONNECTIONS', 50, 50),

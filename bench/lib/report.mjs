@@ -117,6 +117,8 @@ const THROUGHPUT_ROWS = {
   c: '(c) Tollgate gateway, everything on',
   cr: '(c+redis) the same, counters in Redis',
   c1k: '(c 1k routes) the same, 1,000 declared routes',
+  ct1: '(c+trace1%) the same, OpenTelemetry tracing sampling 1 %',
+  ct100: '(c+trace100%) the same, sampling 100 %',
 }
 
 function throughputMd(t) {
@@ -147,7 +149,7 @@ function throughputMd(t) {
         }),
       ),
       '',
-      `Ratios: req/s c/a **${ratios.rps_c_over_a}**, c/b **${ratios.rps_c_over_b}**; p99 c/a ${ratios.p99_c_over_a}, c/b **${ratios.p99_c_over_b}**. CPU per request (b)/(c): **${ratios.cpu_per_request_b_over_c ?? '-'}**${ratios.cpu_per_request_b_over_c_per_round ? ` (per round ${ratios.cpu_per_request_b_over_c_per_round.join(', ')})` : ''}, i.e. (c) costs ${ratios.cpu_per_request_c_over_b ?? '-'} x (b) (the req/s ratio if each proxy had a whole core to itself).${ratios.cpu_per_request_memory_over_redis === undefined ? '' : ` Redis counters: CPU per request memory/Redis **${ratios.cpu_per_request_memory_over_redis}** (per round ${ratios.cpu_per_request_memory_over_redis_per_round.join(', ')}), req/s Redis/memory ${ratios.rps_redis_over_memory}, **${ratios.redis_ops_per_request}** Redis commands per protected request (INFO commandstats before and after each slice: ${redisDetail(runs.cr)}).`}${ratios.rps_1k_routes_over_c === undefined ? '' : ` 1,000 declared routes / the bundled file's: req/s **${ratios.rps_1k_routes_over_c}**, p99 ${ratios.p99_1k_routes_over_c}, CPU per request **${ratios.cpu_per_request_1k_routes_over_c}**, RSS max ${ratios.rss_max_mb_1k_routes_over_c} (the RSS target is the bundled file's).`}`,
+      `Ratios: req/s c/a **${ratios.rps_c_over_a}**, c/b **${ratios.rps_c_over_b}**; p99 c/a ${ratios.p99_c_over_a}, c/b **${ratios.p99_c_over_b}**. CPU per request (b)/(c): **${ratios.cpu_per_request_b_over_c ?? '-'}**${ratios.cpu_per_request_b_over_c_per_round ? ` (per round ${ratios.cpu_per_request_b_over_c_per_round.join(', ')})` : ''}, i.e. (c) costs ${ratios.cpu_per_request_c_over_b ?? '-'} x (b) (the req/s ratio if each proxy had a whole core to itself).${ratios.cpu_per_request_memory_over_redis === undefined ? '' : ` Redis counters: CPU per request memory/Redis **${ratios.cpu_per_request_memory_over_redis}** (per round ${ratios.cpu_per_request_memory_over_redis_per_round.join(', ')}), req/s Redis/memory ${ratios.rps_redis_over_memory}, **${ratios.redis_ops_per_request}** Redis commands per protected request (INFO commandstats before and after each slice: ${redisDetail(runs.cr)}).`}${ratios.rps_1k_routes_over_c === undefined ? '' : ` 1,000 declared routes / the bundled file's: req/s **${ratios.rps_1k_routes_over_c}**, p99 ${ratios.p99_1k_routes_over_c}, CPU per request **${ratios.cpu_per_request_1k_routes_over_c}**, RSS max ${ratios.rss_max_mb_1k_routes_over_c} (the RSS target is the bundled file's).`}${ratios.cpu_per_request_trace1_over_c === undefined ? '' : ` Tracing (OTLP/HTTP to a local sink): CPU per request over (c) **${ratios.cpu_per_request_trace1_over_c}** at 1 %, **${ratios.cpu_per_request_trace100_over_c}** at 100 %; req/s over (c) ${ratios.rps_trace1_over_c} / ${ratios.rps_trace100_over_c}; p99 over (c) ${ratios.p99_trace1_over_c} / ${ratios.p99_trace100_over_c}.`}`,
       '',
     )
   }

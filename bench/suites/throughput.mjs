@@ -8,15 +8,15 @@
  * (what an outside harness pinning each proxy to a core measures), so two
  * load tools with different costs of their own can agree on it.
  */
-import { startBareProxy, startGateway, startUpstream } from '../lib/stack.mjs'
-import { stop } from '../lib/procs.mjs'
+import { CPU_LOAD, startBareProxy, startGateway, startUpstream } from '../lib/stack.mjs'
+import { freePort, startNode, stop } from '../lib/procs.mjs'
 import { redisCommandCounts, redisMissing, startRedis } from '../lib/redis.mjs'
 import { wrkMissing } from '../lib/wrk.mjs'
 import { benchUser, check, expectStatus, measureSideBySide, ratio } from '../lib/scenario.mjs'
 import { round } from '../lib/proc-stats.mjs'
 import { routesFile } from '../lib/routes-file.mjs'
 
-export const TARGETS = { rpsRatio: 0.9, p99Ratio: 1.2, rssMB: 150, cpuRatio: 0.95, redisCpuRatio: 0.95, redisOpsPerRequest: 0.1 }
+export const TARGETS = { rpsRatio: 0.9, p99Ratio: 1.2, rssMB: 150, cpuRatio: 0.95, redisCpuRatio: 0.95, redisOpsPerRequest: 0.1, tracedCpuRatio: 1.05 }
 
 export const LABELS = {
   a: '(a) upstream direct',
@@ -24,10 +24,19 @@ export const LABELS = {
   c: '(c) Tollgate gateway, everything on',
   cr: '(c+redis) the same, counters in Redis (REDIS_URL)',
   c1k: '(c 1k routes) the same, 1,000 declared routes (generated file)',
+  ct1: '(c+trace1%) the same, tracing on, sampling 1 % (OTLP/HTTP to a local sink)',
+  ct100: '(c+trace100%) the same, tracing on, sampling 100 %',
 }
 
 /** Declared routes of the (c 1k routes) row's generated file (issue 15 item 8). */
 export const MANY_ROUTES = 1000
+
+/** The gateway's OpenTelemetry settings for a sampling ratio, exporting to `sinkUrl`. */
+const tracingEnv = (sinkUrl, ratio) => ({
+  OTEL_EXPORTER_OTLP_ENDPOINT: sinkUrl,
+  OTEL_TRACES_SAMPLER: 'parentbased_traceidratio',
+  OTEL_TRACES_SAMPLER_ARG: String(ratio),
+})
 
 export async function throughput(cfg, log) {
   const skipped = {}
@@ -47,6 +56,9 @@ export async function throughput(cfg, log) {
   let redis
   let gwRedis
   let gwMany
+  let sink
+  let traced1
+  let traced100
   let runs
   try {
     // Every proxy stays up on CPU 1; only the one under load does any work.
@@ -71,18 +83,30 @@ export async function throughput(cfg, log) {
       await untilCountingInRedis(gwRedis.url + user.tasksPath, user.headers, countOps)
       targets.push({ key: 'cr', label: LABELS.cr, url: gwRedis.url + user.tasksPath, pid: gwRedis.proc.pid, otherPid: tasks.proc.pid, countOps, state })
     }
+    if (cfg.tracing) {
+      const port = await freePort()
+      sink = await startNode({ name: 'otlp-sink', args: [new URL('../lib/otlp-sink.mjs', import.meta.url).pathname], env: { PORT: String(port) }, cpu: CPU_LOAD, readyLine: 'listening' })
+      const sinkUrl = `http://127.0.0.1:${port}`
+      traced1 = await startGateway({ tasksUrl: tasks.url, authUrl: auth.url, env: { REDIS_URL: undefined, ...tracingEnv(sinkUrl, 0.01) } })
+      traced100 = await startGateway({ tasksUrl: tasks.url, authUrl: auth.url, env: { REDIS_URL: undefined, ...tracingEnv(sinkUrl, 1) } })
+      targets.push(
+        { key: 'ct1', label: LABELS.ct1, url: traced1.url + user.tasksPath, pid: traced1.proc.pid, otherPid: tasks.proc.pid },
+        { key: 'ct100', label: LABELS.ct100, url: traced100.url + user.tasksPath, pid: traced100.proc.pid, otherPid: tasks.proc.pid },
+      )
+    }
     for (const t of targets) await expectStatus(t.url, { headers: user.headers })
     log(`side by side with ${tools.join(' and ')}: ${cfg.warmupS}s warm-up per target and tool, then ${cfg.durationS}s each in ${cfg.rounds} rounds`)
     runs = await measureSideBySide(targets, { headers: user.headers, connections: cfg.connections, warmupS: cfg.warmupS, durationS: cfg.durationS, rounds: cfg.rounds, tools, log })
   } finally {
-    await Promise.all([stop(gw?.proc), stop(gwRedis?.proc), stop(gwMany?.proc), stop(bare?.proc)])
+    await Promise.all([stop(gw?.proc), stop(gwRedis?.proc), stop(gwMany?.proc), stop(bare?.proc), stop(traced1?.proc), stop(traced100?.proc)])
+    await stop(sink?.proc)
     await Promise.all([stop(tasks.proc), stop(auth.proc), stop(redis?.proc)])
   }
 
   const byTool = {}
   const checks = []
   for (const tool of tools) {
-    const { a, b, c, cr, c1k } = runs[tool]
+    const { a, b, c, cr, c1k, ct1, ct100 } = runs[tool]
     const ratios = {
       rps_c_over_a: ratio(c.rps, a.rps),
       rps_c_over_b: ratio(c.rps, b.rps),
@@ -108,6 +132,20 @@ export async function throughput(cfg, log) {
         cpu_per_request_memory_over_redis_per_round: perRound(c, cr),
         redis_ops_per_request: cr.opsPerRequest,
       })
+    }
+    if (ct1 && ct100) {
+      Object.assign(ratios, {
+        cpu_per_request_trace1_over_c: ratio(ct1.serverCpuUsPerRequest, c.serverCpuUsPerRequest),
+        cpu_per_request_trace100_over_c: ratio(ct100.serverCpuUsPerRequest, c.serverCpuUsPerRequest),
+        rps_trace1_over_c: ratio(ct1.rps, c.rps),
+        rps_trace100_over_c: ratio(ct100.rps, c.rps),
+        p99_trace1_over_c: ratio(ct1.latencyMs.p99, c.latencyMs.p99),
+        p99_trace100_over_c: ratio(ct100.latencyMs.p99, c.latencyMs.p99),
+      })
+      checks.push(
+        check(`trace1-cpu:${tool}`, `(c+trace1%) CPU per request / (c) CPU per request, ${tool}`, `<= ${TARGETS.tracedCpuRatio}`, ratios.cpu_per_request_trace1_over_c, ratios.cpu_per_request_trace1_over_c <= TARGETS.tracedCpuRatio),
+      )
+      log(`${tool}: tracing, CPU/req over (c): 1 % ${ratios.cpu_per_request_trace1_over_c}, 100 % ${ratios.cpu_per_request_trace100_over_c}; req/s over (c): 1 % ${ratios.rps_trace1_over_c}, 100 % ${ratios.rps_trace100_over_c}`)
     }
     byTool[tool] = { runs: runs[tool], ratios }
     const on = `, ${tool}`
@@ -145,6 +183,7 @@ export async function throughput(cfg, log) {
       path: 'GET /api/:user/tasks (5 tasks, ~1 KB)',
       wrk: tools.includes('wrk') ? '1 thread, keep-alive, Lua script for the headers (bench/lib/wrk-load.lua)' : undefined,
       redis: missingRedis ? undefined : 'private redis-server on a free 127.0.0.1 port, CPU 0, no persistence',
+      tracing: cfg.tracing ? 'OTLP/HTTP JSON to bench/lib/otlp-sink.mjs on CPU 0; parentbased_traceidratio 0.01 and 1.0; batch span processor defaults' : undefined,
     },
     skipped,
     byTool,

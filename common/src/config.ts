@@ -10,6 +10,7 @@ import { join } from 'node:path'
 import envSchema from 'env-schema'
 import addFormats from 'ajv-formats'
 import { Type, type TObject, type Static } from 'typebox'
+import { TRACES_SAMPLERS, tracingConfig } from './tracing.js'
 
 /** Values from `.env` (the working directory's, else the repository root's) under the real environment. */
 export function readEnv(env: NodeJS.ProcessEnv = process.env, cwd = process.cwd()): Record<string, string | undefined> {
@@ -88,7 +89,7 @@ function describeSchemaError(message: string): string {
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']
 /** Variables with a fixed set of values: a mistake lists them (ajv only says "must be equal to constant"). */
-const ALLOWED_VALUES: Record<string, string[]> = { LOG_LEVEL: LOG_LEVELS }
+const ALLOWED_VALUES: Record<string, string[]> = { LOG_LEVEL: LOG_LEVELS, OTEL_TRACES_SAMPLER: [...TRACES_SAMPLERS] }
 
 /** "host:port" of a database URL, without credentials, for messages. */
 export function databaseAddress(url: string): string {
@@ -145,6 +146,7 @@ export const commonConfig = {
   /** Seconds a gateway identity proof stays valid (clock skew plus transit). */
   INTERNAL_PROOF_WINDOW_S: Type.Integer({ minimum: 1, maximum: 300, default: 30 }),
   SHUTDOWN_GRACE_MS: Type.Integer({ minimum: 0, maximum: 60000, default: 8000 }),
+  ...tracingConfig,
 }
 
 export const databaseConfig = {

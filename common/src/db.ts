@@ -6,6 +6,7 @@ import pg from 'pg'
 import type { FastifyBaseLogger, FastifyInstance } from 'fastify'
 import { installPoolMetrics } from './metrics.js'
 import { errors } from './errors.js'
+import { traceQueries } from './db-tracing.js'
 
 export interface PoolOptions {
   connectionString: string
@@ -87,8 +88,17 @@ export function attachDatabase(app: FastifyInstance, config: DatabaseSettings, a
     app.log,
   )
   installPoolMetrics(app, pool)
+  if (app.tracing) traceQueries(pool, app.tracing.tracer, databaseName(config.DATABASE_URL))
   app.addHook('onClose', async () => {
     await pool.end()
   })
   return pool
+}
+
+function databaseName(url: string): string {
+  try {
+    return decodeURIComponent(new URL(url).pathname.slice(1)) || 'postgres'
+  } catch {
+    return 'postgres'
+  }
 }

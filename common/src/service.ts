@@ -24,6 +24,7 @@ import { installJsonBodyParser } from './json-body.js'
 import { lingerOnRefusal } from './refused-upload.js'
 import { accessLine, genReqId, loggerOptions, REQUEST_ID_HEADER, stdoutDestination, type AccessLogExtension } from './logging.js'
 import { installMetrics, type MetricsKit } from './metrics.js'
+import { installTracing, type Tracing } from './tracing.js'
 
 export type App = FastifyInstance<
   RawServerDefault,
@@ -64,6 +65,10 @@ export interface ServiceOptions {
   accessLog?: AccessLogExtension
   /** Extra Fastify options (https, etc.). */
   fastify?: Partial<FastifyServerOptions>
+  /** OpenTelemetry tracing (startTracing), or null/absent: off, nothing installed. */
+  tracing?: Tracing | null
+  /** The tracing outlives this app: its owner shuts it down (the gateway's runtime, across reloads). */
+  tracingShared?: boolean
 }
 
 export const ONE_MIB = 1024 * 1024
@@ -114,6 +119,8 @@ export function createService(opts: ServiceOptions): App {
 
   installErrorEnvelope(app as unknown as FastifyInstance)
   installJsonBodyParser(app as unknown as FastifyInstance)
+  app.decorate('tracing', opts.tracing ?? null)
+  if (opts.tracing) installTracing(app as unknown as FastifyInstance, opts.tracing, opts.tracingShared !== true)
 
   // Callback-style hooks on the hot path: cheaper than async ones.
   const hasResponseHeaders = Object.keys(responseHeaders).length > 0

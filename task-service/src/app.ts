@@ -4,7 +4,7 @@
  * It never listens; server.ts does, and tests use app.inject.
  */
 import websocket from '@fastify/websocket'
-import { createService, proofKey, type App } from '@tollgate/common'
+import { createService, proofKey, startTracing, type App } from '@tollgate/common'
 import { attachDatabase } from '@tollgate/common/db'
 import type { Config } from './config.js'
 import { createTasksRepository } from './plugins/tasks-repository.js'
@@ -23,6 +23,7 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
     logLevel: config.LOG_LEVEL,
     ...(opts.logStream ? { logStream: opts.logStream } : {}),
     readiness: { database: () => pool.query('select 1') },
+    tracing: await startTracing(config, 'task-service'),
   })
 
   // Metrics on /metrics; closed with the app, after in-flight requests.

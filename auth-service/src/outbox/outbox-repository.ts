@@ -11,6 +11,8 @@ export interface OutboxMessage {
   kind: string
   payload: Record<string, unknown>
   attempts: number
+  /** The traceparent of the request that wrote it (tracing on), else null. */
+  traceContext: string | null
 }
 
 /** A claimed message is invisible to other workers this long; delivery takes far less. */
@@ -21,16 +23,16 @@ export function createOutboxRepository(pool: pg.Pool) {
     /** Claim up to `limit` due messages. */
     async claimDue(limit: number): Promise<OutboxMessage[]> {
       const { rows } = await withDatabase(() =>
-        pool.query<{ id: string; kind: string; payload: Record<string, unknown>; attempts: number }>(
+        pool.query<{ id: string; kind: string; payload: Record<string, unknown>; attempts: number; trace_context: string | null }>(
           `UPDATE outbox SET next_attempt_at = now() + make_interval(secs => $2)
             WHERE id IN (SELECT id FROM outbox
                           WHERE delivered_at IS NULL AND next_attempt_at <= now()
                           ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)
-          RETURNING id::text, kind, payload, attempts`,
+          RETURNING id::text, kind, payload, attempts, trace_context`,
           [limit, LEASE_SECONDS],
         ),
       )
-      return rows.map((r) => ({ ...r, id: Number(r.id) }))
+      return rows.map(({ trace_context, ...r }) => ({ ...r, id: Number(r.id), traceContext: trace_context }))
     },
 
     async delivered(id: number): Promise<void> {

@@ -6,7 +6,8 @@
  */
 import { randomUUID } from 'node:crypto'
 import type { FastifyBaseLogger } from 'fastify'
-import { REQUEST_ID_HEADER } from '@tollgate/common'
+import { REQUEST_ID_HEADER, type Tracing } from '@tollgate/common'
+import { traceDelivery } from './delivery-tracing.js'
 import type { OutboxMessage, OutboxRepository } from './outbox-repository.js'
 
 export interface DeliveryOptions {
@@ -18,6 +19,8 @@ export interface DeliveryOptions {
   log: FastifyBaseLogger
   /** Per-request timeout toward the gateway. */
   timeoutMs?: number
+  /** Each delivery as a span, child of the deletion's trace (tracing on). */
+  tracing?: Tracing | null
 }
 
 const MAX_BACKOFF_S = 300
@@ -33,29 +36,37 @@ export function createPurgeDelivery(opts: DeliveryOptions) {
   let stopped = false
   let again = false
 
-  async function deliver(message: OutboxMessage): Promise<void> {
+  async function deliverOnce(message: OutboxMessage): Promise<void> {
     if (message.kind !== 'purge-tasks') throw new Error(`unknown outbox kind ${message.kind}`)
     const userId = String(message.payload.user_id)
     const requestId = typeof message.payload.request_id === 'string' ? message.payload.request_id : randomUUID()
     const res = await fetch(`${opts.gatewayInternalUrl}/internal/users/${encodeURIComponent(userId)}/tasks`, {
       method: 'DELETE',
-      headers: { authorization: `Bearer ${await opts.serviceToken()}`, [REQUEST_ID_HEADER]: requestId },
+      headers: { authorization: `Bearer ${await opts.serviceToken()}`, [REQUEST_ID_HEADER]: requestId, ...traceHeaders() },
       signal: AbortSignal.timeout(opts.timeoutMs ?? 5000),
     })
     await res.arrayBuffer().catch(() => undefined)
     if (!res.ok) throw new Error(`purge answered ${res.status}`)
-    opts.log.info({ reqId: requestId, userId, attempts: message.attempts + 1 }, 'account purge delivered')
+    opts.log.info({ reqId: requestId, userId, attempts: message.attempts + 1, ...traced?.logFields() }, 'account purge delivered')
   }
+
+  const traced = opts.tracing ? traceDelivery(opts.tracing) : null
+  const traceHeaders = traced ? traced.headers : () => undefined
+  const deliverAndMark = async (message: OutboxMessage): Promise<void> => {
+    await deliverOnce(message)
+    await opts.outbox.delivered(message.id)
+  }
+  /** Deliver, then mark delivered: in the delivery's span when tracing is on. */
+  const deliver = traced ? (message: OutboxMessage) => traced.run(message, () => deliverAndMark(message)) : deliverAndMark
 
   async function runOnce(): Promise<void> {
     const due = await opts.outbox.claimDue(20)
     for (const message of due) {
       try {
         await deliver(message)
-        await opts.outbox.delivered(message.id)
       } catch (err) {
         const retryIn = backoffSeconds(message.attempts)
-        opts.log.warn({ outboxId: message.id, attempts: message.attempts + 1, retryInS: Math.round(retryIn), err: { message: (err as Error).message } }, 'outbox delivery failed; will retry')
+        opts.log.warn({ ...(message.traceContext ? { trace_id: message.traceContext.split('-')[1] } : {}), outboxId: message.id, attempts: message.attempts + 1, retryInS: Math.round(retryIn), err: { message: (err as Error).message } }, 'outbox delivery failed; will retry')
         await opts.outbox.failed(message.id, (err as Error).message, retryIn).catch(() => {})
       }
     }
@@ -67,7 +78,7 @@ export function createPurgeDelivery(opts: DeliveryOptions) {
       again = true
       return running
     }
-    running = runOnce()
+    running = (traced ? traced.detached(runOnce) : runOnce())
       .catch((err) => opts.log.warn({ err: { message: (err as Error).message } }, 'outbox unavailable'))
       .finally(() => {
         running = undefined

@@ -4,6 +4,7 @@
  */
 import type pg from 'pg'
 import { isUniqueViolation, runQuery } from './query.js'
+import { activeTraceHeaders } from '@tollgate/common'
 
 export interface User {
   id: string
@@ -115,8 +116,9 @@ export function createUsersRepository(pool: pg.Pool): UsersRepository {
                revoked_at = now(), seq = nextval(pg_get_serial_sequence('revoked_tokens', 'seq'))`,
             [id, cutoffS],
           )
-          await client.query(`INSERT INTO outbox (kind, payload) VALUES ('purge-tasks', $1)`, [
+          await client.query(`INSERT INTO outbox (kind, payload, trace_context) VALUES ('purge-tasks', $1, $2)`, [
             JSON.stringify({ user_id: id, request_id: requestId }),
+            activeTraceHeaders().traceparent ?? null,
           ])
           await client.query('COMMIT')
           return true

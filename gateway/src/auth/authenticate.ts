@@ -83,10 +83,11 @@ export function authenticate(
   revocations: RevocationList,
   access: Exclude<Access, 'anonymous'>,
   onFailure: (code: string) => void,
-  accepts: { issuers?: ReadonlySet<string>; ownerParam?: string; tokenFrom?: 'authorization' | 'subprotocol' } = {},
+  accepts: { issuers?: ReadonlySet<string>; ownerParam?: string; tokenFrom?: 'authorization' | 'subprotocol'; onCache?: (hit: boolean) => void } = {},
 ): Step {
   const onlyIssuers = accepts.issuers
   const fromSubprotocol = accepts.tokenFrom === 'subprotocol'
+  const onCache = accepts.onCache
   const ownerParam = accepts.ownerParam ?? 'user_id'
   const decide = (request: FastifyRequest, result: TokenResult): HttpError | undefined => {
     if (result instanceof HttpError) return result
@@ -109,6 +110,7 @@ export function authenticate(
       : bearerToken(request.headers.authorization)
     if (token instanceof HttpError) return done(refuse(token))
     const hit = verifier.cached(token)
+    if (onCache !== undefined) onCache(hit !== undefined)
     if (hit !== undefined) {
       const err = decide(request, hit)
       return done(err && refuse(err))

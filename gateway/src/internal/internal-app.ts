@@ -9,7 +9,7 @@
 import type { Dispatcher } from 'undici'
 import type { FastifyServerOptions, HTTPMethods } from 'fastify'
 import { Counter } from 'prom-client'
-import { createMetricsKit, createService, serviceTokenKey, type App } from '@tollgate/common'
+import { createMetricsKit, createService, serviceTokenKey, type App, type Tracing } from '@tollgate/common'
 import type { Config } from '../config.js'
 import { asyncStep, sequence, type Step } from '../hook-steps.js'
 import type { CounterStore, CountingMode } from '../limits/store.js'
@@ -30,6 +30,8 @@ export interface InternalDeps {
   shared?: InternalShared
   /** Extra Fastify options (the reloading listener's serverFactory). */
   fastify?: Partial<FastifyServerOptions>
+  /** The gateway's tracing (shared with the public listener), or null: off. */
+  tracing?: Tracing | null
 }
 
 /** The internal listener's process-lifetime pieces: its registry and counters, and its policies' counter stores. */
@@ -58,6 +60,8 @@ export async function buildInternalApp(config: Config, deps: InternalDeps): Prom
     metrics: shared.kit,
     accessLog: gatewayAccessFields,
     ...(deps.fastify ? { fastify: deps.fastify } : {}),
+    tracing: deps.tracing ?? null,
+    tracingShared: true, // the gateway's runtime (or app) shuts it down
   })
   app.decorateRequest('auth', null)
   app.decorateRequest('service', null)
@@ -79,7 +83,7 @@ export async function buildInternalApp(config: Config, deps: InternalDeps): Prom
   const forwarders = new Map<string, Forward>()
   for (const [name, upstream] of deps.upstreams) {
     const timeoutMs = upstream.def.timeoutMs ?? config.UPSTREAM_TIMEOUT_MS
-    forwarders.set(name, createForwarder({ name, pool: upstream.pool, timeoutMs, countError: (labels) => upstreamErrors.inc(labels) }))
+    forwarders.set(name, createForwarder({ name, pool: upstream.pool, timeoutMs, countError: (labels) => upstreamErrors.inc(labels), tracer: deps.tracing?.tracer }))
   }
   for (const route of deps.routes) {
     await app.register(async (scope) => {

@@ -22,6 +22,8 @@ import type { Forward } from '../proxy/forwarder.js'
 import { acceptRawBodies, proxyRoutes } from '../proxy/proxy-routes.js'
 import type { ResolvedPolicy, ResolvedRoute } from '../gateway-config/load.js'
 import { openStream, refuseQueryToken, registerWebSocketRoutes, type LiveDeps } from '../streams/live-routes.js'
+import type { Tracer } from '@opentelemetry/api'
+import { recordTokenCache, tracedStep } from '../tracing.js'
 
 type Key = (req: FastifyRequest) => string | undefined
 
@@ -82,6 +84,8 @@ export interface PipelineDeps {
   onAuthFailure: (reason: string) => void
   /** Live routes (`stream:`): the open streams' registry, and where a WebSocket goes (an upstream's first target, its timeout). */
   live?: LiveDeps & { target: (upstream: string) => string; timeoutMs: (upstream: string) => number }
+  /** Tracing on: each step is a span of the request's (token check, rate limits). */
+  tracer?: Tracer | null
 }
 
 type Hook = Step
@@ -164,27 +168,36 @@ export function routeHooks(route: ResolvedRoute, deps: PipelineDeps): RouteHooks
   const afterToken = countAll.filter((p) => p.key === 'user')
   const fromBody = countAll.filter((p) => p.key === 'email' || p.key === 'email+address')
 
-  const onRequest: Step[] = beforeToken.map((p) => deps.policies.limiter(p))
+  const tracer = deps.tracer
+  const traced = (name: string, attributes: Record<string, string>, step: Step): Step => (tracer ? tracedStep(tracer, name, attributes, step) : step)
+  const limiter = (p: ResolvedPolicy) =>
+    traced('rate limit', { 'tollgate.rate_limit.policy': p.name, 'tollgate.rate_limit.key': p.key }, deps.policies.limiter(p))
+  const onRequest: Step[] = beforeToken.map(limiter)
   // A live route never reads a token from the query, and refuses one there before anything else.
   if (route.stream) onRequest.unshift(refuseQueryToken)
   if (route.access !== 'anonymous') {
     const issuers = route.issuers && new Set(route.issuers.map(deps.issuerOf))
     onRequest.push(
-      authenticate(deps.verifier, deps.revocations, route.access, deps.onAuthFailure, {
-        ...(issuers ? { issuers } : {}),
-        ...(route.ownerParam ? { ownerParam: route.ownerParam } : {}),
-        ...(route.stream === 'websocket' ? { tokenFrom: 'subprotocol' as const } : {}),
-      }),
+      traced(
+        'token check',
+        { 'tollgate.access': route.access },
+        authenticate(deps.verifier, deps.revocations, route.access, deps.onAuthFailure, {
+          ...(issuers ? { issuers } : {}),
+          ...(route.ownerParam ? { ownerParam: route.ownerParam } : {}),
+          ...(route.stream === 'websocket' ? { tokenFrom: 'subprotocol' as const } : {}),
+          ...(tracer ? { onCache: recordTokenCache } : {}),
+        }),
+      ),
     )
   }
-  for (const p of afterToken) onRequest.push(deps.policies.limiter(p))
+  for (const p of afterToken) onRequest.push(limiter(p))
   if (onRequest.length > 0) hooks.onRequest = sequence(onRequest)
 
   const onResponse: Hook[] = []
-  const preHandler: Step[] = fromBody.map((p) => deps.policies.limiter(p))
+  const preHandler: Step[] = fromBody.map(limiter)
   if (failures.length > 0) {
     const budgets = deps.policies.failureBudgets(failures)
-    preHandler.push(budgets.reserve)
+    preHandler.push(traced('rate limit', { 'tollgate.rate_limit.policy': failures.map((p) => p.name).join(','), 'tollgate.rate_limit.count': 'failures' }, budgets.reserve))
     onResponse.push(budgets.settle)
   }
   if (preHandler.length > 0) hooks.preHandler = sequence(preHandler)

@@ -47,6 +47,8 @@ declare module 'fastify' {
   }
 }
 import type { CloseReason, LiveStream } from '../streams/registry.js'
+import type { Tracer } from '@opentelemetry/api'
+import { tracedExchange, type ExchangeBase } from './forwarder-tracing.js'
 
 /** Answers up to this size are buffered and written at once; beyond it they stream. */
 export const MAX_BUFFERED_BYTES = 64 * 1024
@@ -92,6 +94,8 @@ export interface ForwarderOptions {
   /** Time the upstream has to send its response headers, and then between body chunks. */
   timeoutMs: number
   countError: UpstreamErrorCounter
+  /** Tracing on: each exchange is a client span, its traceparent sent upstream (see tracing.ts). */
+  tracer?: Tracer | null
 }
 
 export interface Outgoing {
@@ -161,7 +165,7 @@ export function createForwarder(opts: ForwarderOptions): Forward {
   const { pool, timeoutMs, name, countError } = opts
 
   /** One upstream exchange, as an undici dispatch handler (legacy callbacks: undici 7). */
-  class Exchange implements Dispatcher.DispatchHandler {
+  class Exchange implements Dispatcher.DispatchHandler, ExchangeBase {
     /** For the access line: the upstream's name, the target the last attempt went to (set by Upstream.dispatch). */
     readonly upstream = name
     target: Member | null = null
@@ -190,8 +194,8 @@ export function createForwarder(opts: ForwarderOptions): Forward {
     private readonly onClientClose = () => this.abort(new ClientGone('client closed the connection'))
 
     constructor(
-      private readonly reply: FastifyReply,
-      private readonly outgoing: Outgoing,
+      readonly reply: FastifyReply,
+      readonly outgoing: Outgoing,
     ) {
       reply.request.exchange = this
     }
@@ -243,7 +247,7 @@ export function createForwarder(opts: ForwarderOptions): Forward {
       if (this.state !== DONE) this.fail(err)
     }
 
-    private finish(): void {
+    finish(): void {
       this.state = DONE
       if (this.timer) clearTimeout(this.timer)
       this.reply.raw.removeListener('close', this.onClientClose)
@@ -376,7 +380,7 @@ export function createForwarder(opts: ForwarderOptions): Forward {
     }
 
     /** Settle the exchange on a failure: a 502/503/504 when nothing was sent yet, else cut the answer short. */
-    private fail(err: Error): void {
+    fail(err: Error): void {
       const streaming = this.state === STREAMING
       this.finish()
       const reply = this.reply
@@ -441,6 +445,10 @@ export function createForwarder(opts: ForwarderOptions): Forward {
     }
   }
 
+  if (opts.tracer) {
+    const Traced = tracedExchange(Exchange, opts.tracer, name)
+    return (reply, outgoing) => new Traced(reply, outgoing).start()
+  }
   return (reply, outgoing) => new Exchange(reply, outgoing).start()
 }
 

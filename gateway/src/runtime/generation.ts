@@ -82,6 +82,8 @@ async function build(
     headersTimeoutMs: config.HEADERS_TIMEOUT_MS,
     requestTimeoutMs: config.REQUEST_TIMEOUT_MS,
     metrics: runtime.metrics,
+    tracing: runtime.tracing,
+    tracingShared: true,
     // /ready and /metrics are served on the admin listener (admin/admin-app.ts), never on the public one.
     probes: false,
     accessLog: gatewayAccessFields,
@@ -204,7 +206,7 @@ async function build(
     const id = `${name} ${timeout}${live ? ' live' : ''}`
     let forward = forwarders.get(id)
     if (!forward) {
-      forward = createForwarder({ name, pool: live ? livePool(name) : upstream.pool, timeoutMs: timeout, countError: (labels) => runtime.upstreamErrors.inc(labels) })
+      forward = createForwarder({ name, pool: live ? livePool(name) : upstream.pool, timeoutMs: timeout, countError: (labels) => runtime.upstreamErrors.inc(labels), tracer: runtime.tracing?.tracer })
       forwarders.set(id, forward)
     }
     return forward
@@ -221,6 +223,7 @@ async function build(
     identity: publicIdentity,
     clockToleranceS: config.JWT_CLOCK_TOLERANCE_S,
     onAuthFailure: (reason) => runtime.authFailures.inc({ reason }),
+    tracer: runtime.tracing?.tracer,
     live: {
       ...live,
       target: (name) => upstreams.get(name)!.url,
@@ -236,6 +239,7 @@ async function build(
     newStore: counters.newStore,
     logStream: opts.logStream,
     shared: runtime.internal,
+    tracing: runtime.tracing,
     ...(opts.fastify?.serverFactory ? { fastify: { serverFactory: opts.fastify.serverFactory } } : {}),
   })
   app.decorate('internal', internal)

@@ -10,7 +10,7 @@ import type { Dispatcher } from 'undici'
 import type { FastifyBaseLogger } from 'fastify'
 import { pino } from 'pino'
 import { Counter, Gauge } from 'prom-client'
-import { createMetricsKit, loggerOptions, proofKey, stdoutDestination, type MetricsKit } from '@tollgate/common'
+import { createMetricsKit, loggerOptions, proofKey, startTracing, stdoutDestination, type MetricsKit, type Tracing } from '@tollgate/common'
 import type { Config } from '../config.js'
 import { createCounterStore, type CounterBackend, type CounterState, type CounterStore } from '../limits/store.js'
 import { RevocationList } from '../auth/revocation-list.js'
@@ -37,6 +37,8 @@ export interface Runtime {
   stores: Map<string, CounterStore>
   internal: InternalShared
   revocations: RevocationList
+  /** OpenTelemetry (OTEL_EXPORTER_OTLP_ENDPOINT), or null: off. One provider for the process. */
+  tracing: Tracing | null
   /** Open live streams (SSE, WebSocket): they outlive reloads, and revocations reach them here. */
   streams: StreamRegistry
   pools: PoolRegistry
@@ -57,6 +59,7 @@ export async function createRuntime(config: Config, opts: RuntimeOptions = {}): 
     (opts.logStream ?? stdoutDestination()) as pino.DestinationStream,
   ) as unknown as FastifyBaseLogger
   const metrics = createMetricsKit('gateway')
+  const tracing = await startTracing(config, 'gateway')
   const registry = metrics.registry
   const key = proofKey(config.BETTER_AUTH_SECRET, config.INTERNAL_PROOF_SECRET)
   const backendGauge = new Gauge({
@@ -101,6 +104,7 @@ export async function createRuntime(config: Config, opts: RuntimeOptions = {}): 
     stores: new Map(),
     internal: createInternalShared(),
     revocations,
+    tracing,
     streams,
     pools,
     upstreamMetrics,
@@ -138,6 +142,7 @@ export async function createRuntime(config: Config, opts: RuntimeOptions = {}): 
       revocations.stop()
       await counters.close()
       await pools.closeAll()
+      await tracing?.shutdown()
     },
   }
 }

@@ -1,0 +1,103 @@
+/**
+ * Tracing's configuration, by the OpenTelemetry SDK's own variable names:
+ * off unless an endpoint is set (or when OTEL_SDK_DISABLED), the traces URL
+ * as given, the service name, the sampler; a wrong sampler is one line
+ * naming the choices. Spans are read from a real OTLP/HTTP receiver.
+ */
+import t from 'tap'
+import { createServer } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { Type } from 'typebox'
+import { ConfigError, loadConfig, startTracing, tracingConfig } from '../src/index.js'
+
+const schema = Type.Object(tracingConfig)
+
+async function receiver(t: { teardown(fn: () => unknown): void }) {
+  const got: { path: string; service: string; names: string[] }[] = []
+  const server = createServer((req, res) => {
+    const chunks: Buffer[] = []
+    req.on('data', (c: Buffer) => chunks.push(c))
+    req.on('end', () => {
+      const body = JSON.parse(Buffer.concat(chunks).toString()) as {
+        resourceSpans: { resource: { attributes: { key: string; value: { stringValue?: string } }[] }; scopeSpans: { spans: { name: string }[] }[] }[]
+      }
+      for (const rs of body.resourceSpans) {
+        const service = rs.resource.attributes.find((a) => a.key === 'service.name')?.value.stringValue ?? '?'
+        got.push({ path: req.url ?? '', service, names: rs.scopeSpans.flatMap((s) => s.spans.map((x) => x.name)) })
+      }
+      res.writeHead(200, { 'content-type': 'application/json' }).end('{}')
+    })
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => new Promise<void>((resolve) => server.close(() => resolve())))
+  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, got }
+}
+
+t.test('off unless an endpoint is set, and off when OTEL_SDK_DISABLED', async (t) => {
+  t.equal(await startTracing(loadConfig(schema, {}), 'x'), null, 'no endpoint: off')
+  t.equal(await startTracing(loadConfig(schema, { OTEL_EXPORTER_OTLP_ENDPOINT: 'http://127.0.0.1:4318', OTEL_SDK_DISABLED: 'true' }), 'x'), null, 'disabled: off')
+  const defaults = loadConfig(schema, {})
+  t.equal(defaults.OTEL_TRACES_SAMPLER, 'parentbased_always_on')
+  t.equal(defaults.OTEL_TRACES_SAMPLER_ARG, 1)
+})
+
+t.test('a wrong value is one line naming the variable', async (t) => {
+  t.throws(() => loadConfig(schema, { OTEL_TRACES_SAMPLER: 'sometimes' }), new ConfigError('OTEL_TRACES_SAMPLER must be one of always_on, always_off, traceidratio, parentbased_always_on, parentbased_always_off, parentbased_traceidratio'))
+  t.throws(() => loadConfig(schema, { OTEL_TRACES_SAMPLER_ARG: '2' }), /OTEL_TRACES_SAMPLER_ARG must be <= 1/)
+  t.throws(() => loadConfig(schema, { OTEL_EXPORTER_OTLP_ENDPOINT: 'localhost:4318' }), /OTEL_EXPORTER_OTLP_ENDPOINT must match pattern/)
+})
+
+t.test('spans go to <endpoint>/v1/traces under the default service name, or to the traces URL as given', async (t) => {
+  const otlp = await receiver(t)
+  const a = (await startTracing(loadConfig(schema, { OTEL_EXPORTER_OTLP_ENDPOINT: `${otlp.url}/` }), 'task-service'))!
+  a.tracer.startSpan('one').end()
+  await a.shutdown()
+  const b = (await startTracing(loadConfig(schema, { OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: `${otlp.url}/custom/traces`, OTEL_SERVICE_NAME: 'named' }), 'task-service'))!
+  b.tracer.startSpan('two').end()
+  await b.shutdown()
+  t.same(otlp.got, [
+    { path: '/v1/traces', service: 'task-service', names: ['one'] },
+    { path: '/custom/traces', service: 'named', names: ['two'] },
+  ])
+})
+
+t.test('the ratio sampler: 0 records nothing, 1 everything', async (t) => {
+  const otlp = await receiver(t)
+  const none = (await startTracing(loadConfig(schema, { OTEL_EXPORTER_OTLP_ENDPOINT: otlp.url, OTEL_TRACES_SAMPLER: 'traceidratio', OTEL_TRACES_SAMPLER_ARG: '0' }), 's'))!
+  for (let i = 0; i < 20; i++) none.tracer.startSpan('dropped').end()
+  await none.shutdown()
+  const all = (await startTracing(loadConfig(schema, { OTEL_EXPORTER_OTLP_ENDPOINT: otlp.url, OTEL_TRACES_SAMPLER: 'traceidratio', OTEL_TRACES_SAMPLER_ARG: '1' }), 's'))!
+  for (let i = 0; i < 20; i++) all.tracer.startSpan('kept').end()
+  await all.shutdown()
+  const names = otlp.got.flatMap((g) => g.names)
+  t.equal(names.filter((n) => n === 'dropped').length, 0)
+  t.equal(names.filter((n) => n === 'kept').length, 20)
+})
+
+t.test('an export that fails is a warning in the log, not silence', async (t) => {
+  const { createService } = await import('../src/index.js')
+  const { Writable } = await import('node:stream')
+  const lines: string[] = []
+  const logStream = new Writable({
+    write(chunk, _enc, done) {
+      lines.push(...String(chunk).split('\n').filter(Boolean))
+      done()
+    },
+  })
+  // A port nothing listens on.
+  const closed = createServer()
+  await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve))
+  const port = (closed.address() as AddressInfo).port
+  await new Promise<void>((resolve) => closed.close(() => resolve()))
+  const tracing = (await startTracing(loadConfig(schema, { OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${port}`, OTEL_BSP_SCHEDULE_DELAY: '50' }), 'svc'))!
+  const app = createService({ name: 'svc', logLevel: 'warn', logStream, openapi: false, tracing })
+  t.teardown(() => app.close())
+  await app.ready()
+  tracing.tracer.startSpan('lost').end()
+  const deadline = Date.now() + 20_000
+  while (!lines.some((l) => /"msg":"tracing: /.test(l)) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50))
+  const line = lines.find((l) => /"msg":"tracing: /.test(l))
+  t.ok(line, `logged: ${line}`)
+  t.equal(line && JSON.parse(line).level, 40, 'at warn')
+  t.match(line && JSON.parse(line).msg, /^tracing: .*ECONNREFUSED/, 'the reason, in one line')
+})

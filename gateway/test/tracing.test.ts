@@ -1,0 +1,96 @@
+/**
+ * The gateway's side of tracing: off (no endpoint) it installs nothing and
+ * the client's traceparent reaches the service untouched; on, the service
+ * gets the gateway's own span as parent in the client's trace (tracestate
+ * kept), the client's sampling decision is honoured, the token check says
+ * cache miss then hit, and the request's log lines carry the trace id.
+ * Spans are read from a real OTLP/HTTP receiver.
+ */
+import t from 'tap'
+import { createServer } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { randomBytes } from 'node:crypto'
+import { buildGateway, logCapture, startUpstream, subOf, token } from './helper.js'
+
+interface Span {
+  traceId: string
+  spanId: string
+  parentSpanId?: string
+  name: string
+  attributes?: { key: string; value: { stringValue?: string } }[]
+}
+
+async function receiver(t: Tap.Test) {
+  const spans: Span[] = []
+  const server = createServer((req, res) => {
+    const chunks: Buffer[] = []
+    req.on('data', (c: Buffer) => chunks.push(c))
+    req.on('end', () => {
+      const body = JSON.parse(Buffer.concat(chunks).toString()) as { resourceSpans: { scopeSpans: { spans: Span[] }[] }[] }
+      for (const rs of body.resourceSpans) for (const ss of rs.scopeSpans) spans.push(...ss.spans)
+      res.writeHead(200, { 'content-type': 'application/json' }).end('{}')
+    })
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => new Promise<void>((resolve) => server.close(() => resolve())))
+  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, spans }
+}
+declare namespace Tap {
+  type Test = { teardown(fn: () => unknown): void }
+}
+
+const traceparent = (traceId: string, flags = '01') => `00-${traceId}-${randomBytes(8).toString('hex')}-${flags}`
+const attr = (s: Span, key: string) => s.attributes?.find((a) => a.key === key)?.value.stringValue
+
+t.test('tracing off: nothing installed, the client trace headers pass through untouched', async (t) => {
+  const up = await startUpstream(t)
+  const gw = await buildGateway(t, { TASK_SERVICE_URL: up.url })
+  t.equal(gw.tracing, null, 'no tracing')
+  t.notOk(gw.hasRequestDecorator('traceSpan'), 'no request span slot')
+  const jwt = await token()
+  const tp = traceparent(randomBytes(16).toString('hex'))
+  const res = await gw.inject({ url: `/api/${subOf(jwt)}/tasks`, headers: { authorization: `Bearer ${jwt}`, traceparent: tp, tracestate: 'vendor=1' } })
+  t.equal(res.statusCode, 200)
+  t.equal(up.seen[0]!.headers.traceparent, tp, 'traceparent as the client sent it')
+  t.equal(up.seen[0]!.headers.tracestate, 'vendor=1')
+})
+
+t.test('tracing on: the service gets the gateway span as parent, in the client trace', async (t) => {
+  const otlp = await receiver(t)
+  const up = await startUpstream(t)
+  const logs = logCapture()
+  const gw = await buildGateway(t, { TASK_SERVICE_URL: up.url, LOG_LEVEL: 'info', OTEL_EXPORTER_OTLP_ENDPOINT: otlp.url }, { logStream: logs.stream })
+  t.ok(gw.tracing, 'tracing on')
+  const jwt = await token()
+  const traceId = randomBytes(16).toString('hex')
+  const tp = traceparent(traceId)
+  const call = (headers: Record<string, string>) => gw.inject({ url: `/api/${subOf(jwt)}/tasks`, headers: { authorization: `Bearer ${jwt}`, ...headers } })
+  t.equal((await call({ traceparent: tp, tracestate: 'vendor=1' })).statusCode, 200)
+  t.equal((await call({ traceparent: traceparent(traceId) })).statusCode, 200)
+
+  const sent = up.seen[0]!.headers.traceparent as string
+  const [, sentTrace, sentParent, sentFlags] = sent.split('-')
+  t.equal(sentTrace, traceId, "upstream: the client's trace")
+  t.not(sentParent, tp.split('-')[2], "upstream: the gateway's span as parent, not the client's")
+  t.equal(sentFlags, '01', 'sampled')
+  t.equal(up.seen[0]!.headers.tracestate, 'vendor=1', 'tracestate kept')
+
+  await gw.tracing!.flush()
+  const upstreamCall = otlp.spans.find((s) => s.spanId === sentParent)
+  t.ok(upstreamCall, 'the span named upstream was exported')
+  t.equal(upstreamCall?.name, 'GET tasks')
+  const checks = otlp.spans.filter((s) => s.name === 'token check').map((s) => attr(s, 'tollgate.token.cache'))
+  t.same(checks, ['miss', 'hit'], 'token check: a miss, then a hit from the cache')
+  const done = logs.lines.filter((l) => l.msg === 'request completed')
+  t.equal(done.length, 2)
+  t.ok(done.every((l) => l.trace_id === traceId && typeof l.span_id === 'string'), 'the access lines carry the trace id')
+
+  // A client that did not sample its trace: nothing recorded, and the decision goes on upstream.
+  const before = otlp.spans.length
+  const unsampled = randomBytes(16).toString('hex')
+  t.equal((await call({ traceparent: traceparent(unsampled, '00') })).statusCode, 200)
+  await gw.tracing!.flush()
+  t.equal(otlp.spans.length, before, 'no span exported for an unsampled trace')
+  const last = (up.seen.at(-1)!.headers.traceparent as string).split('-')
+  t.same([last[1], last[3]], [unsampled, '00'], 'upstream: same trace, not sampled')
+})
