@@ -66,7 +66,7 @@ async function startGateway(t: Tap, text: string, env: Record<string, string> = 
     renameSync(`${file}.tmp`, file)
   }
   write(text)
-  const [port, internalPort] = [await freePort(), await freePort()]
+  const [port, internalPort, adminPort] = [await freePort(), await freePort(), await freePort()]
   const proc = spawn(process.execPath, [gatewayEntry], {
     env: {
       PATH: process.env.PATH ?? '',
@@ -76,6 +76,8 @@ async function startGateway(t: Tap, text: string, env: Record<string, string> = 
       PORT: String(port),
       INTERNAL_HOST: '127.0.0.1',
       INTERNAL_PORT: String(internalPort),
+      ADMIN_HOST: '127.0.0.1',
+      ADMIN_PORT: String(adminPort),
       AUTH_SERVICE_URL: upstream.url,
       GATEWAY_CONFIG: file,
       ...env,
@@ -95,7 +97,7 @@ async function startGateway(t: Tap, text: string, env: Record<string, string> = 
     await exited
   })
   const url = `http://127.0.0.1:${port}`
-  const deadline = Date.now() + 30_000
+  const deadline = Date.now() + 60_000 // a loaded CI machine starts a gateway in 10-30 s
   for (;;) {
     try {
       if ((await fetch(`http://127.0.0.1:${internalPort}/health`)).status === 200) break
@@ -105,7 +107,8 @@ async function startGateway(t: Tap, text: string, env: Record<string, string> = 
     if (Date.now() > deadline) throw new Error('gateway process did not start')
     await new Promise((r) => setTimeout(r, 100))
   }
-  const metrics = async () => (await fetch(`${url}/metrics`)).text()
+  // Metrics are on the admin listener, never the public one.
+  const metrics = async () => (await fetch(`http://127.0.0.1:${adminPort}/metrics`)).text()
   const reloads = async () => {
     const text = await metrics()
     const count = (result: string) => Number(new RegExp(`^gateway_config_reloads_total\\{result="${result}"[^}]*\\} (\\d+)`, 'm').exec(text)?.[1] ?? NaN)

@@ -219,7 +219,7 @@ t.test('each user holds at most STREAMS_PER_USER streams; the next gets 429; the
     ws.on('error', () => {})
   })
   t.equal(wsRefused, 429, 'WebSockets count against the same cap')
-  const metrics = (await gw.inject('/metrics')).body
+  const metrics = (await gw.admin.inject('/metrics')).body
   t.match(metrics, /gateway_open_streams\{kind="sse"[^}]*\} 10/)
   open[0]!.close()
   let reopened = await subscribe(t, base, `/api/${sub}/tasks/events`, jwt)
@@ -369,16 +369,16 @@ t.test('a real gateway process on SIGTERM ends its streams with a reason, then e
   const { freePort } = await import('./redis-server.js')
   const auth = await startUpstream(t)
   const tasks = await startLiveTasks(t, proofKey(SECRET))
-  const port = await freePort()
+  const [port, adminPort] = [await freePort(), await freePort()]
   const proc = spawn(process.execPath, [fileURLToPath(new URL('../dist/server.js', import.meta.url))], {
-    env: { PATH: process.env.PATH ?? '', BETTER_AUTH_SECRET: SECRET, LOG_LEVEL: 'warn', HOST: '127.0.0.1', PORT: String(port), INTERNAL_PORT: '0', AUTH_SERVICE_URL: auth.url, TASK_SERVICE_URL: tasks.url },
+    env: { PATH: process.env.PATH ?? '', BETTER_AUTH_SECRET: SECRET, LOG_LEVEL: 'warn', HOST: '127.0.0.1', PORT: String(port), INTERNAL_PORT: '0', ADMIN_PORT: String(adminPort), AUTH_SERVICE_URL: auth.url, TASK_SERVICE_URL: tasks.url },
     stdio: ['ignore', 'ignore', 'inherit'],
   })
   const exited = new Promise<number | null>((resolve) => proc.on('exit', (code) => resolve(code)))
   t.teardown(() => proc.kill('SIGKILL'))
   const base = `http://127.0.0.1:${port}`
   for (let i = 0; ; i++) {
-    const up = await fetch(`${base}/ready`).then((r) => r.status === 200, () => false)
+    const up = await fetch(`http://127.0.0.1:${adminPort}/ready`).then((r) => r.status === 200, () => false)
     if (up) break
     if (i > 300) throw new Error('gateway process not ready')
     await new Promise((r) => setTimeout(r, 100))
