@@ -105,13 +105,16 @@ type Path = Array<string | number>
 
 /** Load and check a file; throws GatewayConfigError listing every problem. */
 export function loadGatewayFile(file: string, variables: Variables): GatewayDefinition {
-  let text: string
+  return parseGatewayConfig(readGatewayText(file), file, variables)
+}
+
+/** The file's text, or a GatewayConfigError naming it. */
+export function readGatewayText(file: string): string {
   try {
-    text = readFileSync(file, 'utf8')
+    return readFileSync(file, 'utf8')
   } catch {
     throw new GatewayConfigError([`${file}: cannot be read`])
   }
-  return parseGatewayConfig(text, file, variables)
 }
 
 export function parseGatewayConfig(text: string, file: string, variables: Variables): GatewayDefinition {

@@ -18,7 +18,7 @@ import closeWithGrace from 'close-with-grace'
 import { Counter, Gauge } from 'prom-client'
 import type { App } from '@tollgate/common'
 import { tlsOptions, type Config } from '../config.js'
-import { GatewayConfigError, parseGatewayConfig, type GatewayDefinition, type Variables } from '../gateway-config/load.js'
+import { GatewayConfigError, parseGatewayConfig, readGatewayText, type GatewayDefinition, type Variables } from '../gateway-config/load.js'
 import { createRuntime, type Runtime } from '../runtime/runtime.js'
 import { buildGeneration } from '../runtime/generation.js'
 import { buildAdminApp } from '../admin/admin-app.js'
@@ -35,12 +35,7 @@ export interface LoadedFile {
 
 /** Read and check the file, as `tollgate check` and start-up do. Throws GatewayConfigError. */
 export function readGatewayFile(file: string, variables: Variables): LoadedFile {
-  let text: string
-  try {
-    text = readFileSync(file, 'utf8')
-  } catch {
-    throw new GatewayConfigError([`${file}: cannot be read`])
-  }
+  const text = readGatewayText(file)
   return { definition: parseGatewayConfig(text, file, variables), hash: createHash('sha256').update(text).digest('hex').slice(0, 16) }
 }
 
