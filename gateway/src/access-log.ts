@@ -1,6 +1,6 @@
 /**
  * What the gateway adds to each request's access line (common/src/logging.ts
- * writes it): the verified user (or calling service), the upstream and the
+ * writes it): the verified user (or calling service, as `caller`), the upstream and the
  * target (host:port, with @address when DNS spread the name) the request went
  * to, the upstream's time to its response head, and the bytes counted when
  * no length was declared (chunked uploads, streamed answers, HEAD). Reads what
@@ -12,8 +12,9 @@ import type { AccessLine } from '@tollgate/common'
 export function gatewayAccessFields(request: FastifyRequest, _reply: FastifyReply, line: AccessLine): void {
   const auth = request.auth
   if (auth !== null) line.userId = auth.sub
+  // `caller`, as the services log it: a field named `service` would overwrite the line's own (the process's name).
   const service = (request as FastifyRequest & { service?: string | null }).service
-  if (service) line.service = service
+  if (service) line.caller = `service:${service}`
   const bodyBytes = request.bodyBytes
   if (bodyBytes !== null) line.bytesIn = bodyBytes
   const x = request.exchange
