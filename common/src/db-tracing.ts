@@ -73,14 +73,21 @@ export function traceQueries(pool: pg.Pool, tracer: Tracer, database: string): v
   } as typeof pool.connect
 }
 
-/** The statement's first keyword: SELECT, INSERT, BEGIN... */
+/** The statement's first keyword: SELECT, INSERT, BEGIN...; a leading CTE's first statement (`WITH t AS (INSERT ...)`: INSERT). */
 function operation(text: string): string {
-  const m = /^\s*([A-Za-z]+)/.exec(text)
+  const m = /^\s*([A-Za-z]+)/.exec(mainStatement(text))
   return m ? m[1]!.toUpperCase() : 'QUERY'
+}
+
+/** A task write and its event row are one `WITH t AS (<write>) ...` statement: the write names it. */
+function mainStatement(text: string): string {
+  const cte = /^\s*WITH\s+(?:RECURSIVE\s+)?[A-Za-z_][A-Za-z0-9_]*\s+AS\s+(?:(?:NOT\s+)?MATERIALIZED\s+)?\(/i.exec(text)
+  return cte ? text.slice(cte[0].length) : text
 }
 
 /** `SELECT tasks`, `INSERT outbox`: the operation and its first table when one is plain to see. */
 function spanName(text: string): string {
+  text = mainStatement(text)
   const op = operation(text)
   const table = /\b(?:from|into|update|join)\s+([A-Za-z_][A-Za-z0-9_.]*)/i.exec(text)
   return table && !/^(select)$/i.test(table[1]!) ? `${op} ${table[1]}` : op
