@@ -196,6 +196,8 @@ async function composeSuite({ host, started, ownEngine }: { host: string; starte
     t.equal((await call('GET', '/metrics')).status, 404, 'GET /metrics through the published port: 404')
     const ready = await admin('/ready')
     t.equal(ready.status, 200, 'GET /ready on the admin listener: 200')
+    // One answer through the forwarder, so the upstream latency histogram has a series to show.
+    t.equal((await call('GET', '/.well-known/jwks.json')).status, 200, 'GET /.well-known/jwks.json through the gateway')
     t.match((await admin('/metrics')).text, /gateway_upstream_duration_seconds_bucket/, 'GET /metrics on the admin listener')
     t.same(ready.json?.checks, { 'auth-service': 'ok', 'task-service': 'ok', revocations: 'ok', 'rate-limit-counters': 'redis' }, 'upstreams, revocations and Redis all ok')
     up = r.code === 0 && ready.status === 200
