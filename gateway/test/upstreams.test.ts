@@ -67,11 +67,13 @@ async function startTarget(t: Tap, host = '127.0.0.1', port = 0): Promise<Target
   return target
 }
 
-/** A port nothing listens on. */
-async function closedPort(t: Tap): Promise<string> {
-  const target = await startTarget(t)
-  await target.close()
-  return target.url
+/**
+ * A target that refuses every connection. Port 1 on loopback: privileged and outside the ephemeral
+ * range, so no later `listen(0)` (another target of the test) and no outgoing connection's own port
+ * (a TCP self-connect) can ever land on it, as they could on a port bound and then released.
+ */
+async function closedPort(_t: Tap): Promise<string> {
+  return 'http://127.0.0.1:1'
 }
 
 function upstreamOf(t: Tap, def: Partial<UpstreamDef> & { targets: string[] }, deps: UpstreamDeps = {}) {
