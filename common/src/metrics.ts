@@ -4,10 +4,11 @@
  * plus Node's default process metrics. Served at /metrics.
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
+import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client'
 import type pg from 'pg'
 import { metricsHandler } from './readiness.js'
 import { ErrorCode } from './errors.js'
+import { scrapeTimeCounter, ScrapeTimeHistogram, type CountSeries, type HistogramSeries } from './scrape-time-metrics.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -38,29 +39,18 @@ export function createMetricsKit(service: string): MetricsKit {
   registry.setDefaultLabels({ service })
   collectDefaultMetrics({ register: registry })
 
-  /** One (method, route, status) series: its histogram child, and requests counted since the last scrape. */
+  /** One (method, route, status) series: its count and its latency (see scrape-time-metrics.ts: no label hashing per request). */
   interface Series {
-    labels: { method: string; route: string; status: string }
-    pending: number
-    time: { observe(v: number): void }
+    count: CountSeries
+    time: HistogramSeries
   }
-  const series: Series[] = []
-  new Counter({
+  const requests = scrapeTimeCounter({
     name: 'http_requests_total',
     help: 'HTTP requests answered, by method, route pattern and status',
     labelNames: ['method', 'route', 'status'] as const,
     registers: [registry],
-    // Counted in plain numbers per request and handed over at scrape time: prom-client's inc hashes the labels
-    // on every call. Series are handed over in the order they first appeared, as per-request inc would insert them.
-    collect() {
-      for (const s of series) {
-        if (s.pending === 0) continue
-        this.inc(s.labels, s.pending)
-        s.pending = 0
-      }
-    },
   })
-  const duration = new Histogram({
+  const duration = new ScrapeTimeHistogram({
     name: 'http_request_duration_seconds',
     help: 'Time from request received to response sent',
     labelNames: ['method', 'route', 'status'] as const,
@@ -102,11 +92,10 @@ export function createMetricsKit(service: string): MetricsKit {
     let s = byStatus.get(status)
     if (s === undefined) {
       const labels = { method, route, status: String(status) }
-      s = { labels, pending: 0, time: duration.labels(labels) }
+      s = { count: requests.series(labels), time: duration.labels(labels) }
       byStatus.set(status, s)
-      series.push(s)
     }
-    s.pending++
+    s.count.inc()
     s.time.observe(reply.elapsedTime / 1000)
     done()
   }

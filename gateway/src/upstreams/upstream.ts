@@ -159,7 +159,7 @@ export class Upstream extends Dispatcher {
   private newMember(target: Target, address: string | null): Member {
     const label = address === null ? target.host : `${target.host}@${address}`
     const member = new Member(label, address, createMemberPool(target.origin, address, this.poolOptions))
-    member.counter = this.metrics?.requests.labels({ upstream: this.name, target: label }) ?? null
+    member.counter = this.metrics?.requests.series({ upstream: this.name, target: label }) ?? null
     member.gauge = this.metrics?.healthy.labels({ upstream: this.name, target: label }) ?? null
     member.latency = this.metrics?.duration.labels({ upstream: this.name, target: label }) ?? null
     return member
