@@ -53,7 +53,7 @@ export function readConfig(argv = process.argv.slice(2), env = process.env) {
     soakS: num('BENCH_SOAK_S', 300, 60),
     soakSampleS: num('BENCH_SOAK_SAMPLE_S', 5, 5),
     profileS: num('BENCH_PROFILE_S', 15, 5),
-    streams: Math.max(10, Math.round(num('BENCH_STREAMS', 1000, 200))),
+    streams: Math.max(10, Math.round(num('BENCH_STREAMS', 5000, 200))),
     signinS: num('BENCH_SIGNIN_DURATION_S', 20, 5),
     signinConnections: num('BENCH_SIGNIN_CONNECTIONS', 16, 16),
     faultS: num('BENCH_FAULT_DURATION_S', 10, 3),

@@ -4,6 +4,7 @@
  * then events) and an auth-service's revocation feed, both driven by the
  * bench over two control routes:
  *   POST /control/emit     one event on every open stream, stamped with the time
+ *                          (?skip=K&count=N: on N streams only, from the K-th opened)
  *   POST /control/revoke   body: JSON array of jti, added to the feed
  * env: PORT (required). Prints "ready <port>" once listening.
  */
@@ -31,9 +32,19 @@ const server = http.createServer(async (req, res) => {
   }
   if (req.method === 'POST' && path === '/control/emit') {
     const id = ++nextId
+    const q = new URL(req.url, 'http://x').searchParams
+    const skip = Number(q.get('skip') ?? 0)
+    const count = Number(q.get('count') ?? Infinity)
     const data = `id: ${id}\ndata: ${JSON.stringify({ type: 'updated', task: { id: 'bench', t: Date.now() } })}\n\n`
-    for (const s of streams) s.write(data)
-    return res.end(JSON.stringify({ id, streams: streams.size }))
+    let i = 0
+    let sent = 0
+    for (const s of streams) {
+      if (i++ < skip) continue
+      if (sent >= count) break
+      s.write(data)
+      sent++
+    }
+    return res.end(JSON.stringify({ id, streams: sent }))
   }
   if (req.method === 'POST' && path === '/control/revoke') {
     const exp = Math.floor(Date.now() / 1000) + 3600
