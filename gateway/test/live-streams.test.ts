@@ -439,3 +439,41 @@ t.test('an open counts as a request against the rate limits (it goes through the
   t.equal(third.res.status, 429, 'the third is over RATE_LIMIT_USER_MAX')
   t.equal(JSON.parse(third.text).error_code, 'RATE_LIMITED')
 })
+
+t.test('WebSocket opens are balanced over the upstream\'s targets, skip one health checks took out, and get 503 when none is in', async (t) => {
+  const key = proofKey(SECRET)
+  const [a, b] = await Promise.all([startLiveTasks(t, key), startLiveTasks(t, key)])
+  const auth = await startUpstream(t)
+  const gw = await buildGateway(t, { AUTH_SERVICE_URL: auth.url, TASK_SERVICE_URL: `${a.url}, ${b.url}`, UPSTREAM_HEALTH_CHECK_INTERVAL_MS: 50 })
+  const base = await gw.listen({ port: 0, host: '127.0.0.1' })
+  const opened: WebSocket[] = []
+  t.teardown(() => opened.forEach((ws) => ws.terminate()))
+  const open = async () => {
+    const sub = randomUUID()
+    const ws = new WebSocket(`${base.replace('http', 'ws')}/api/${sub}/tasks/live`, ['bearer', await token({ sub })])
+    opened.push(ws)
+    return new Promise<number>((resolve) => {
+      ws.on('open', () => resolve(101))
+      ws.on('unexpected-response', (_req, res) => resolve(res.statusCode ?? 0))
+      ws.on('error', () => resolve(0))
+    })
+  }
+  const upgraded = (x: typeof a) => x.opens.filter((o) => o.kind === 'websocket').length
+  for (let i = 0; i < 4; i++) t.equal(await open(), 101, `open ${i}`)
+  await until(() => upgraded(a) + upgraded(b) === 4, 'four upstream sockets')
+  t.same([upgraded(a), upgraded(b)], [2, 2], 'two opens on each target')
+
+  // b's health check fails from now on: once it is out, every open goes to a.
+  const ready = async () => (await gw.admin.inject('/ready')).json().checks['task-service'] as string
+  const bHost = new URL(b.url).host
+  b.behave.healthStatus = 503
+  for (let i = 0; i < 200 && !(await ready()).includes(`${bHost} out`); i++) await new Promise((r) => setTimeout(r, 25))
+  t.match(await ready(), `${bHost} out`, 'the health checks took b out')
+  for (let i = 0; i < 4; i++) t.equal(await open(), 101, `open ${i} with b out`)
+  await until(() => upgraded(a) === 6, 'a took them')
+  t.equal(upgraded(b), 2, 'b got none of them')
+
+  a.behave.healthStatus = 503
+  for (let i = 0; i < 200 && !(await ready()).includes(`${new URL(a.url).host} out`); i++) await new Promise((r) => setTimeout(r, 25))
+  t.equal(await open(), 503, 'every target out: 503 before any upgrade')
+})

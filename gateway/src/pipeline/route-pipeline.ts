@@ -82,8 +82,8 @@ export interface PipelineDeps {
   identity: (request: FastifyRequest) => Identity
   clockToleranceS: number
   onAuthFailure: (reason: string) => void
-  /** Live routes (`stream:`): the open streams' registry, and where a WebSocket goes (an upstream's first target, its timeout). */
-  live?: LiveDeps & { target: (upstream: string) => string; timeoutMs: (upstream: string) => number }
+  /** Live routes (`stream:`): the open streams' registry, and where a WebSocket goes (the upstream's next target in rotation, or null: all out), its timeout. */
+  live?: LiveDeps & { target: (upstream: string) => () => string | null; timeoutMs: (upstream: string) => number }
   /** Tracing on: each step is a span of the request's (token check, rate limits). */
   tracer?: Tracer | null
 }

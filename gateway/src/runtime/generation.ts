@@ -226,7 +226,10 @@ async function build(
     tracer: runtime.tracing?.tracer,
     live: {
       ...live,
-      target: (name) => upstreams.get(name)!.url,
+      target: (name) => {
+        const pool = upstreams.get(name)!.pool
+        return () => pool.pickUrl()
+      },
       timeoutMs: (name) => upstreams.get(name)!.def.timeoutMs ?? config.UPSTREAM_TIMEOUT_MS,
     },
   })

@@ -59,14 +59,21 @@ export function openStream(kind: StreamKind, deps: LiveDeps): (request: FastifyR
 
 export interface WebSocketRouteOptions {
   paths: string[]
-  /** The upstream's base URL (http(s), made ws(s) by the proxy). */
-  target: string
+  /**
+   * The base URL (http(s), made ws(s) by the proxy) of the target this open goes to: the upstream's next
+   * target in rotation, as its HTTP requests are balanced; null when every target is out (503).
+   */
+  target: () => string | null
   proofKey: Buffer
   identity: (request: FastifyRequest) => Identity
   /** Time the upstream has to complete its handshake. */
   timeoutMs: number
   open: (request: FastifyRequest) => LiveStream
 }
+
+/** Where a WebSocket open goes, picked before the upgrade (the proxy asks for it with the raw request). */
+const kTarget = Symbol('tollgate.websocketTarget')
+type RawWithTarget = { [kTarget]?: string }
 
 /** The client side of each proxied WebSocket, by its connection: how the stream opened by a request is closed. */
 const clientSockets = new WeakMap<Socket, WebSocket>()
@@ -101,7 +108,9 @@ export async function registerWebSocketRoutes(scope: FastifyInstance, o: WebSock
       prefix: path,
       routes: [''],
       rewritePrefix: path,
-      upstream: o.target,
+      // No fixed upstream: each open goes to the target its preHandler picked (balanced, healthy ones only).
+      upstream: '',
+      replyOptions: { getUpstream: (request: FastifyRequest) => (request.raw as RawWithTarget)[kTarget]! },
       httpMethods: ['GET'],
       websocket: true,
       proxyPayloads: false, // a GET upgrade has no body to parse
@@ -125,6 +134,9 @@ export async function registerWebSocketRoutes(scope: FastifyInstance, o: WebSock
           return done(new HttpError(426, ErrorCode.VALIDATION_ERROR, 'This route is a WebSocket: open it with Upgrade: websocket', { upgrade: 'websocket' }))
         }
         if (hasDotSegment(request.url)) return done(new HttpError(400, ErrorCode.VALIDATION_ERROR, 'Invalid path'))
+        const target = o.target()
+        if (target === null) return done(new HttpError(503, ErrorCode.SERVICE_UNAVAILABLE, 'Upstream service unavailable', { 'retry-after': '2' }))
+        ;(request.raw as RawWithTarget)[kTarget] = target
         let stream: LiveStream
         try {
           stream = o.open(request)

@@ -46,6 +46,8 @@ export class Member {
     /** The address this member dials, or null: undici resolves the target's name itself. */
     readonly address: string | null,
     readonly pool: Pool,
+    /** Its base URL as dialled: the target's origin, at `address` when there is one. */
+    readonly url: string = '',
   ) {}
 
   /** In the rotation now (ejection expiry is checked lazily here). */

@@ -158,7 +158,7 @@ export class Upstream extends Dispatcher {
 
   private newMember(target: Target, address: string | null): Member {
     const label = address === null ? target.host : `${target.host}@${address}`
-    const member = new Member(label, address, createMemberPool(target.origin, address, this.poolOptions))
+    const member = new Member(label, address, createMemberPool(target.origin, address, this.poolOptions), dialUrl(target.origin, address))
     member.counter = this.metrics?.requests.series({ upstream: this.name, target: label }) ?? null
     member.gauge = this.metrics?.healthy.labels({ upstream: this.name, target: label }) ?? null
     member.latency = this.metrics?.duration.labels({ upstream: this.name, target: label }) ?? null
@@ -183,6 +183,17 @@ export class Upstream extends Dispatcher {
     if ((handler as { onRequestStart?: unknown }).onRequestStart !== undefined) return member.pool.dispatch(opts, handler)
     member.inflight++
     return member.pool.dispatch(opts, new Tracked(this, member, handler))
+  }
+
+  /**
+   * The base URL of the next target in rotation (healthy, not ejected), for a connection that does not go
+   * through the pools (a WebSocket, proxied by @fastify/http-proxy); null when every target is out. A name
+   * that DNS spread over several addresses is dialled at the member's address.
+   */
+  pickUrl(): string | null {
+    const members = this.members
+    const member = members.length === 1 ? (members[0]!.available(this.now()) ? members[0]! : null) : this.pick(members, undefined)
+    return member === null ? null : member.url
   }
 
   private unavailable(handler: Dispatcher.DispatchHandler): boolean {
@@ -405,4 +416,12 @@ class Tracked implements Dispatcher.DispatchHandler {
   onResponseStarted(): void {
     this.handler.onResponseStarted?.()
   }
+}
+
+/** The origin with its host replaced by the address a member dials (IPv6 in brackets). */
+function dialUrl(origin: string, address: string | null): string {
+  if (address === null) return origin
+  const u = new URL(origin)
+  u.hostname = isIP(address) === 6 ? `[${address}]` : address
+  return u.origin
 }
