@@ -10,12 +10,9 @@ import type { IncomingHttpHeaders } from 'node:http'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { HttpError, ErrorCode, challenge } from './errors.js'
 
-export const IdentityHeader = {
-  userId: 'x-user-id',
-  caller: 'x-tollgate-caller',
-  timestamp: 'x-tollgate-timestamp',
-  signature: 'x-tollgate-signature',
-} as const
+import { IdentityHeader } from './contracts.js'
+
+export { IdentityHeader }
 
 /** Headers no client may send: identity and anything in our internal namespaces. */
 const RESERVED = /^x[-_](?:user|tollgate|internal|service|forwarded[-_]user|auth[-_]request)(?:[-_]|$)/i

@@ -69,7 +69,7 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
   })
 
   await app.register(tasksRoutes, { repo, proofKey: key, proofWindowMs, events })
-  await app.register(internalRoutes, { prefix: '/internal', repo, proofKey: key, proofWindowMs })
+  await app.register(internalRoutes, { repo, proofKey: key, proofWindowMs })
 
   return app
 }
