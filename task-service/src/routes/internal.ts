@@ -6,7 +6,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { requireGatewayIdentity } from '@tollgate/common'
 import { AccountPurge } from '@tollgate/common/contracts'
-import type { TasksRepository } from '../plugins/tasks-repository.js'
+import type { TasksRepository } from '../repositories/tasks-repository.js'
 
 export interface InternalRoutesOptions {
   repo: TasksRepository
