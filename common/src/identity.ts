@@ -8,7 +8,7 @@
 import { createHmac, hkdfSync, timingSafeEqual } from 'node:crypto'
 import type { IncomingHttpHeaders } from 'node:http'
 import type { FastifyReply, FastifyRequest } from 'fastify'
-import { HttpError, ErrorCode, challenge } from './errors.js'
+import { Unauthorized } from './errors.js'
 
 import { IdentityHeader } from './contracts.js'
 
@@ -99,9 +99,7 @@ declare module 'fastify' {
 }
 
 const noProof = () =>
-  new HttpError(401, ErrorCode.UNAUTHORIZED, 'Requests must come through the gateway', {
-    'www-authenticate': challenge.missing,
-  })
+  new Unauthorized('Requests must come through the gateway')
 
 /**
  * onRequest hook for a service's API routes: sets request.identity from a
