@@ -23,7 +23,7 @@ async function upstream(t: Tap, path: string, answer: { body: unknown }) {
   const app = Fastify()
   const seen: Array<{ url: string; proven: boolean }> = []
   app.get(path, async (request) => {
-    seen.push({ url: request.url, proven: verifyIdentity(KEY, request.headers, request.method, request.url, request.id, 5000)?.caller === 'service:gateway' })
+    seen.push({ url: request.url, proven: verifyIdentity(KEY, request.headers, request.method, request.url, String(request.headers['x-request-id']), 5000)?.caller === 'service:gateway' })
     return answer.body
   })
   const base = await app.listen({ host: '127.0.0.1', port: 0 })
