@@ -157,8 +157,8 @@ export const errors = {
 }
 
 /**
- * Any failure as one line for stderr or a log field: its message's first
- * line, or the messages of an AggregateError's parts (a connection refused on
+ * Any failure as one line for stderr or a log field: its message with its
+ * line breaks folded, or the messages of an AggregateError's parts (a connection refused on
  * every address of a host, localhost as ::1 and 127.0.0.1, has an empty
  * one), with its code when the text does not already name it (a SQLSTATE
  * such as 42P07, which the message never says).
@@ -169,7 +169,7 @@ export function describeError(err: unknown): string {
   if (!message && Array.isArray(e?.errors)) {
     message = [...new Set(e.errors.map((x) => (x as { message?: unknown })?.message).filter((m) => typeof m === 'string' && m))].join('; ')
   }
-  message = message.split('\n')[0]!.replace(/\s+/g, ' ').trim()
+  message = message.replace(/\s+/g, ' ').trim()
   const code = typeof e?.code === 'string' ? e.code : ''
   if (!message) return code || 'unknown error'
   return code && !message.includes(code) ? `${message} (${code})` : message

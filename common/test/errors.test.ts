@@ -62,7 +62,7 @@ t.test('describeError: one line, the code when the text does not say it', async 
   t.equal(describeError(Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:1'), { code: 'ECONNREFUSED' })), 'connect ECONNREFUSED 127.0.0.1:1')
   const everyAddress = Object.assign(new AggregateError([new Error('connect ECONNREFUSED ::1:1'), new Error('connect ECONNREFUSED 127.0.0.1:1')], ''), { code: 'ECONNREFUSED' })
   t.equal(describeError(everyAddress), 'connect ECONNREFUSED ::1:1; connect ECONNREFUSED 127.0.0.1:1')
-  t.equal(describeError(new Error('first line\n    at somewhere')), 'first line')
+  t.equal(describeError(new Error('two\n  lines')), 'two lines', 'never several lines')
   t.equal(describeError(Object.assign(new Error(''), { code: 'EPIPE' })), 'EPIPE')
   t.equal(describeError(new Error('')), 'unknown error')
   t.equal(describeError('plain text'), 'plain text')

@@ -30,7 +30,7 @@ const cases = testing.migrateCliCases({
   testServerUrl: testDatabaseUrl(),
   migrationsTable: 'task_migrations',
   collidingTable: 'tasks',
-  collisionError: /relation "tasks" already exists/,
+  collisionError: /relation "tasks" already exists \(42P07\)/,
 })
 for (const c of cases) t.test(c.name, (t) => c.run(t))
 
