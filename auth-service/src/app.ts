@@ -96,9 +96,9 @@ export async function buildApp(config: Config, opts: { logStream?: NodeJS.Writab
     onAccountDeleted: () => void delivery.kick(),
   })
   await app.register(jwksRoutes, { keys: signingKeys })
-  await app.register(revocationFeedRoutes, { prefix: '/internal', revocations, proofKey: key, proofWindowMs })
-  await app.register(serviceTokenRoutes, { prefix: '/internal', serviceTokens, proofKey: key, proofWindowMs })
-  await app.register(subjectRevocationRoutes, { prefix: '/internal', revocations, proofKey: key, proofWindowMs })
+  await app.register(revocationFeedRoutes, { revocations, proofKey: key, proofWindowMs })
+  await app.register(serviceTokenRoutes, { serviceTokens, proofKey: key, proofWindowMs })
+  await app.register(subjectRevocationRoutes, { revocations, proofKey: key, proofWindowMs })
 
   // Entries die with their tokens: purge now and then so the feed stays bounded.
   const purge = setInterval(() => {

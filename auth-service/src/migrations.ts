@@ -18,10 +18,3 @@ export async function runMigrations(databaseUrl: string, log?: (msg: string) => 
     ...(log ? { log } : {}),
   })
 }
-
-/** A migration failure as one line for stderr (the process exits right after). */
-export function describeMigrationError(err: unknown): string {
-  const e = err as { message?: string; code?: string } | undefined
-  const msg = (e?.message ?? String(err)).split('\n')[0]!.trim() || 'unknown error'
-  return e?.code ? `${msg} (${e.code})` : msg
-}

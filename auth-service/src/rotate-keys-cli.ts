@@ -6,9 +6,8 @@
  * reload (JWT_KEY_REFRESH_S). A failure exits 1 with one line on stderr.
  */
 import pg from 'pg'
-import { configOrExit } from '@tollgate/common'
+import { configOrExit, describeError } from '@tollgate/common'
 import { configSchema } from './config.js'
-import { describeMigrationError } from './migrations.js'
 import { rotateSigningKey, signingKeyEncryptionKey } from './credentials/signing-keys.js'
 
 const config = configOrExit(configSchema, 'auth-service')
@@ -31,7 +30,7 @@ if (config.JWT_ALG !== 'EdDSA') {
     const retired = r!.retired.length ? `; ${r!.retired.join(', ')} stop signing then` : ''
     process.stdout.write(`auth-service: signing key ${r!.kid} published, signs from ${r!.activatesAt.toISOString()}${retired}\n`)
   } catch (err) {
-    fail(describeMigrationError(err))
+    fail(describeError(err))
   } finally {
     await pool.end().catch(() => {})
   }

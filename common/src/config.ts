@@ -11,6 +11,7 @@ import envSchema from 'env-schema'
 import addFormats from 'ajv-formats'
 import { Type, type TObject, type Static } from 'typebox'
 import { TRACES_SAMPLERS, tracingConfig } from './tracing.js'
+import { describeError } from './errors.js'
 
 /** Values from `.env` (the working directory's, else the repository root's) under the real environment. */
 export function readEnv(env: NodeJS.ProcessEnv = process.env, cwd = process.cwd()): Record<string, string | undefined> {
@@ -106,14 +107,7 @@ export function databaseAddress(url: string): string {
  * (instead of a bare `getaddrinfo ENOTFOUND base`).
  */
 export function describeDatabaseError(url: string, err: unknown): string {
-  const e = err as { message?: unknown; code?: unknown; errors?: unknown } | null | undefined
-  let message = typeof e?.message === 'string' ? e.message : ''
-  // An AggregateError (every address of a host refused) carries its reasons inside.
-  if (!message && Array.isArray(e?.errors)) {
-    message = [...new Set(e.errors.map((x) => (x as { message?: unknown })?.message).filter((m) => typeof m === 'string' && m))].join('; ')
-  }
-  message = message.split('\n')[0]!.replace(/\s+/g, ' ').trim() || (typeof e?.code === 'string' ? e.code : String(err))
-  return `DATABASE_URL (${databaseAddress(url)}): ${message}`
+  return `DATABASE_URL (${databaseAddress(url)}): ${describeError(err)}`
 }
 
 /**

@@ -40,19 +40,21 @@ const UNAVAILABLE_NODE = new Set([
   'EHOSTUNREACH', 'EHOSTDOWN', 'ENETUNREACH', 'ENETDOWN', 'EADDRNOTAVAIL', 'ENOENT',
 ])
 
+/**
+ * By code and class, never by message text. A server's answer is a
+ * DatabaseError with a SQLSTATE; a socket failure carries Node's code; and
+ * node-postgres reports a connection it lost, could not get in time, or gave
+ * up reading from ("Connection terminated", a pool or query timeout) as a
+ * plain Error with no code at all. Our own failures are HttpErrors or typed.
+ */
 export function isDatabaseUnavailable(err: unknown): boolean {
-  const e = err as { code?: string; message?: string }
-  if (!e) return false
-  if (typeof e.code === 'string' && (UNAVAILABLE_SQLSTATE.test(e.code) || UNAVAILABLE_NODE.has(e.code))) return true
-  if (e.code === '57014') return true // statement timeout / query canceled
-  const m = e.message ?? ''
-  return (
-    m.includes('timeout exceeded when trying to connect') ||
-    m.includes('Connection terminated') ||
-    m.includes('Query read timeout') ||
-    m.includes('Client has encountered a connection error') ||
-    m.includes('connection timeout')
-  )
+  if (!(err instanceof Error)) return false
+  const code = (err as { code?: unknown }).code
+  if (typeof code === 'string') {
+    // 57014: statement timeout / query canceled.
+    return UNAVAILABLE_SQLSTATE.test(code) || UNAVAILABLE_NODE.has(code) || code === '57014'
+  }
+  return Object.getPrototypeOf(err) === Error.prototype
 }
 
 /** Run a query function, turning "database unreachable" into a 503 the envelope understands. */

@@ -68,11 +68,15 @@ export function envelope(status: number, code?: string, detail?: string): ErrorE
 
 /**
  * An error we raise on purpose: its status, code and detail are safe to show.
- * Headers (WWW-Authenticate, Retry-After) travel with it.
+ * Headers (WWW-Authenticate, Retry-After) travel with it. Raise one of the
+ * classes per code below; hooks hand it to `done(err)`, handlers throw it,
+ * and the one error handler (installErrorEnvelope) answers it.
  */
 export class HttpError extends Error {
   readonly statusCode: number
+  /** The envelope's error_code; also `code`, as @fastify/error names it. */
   readonly errorCode: string
+  readonly code: string
   readonly detail: string
   readonly headers: Record<string, string>
 
@@ -82,6 +86,7 @@ export class HttpError extends Error {
     this.name = 'HttpError'
     this.statusCode = statusCode
     this.errorCode = errorCode
+    this.code = errorCode
     this.detail = d
     this.headers = headers
   }
@@ -96,31 +101,78 @@ export const challenge = {
     `Bearer realm="${BEARER_REALM}", error="invalid_token", error_description="${description}"`,
 }
 
+/**
+ * A class per error code, in the @fastify/error style (`createError(code,
+ * message, statusCode)`): the class fixes code and status, an instance may
+ * say more in its detail. Not @fastify/error itself: its constructor never
+ * runs the base class's, so the headers an instance carries (a Retry-After
+ * of its own) could only be patched on afterwards.
+ */
+function defineError(code: ErrorCode, statusCode: number, defaultDetail = defaultsForStatus(statusCode)[1], defaultHeaders: Record<string, string> = {}) {
+  return class extends HttpError {
+    static readonly code = code
+    static readonly statusCode = statusCode
+    constructor(detail: string = defaultDetail, headers: Record<string, string> = { ...defaultHeaders }) {
+      super(statusCode, code, detail, headers)
+    }
+  }
+}
+
+export const ValidationError = defineError(ErrorCode.VALIDATION_ERROR, 400)
+export const Unauthorized = defineError(ErrorCode.UNAUTHORIZED, 401, undefined, { 'www-authenticate': challenge.missing })
+export const InvalidToken = defineError(ErrorCode.INVALID_TOKEN, 401, 'Invalid token', { 'www-authenticate': challenge.invalidToken('Invalid token') })
+export const TokenExpired = defineError(ErrorCode.TOKEN_EXPIRED, 401, 'Token has expired', {
+  'www-authenticate': challenge.invalidToken('The access token expired'),
+})
+export const TokenRevoked = defineError(ErrorCode.TOKEN_REVOKED, 401, 'Token has been revoked', {
+  'www-authenticate': challenge.invalidToken('The access token has been revoked'),
+})
+export const InvalidCredentials = defineError(ErrorCode.INVALID_CREDENTIALS, 401, 'Invalid email or password', { 'www-authenticate': challenge.missing })
+export const Forbidden = defineError(ErrorCode.FORBIDDEN, 403)
+export const NotFound = defineError(ErrorCode.NOT_FOUND, 404)
+export const MethodNotAllowed = defineError(ErrorCode.METHOD_NOT_ALLOWED, 405)
+export const Conflict = defineError(ErrorCode.CONFLICT, 409)
+export const PayloadTooLarge = defineError(ErrorCode.PAYLOAD_TOO_LARGE, 413)
+export const UriTooLong = defineError(ErrorCode.URI_TOO_LONG, 414)
+export const UnsupportedMediaType = defineError(ErrorCode.UNSUPPORTED_MEDIA_TYPE, 415)
+export const RateLimited = defineError(ErrorCode.RATE_LIMITED, 429)
+export const HeadersTooLarge = defineError(ErrorCode.HEADERS_TOO_LARGE, 431)
+export const InternalError = defineError(ErrorCode.INTERNAL_ERROR, 500)
+export const BadGateway = defineError(ErrorCode.BAD_GATEWAY, 502)
+export const ServiceUnavailable = defineError(ErrorCode.SERVICE_UNAVAILABLE, 503, undefined, { 'retry-after': '2' })
+export const GatewayTimeout = defineError(ErrorCode.GATEWAY_TIMEOUT, 504)
+
+/** Shorthands for the common cases (each a new instance of its class). */
 export const errors = {
-  validation: (detail: string) => new HttpError(400, ErrorCode.VALIDATION_ERROR, detail),
-  unauthorized: (detail = 'Authentication required') =>
-    new HttpError(401, ErrorCode.UNAUTHORIZED, detail, { 'www-authenticate': challenge.missing }),
-  invalidToken: () =>
-    new HttpError(401, ErrorCode.INVALID_TOKEN, 'Invalid token', {
-      'www-authenticate': challenge.invalidToken('Invalid token'),
-    }),
-  tokenExpired: () =>
-    new HttpError(401, ErrorCode.TOKEN_EXPIRED, 'Token has expired', {
-      'www-authenticate': challenge.invalidToken('The access token expired'),
-    }),
-  tokenRevoked: () =>
-    new HttpError(401, ErrorCode.TOKEN_REVOKED, 'Token has been revoked', {
-      'www-authenticate': challenge.invalidToken('The access token has been revoked'),
-    }),
-  invalidCredentials: () =>
-    new HttpError(401, ErrorCode.INVALID_CREDENTIALS, 'Invalid email or password', {
-      'www-authenticate': challenge.missing,
-    }),
-  forbidden: () => new HttpError(403, ErrorCode.FORBIDDEN, 'Access forbidden'),
-  notFound: (detail = 'Not found') => new HttpError(404, ErrorCode.NOT_FOUND, detail),
-  conflict: (detail: string) => new HttpError(409, ErrorCode.CONFLICT, detail),
-  unavailable: (detail = 'Service temporarily unavailable', retryAfterSeconds = 2) =>
-    new HttpError(503, ErrorCode.SERVICE_UNAVAILABLE, detail, { 'retry-after': String(retryAfterSeconds) }),
+  validation: (detail: string) => new ValidationError(detail),
+  unauthorized: (detail?: string) => new Unauthorized(detail),
+  invalidToken: () => new InvalidToken(),
+  tokenExpired: () => new TokenExpired(),
+  tokenRevoked: () => new TokenRevoked(),
+  invalidCredentials: () => new InvalidCredentials(),
+  forbidden: () => new Forbidden(),
+  notFound: (detail?: string) => new NotFound(detail),
+  conflict: (detail: string) => new Conflict(detail),
+  unavailable: (detail?: string, retryAfterSeconds = 2) => new ServiceUnavailable(detail, { 'retry-after': String(retryAfterSeconds) }),
+}
+
+/**
+ * Any failure as one line for stderr or a log field: its message with its
+ * line breaks folded, or the messages of an AggregateError's parts (a connection refused on
+ * every address of a host, localhost as ::1 and 127.0.0.1, has an empty
+ * one), with its code when the text does not already name it (a SQLSTATE
+ * such as 42P07, which the message never says).
+ */
+export function describeError(err: unknown): string {
+  const e = err as { message?: unknown; code?: unknown; errors?: unknown } | null | undefined
+  let message = typeof e?.message === 'string' ? e.message : e instanceof Error ? '' : String(err)
+  if (!message && Array.isArray(e?.errors)) {
+    message = [...new Set(e.errors.map((x) => (x as { message?: unknown })?.message).filter((m) => typeof m === 'string' && m))].join('; ')
+  }
+  message = message.replace(/\s+/g, ' ').trim()
+  const code = typeof e?.code === 'string' ? e.code : ''
+  if (!message) return code || 'unknown error'
+  return code && !message.includes(code) ? `${message} (${code})` : message
 }
 
 /** Fastify's own error codes that map to a specific answer. */
@@ -170,7 +222,9 @@ function cleanValidationMessage(message: string | undefined): string {
 export function installErrorEnvelope(app: FastifyInstance): void {
   app.setErrorHandler((err: FastifyError, request: FastifyRequest, reply: FastifyReply) => {
     const { status, body, headers } = toEnvelope(err)
-    if (status >= 500) request.log.error({ err }, 'request failed')
+    // One we raised on purpose (an upstream down, the database away) says all in its code; anything else is a bug: its stack.
+    if (status >= 500 && err instanceof HttpError) request.log.warn({ code: body.error_code, status }, 'request failed')
+    else if (status >= 500) request.log.error({ err }, 'request failed')
     else request.log.info({ code: body.error_code, status }, 'request rejected')
     // Headers set by a plugin before the error (e.g. Retry-After) are kept;
     // ours win where both exist.

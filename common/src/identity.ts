@@ -8,14 +8,11 @@
 import { createHmac, hkdfSync, timingSafeEqual } from 'node:crypto'
 import type { IncomingHttpHeaders } from 'node:http'
 import type { FastifyReply, FastifyRequest } from 'fastify'
-import { HttpError, ErrorCode, challenge } from './errors.js'
+import { Unauthorized } from './errors.js'
 
-export const IdentityHeader = {
-  userId: 'x-user-id',
-  caller: 'x-tollgate-caller',
-  timestamp: 'x-tollgate-timestamp',
-  signature: 'x-tollgate-signature',
-} as const
+import { IdentityHeader } from './contracts.js'
+
+export { IdentityHeader }
 
 /** Headers no client may send: identity and anything in our internal namespaces. */
 const RESERVED = /^x[-_](?:user|tollgate|internal|service|forwarded[-_]user|auth[-_]request)(?:[-_]|$)/i
@@ -102,9 +99,7 @@ declare module 'fastify' {
 }
 
 const noProof = () =>
-  new HttpError(401, ErrorCode.UNAUTHORIZED, 'Requests must come through the gateway', {
-    'www-authenticate': challenge.missing,
-  })
+  new Unauthorized('Requests must come through the gateway')
 
 /**
  * onRequest hook for a service's API routes: sets request.identity from a

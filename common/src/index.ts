@@ -1,7 +1,8 @@
 /**
  * What every Tollgate process shares. Database and migration helpers live at
  * '@tollgate/common/db' and '@tollgate/common/migrate' (the gateway never loads
- * pg), test utilities at '@tollgate/common/testing'.
+ * pg), test utilities at '@tollgate/common/testing', the internal endpoints'
+ * paths and schemas at '@tollgate/common/contracts'.
  */
 export * from './errors.js'
 export * from './config.js'

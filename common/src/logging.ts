@@ -6,6 +6,7 @@ import { randomUUID } from 'node:crypto'
 import type { IncomingMessage } from 'node:http'
 import type { FastifyReply, FastifyRequest, FastifyServerOptions } from 'fastify'
 import { writeSync } from 'node:fs'
+import { IdentityHeader } from './contracts.js'
 
 /**
  * Explicit paths only (wildcards cost on every line). Headers are never
@@ -15,7 +16,7 @@ import { writeSync } from 'node:fs'
 export const REDACT_PATHS = [
   'req.headers.authorization',
   'req.headers.cookie',
-  'req.headers["x-tollgate-signature"]',
+  `req.headers["${IdentityHeader.signature}"]`,
   'res.headers["set-cookie"]',
   'headers.authorization',
   'headers.cookie',

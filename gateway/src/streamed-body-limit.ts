@@ -10,7 +10,7 @@
  */
 import { finished, Transform, type Readable } from 'node:stream'
 import type { FastifyReply, FastifyRequest } from 'fastify'
-import { ErrorCode, HttpError, lingerOnRefusal } from '@tollgate/common'
+import { lingerOnRefusal, PayloadTooLarge } from '@tollgate/common'
 
 export function limitStreamedBody(request: FastifyRequest, reply: FastifyReply, limit: number): Readable {
   const raw = request.raw
@@ -29,7 +29,7 @@ export function limitStreamedBody(request: FastifyRequest, reply: FastifyReply, 
   })
   const refuse = () => {
     raw.unpipe(counted)
-    const tooLarge = new HttpError(413, ErrorCode.PAYLOAD_TOO_LARGE, 'Request body is too large')
+    const tooLarge = new PayloadTooLarge()
     if (reply.raw.headersSent) {
       // The service already answered: cut the upload, keep the answer.
       lingerOnRefusal(request, reply)

@@ -7,8 +7,8 @@ import websocket from '@fastify/websocket'
 import { createService, proofKey, startTracing, type App } from '@tollgate/common'
 import { attachDatabase } from '@tollgate/common/db'
 import type { Config } from './config.js'
-import { createTasksRepository } from './plugins/tasks-repository.js'
-import { TaskEventHub } from './plugins/task-events.js'
+import { createTasksRepository } from './repositories/tasks-repository.js'
+import { TaskEventHub } from './events/task-events.js'
 import { tasksRoutes } from './routes/tasks.js'
 import { internalRoutes } from './routes/internal.js'
 
@@ -69,7 +69,7 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
   })
 
   await app.register(tasksRoutes, { repo, proofKey: key, proofWindowMs, events })
-  await app.register(internalRoutes, { prefix: '/internal', repo, proofKey: key, proofWindowMs })
+  await app.register(internalRoutes, { repo, proofKey: key, proofWindowMs })
 
   return app
 }

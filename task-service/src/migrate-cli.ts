@@ -2,9 +2,9 @@
  * `npm run migrate -w task-service`: apply pending migrations and exit.
  * A failure is one line on stderr and exit code 1, never a green exit.
  */
-import { configOrExit } from '@tollgate/common'
+import { configOrExit, describeError } from '@tollgate/common'
 import { migrateConfigSchema } from './config.js'
-import { describeError, runMigrations } from './migrations.js'
+import { runMigrations } from './migrations.js'
 
 const SERVICE = 'task-service'
 const config = configOrExit(migrateConfigSchema, SERVICE)

@@ -17,19 +17,3 @@ export async function runMigrations(databaseUrl: string, log?: (msg: string) => 
     ...(log ? { log } : {}),
   })
 }
-
-/**
- * An error as one line for stderr. Some carry no message: a connection
- * refused on every address of a host (localhost as ::1 and 127.0.0.1) is an
- * AggregateError with an empty one, so its parts and code are used instead.
- */
-export function describeError(err: unknown): string {
-  const e = err as { message?: unknown; code?: unknown; errors?: unknown } | null | undefined
-  let message = typeof e?.message === 'string' ? e.message : e instanceof Error ? '' : String(err)
-  if (!message && Array.isArray(e?.errors)) {
-    message = [...new Set(e.errors.map((x) => (x as { message?: unknown })?.message).filter((m) => typeof m === 'string' && m))].join('; ')
-  }
-  message = message.replace(/\s+/g, ' ').trim()
-  if (!message) message = typeof e?.code === 'string' ? e.code : 'unknown error'
-  return message
-}

@@ -3,10 +3,10 @@
  * listen. The only file that listens; failures before that are one line on
  * stderr and exit code 1, so compose and CI stop.
  */
-import { configOrExit, describeDatabaseError, listen } from '@tollgate/common'
+import { configOrExit, describeDatabaseError, describeError, listen } from '@tollgate/common'
 import { buildApp } from './app.js'
 import { configSchema } from './config.js'
-import { describeError, runMigrations } from './migrations.js'
+import { runMigrations } from './migrations.js'
 
 const SERVICE = 'task-service'
 

@@ -12,7 +12,7 @@ import pg from 'pg'
 import t from 'tap'
 import { migrate } from '@tollgate/common/migrate'
 import * as testing from '@tollgate/common/testing'
-import { describeError } from '../src/migrations.js'
+import { describeError } from '@tollgate/common'
 import { testDatabaseUrl } from './helper.js'
 
 const cli = fileURLToPath(new URL('../dist/migrate-cli.js', import.meta.url))
@@ -30,7 +30,7 @@ const cases = testing.migrateCliCases({
   testServerUrl: testDatabaseUrl(),
   migrationsTable: 'task_migrations',
   collidingTable: 'tasks',
-  collisionError: /relation "tasks" already exists/,
+  collisionError: /relation "tasks" already exists \(42P07\)/,
 })
 for (const c of cases) t.test(c.name, (t) => c.run(t))
 
@@ -48,7 +48,7 @@ t.test('a broken SQL file: migrate() rejects and the run before it is rolled bac
   )
   t.ok(failure, 'rejected')
   t.equal(failure?.code, '42601', 'syntax error, from PostgreSQL')
-  t.match(describeError(failure), /^syntax error at or near "TABEL"$/, 'one line for stderr')
+  t.match(describeError(failure), /^syntax error at or near "TABEL" \(42601\)$/, 'one line for stderr, with its SQLSTATE')
 
   const client = await connect(t, db.url)
   t.equal((await client.query("SELECT to_regclass('public.fine') AS t")).rows[0].t, null, '001 rolled back too')

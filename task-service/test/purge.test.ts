@@ -1,6 +1,8 @@
 /** The account-deletion purge: service callers only, all of one user's tasks, idempotent. */
 import t from 'tap'
-import { asUser, build, database, inject, newUserId } from './helper.js'
+import { Value } from 'typebox/value'
+import { AccountPurge } from '@tollgate/common/contracts'
+import { asUser, build, database, inject, newBetterAuthId, newUserId } from './helper.js'
 
 t.test('a service purges one user’s tasks; twice changes nothing; others keep theirs', async (t) => {
   const app = await build(t)
@@ -56,5 +58,16 @@ t.test('creates racing a purge: none survives it (the purge and each insert meet
     t.ok([...statuses].every((s) => s === 201 || s === 401), `every create answers 201 or 401: ${[...statuses]}`)
     const { rows } = await db.query('SELECT count(*)::int AS n FROM tasks WHERE user_id = $1', [gone])
     t.equal(rows[0].n, 0, `round ${round}: no task row survives the purge`)
+  }
+})
+
+t.test('the purge contract: the path the auth-service sends reaches this route, for the account ids it holds', async (t) => {
+  const app = await build(t)
+  for (const userId of [newUserId(), newBetterAuthId()]) {
+    t.ok(Value.Check(AccountPurge.params, { user_id: userId }), userId)
+    await asUser(app, userId).create({ title: 'mine' })
+    const res = await inject(app, { method: AccountPurge.method, url: AccountPurge.pathFor(userId), caller: 'service:auth-service' })
+    t.equal(res.statusCode, 204, userId)
+    t.same((await asUser(app, userId).list()).json(), [], `${userId}: their tasks are gone`)
   }
 })

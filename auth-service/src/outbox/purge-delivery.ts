@@ -7,6 +7,7 @@
 import { randomUUID } from 'node:crypto'
 import type { FastifyBaseLogger } from 'fastify'
 import { REQUEST_ID_HEADER, type Tracing } from '@tollgate/common'
+import { AccountPurge } from '@tollgate/common/contracts'
 import { traceDelivery } from './delivery-tracing.js'
 import type { OutboxMessage, OutboxRepository } from './outbox-repository.js'
 
@@ -40,8 +41,8 @@ export function createPurgeDelivery(opts: DeliveryOptions) {
     if (message.kind !== 'purge-tasks') throw new Error(`unknown outbox kind ${message.kind}`)
     const userId = String(message.payload.user_id)
     const requestId = typeof message.payload.request_id === 'string' ? message.payload.request_id : randomUUID()
-    const res = await fetch(`${opts.gatewayInternalUrl}/internal/users/${encodeURIComponent(userId)}/tasks`, {
-      method: 'DELETE',
+    const res = await fetch(`${opts.gatewayInternalUrl}${AccountPurge.pathFor(userId)}`, {
+      method: AccountPurge.method,
       headers: { authorization: `Bearer ${await opts.serviceToken()}`, [REQUEST_ID_HEADER]: requestId, ...traceHeaders() },
       signal: AbortSignal.timeout(opts.timeoutMs ?? 5000),
     })

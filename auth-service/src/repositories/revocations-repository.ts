@@ -5,27 +5,8 @@
  * everywhere, also after restarts.
  */
 import type pg from 'pg'
+import type { RevocationEntry, RevocationPage } from '@tollgate/common/contracts'
 import { runQuery } from './query.js'
-
-export interface RevocationEntry {
-  jti: string
-  /** Token expiry, epoch seconds: the entry is useless after it. */
-  exp: number
-  /** For a subject cutoff: every token of user_id issued up to not_before (epoch seconds) is revoked. */
-  user_id?: string
-  not_before?: number
-  /** The issuer of user_id for a subject cutoff; absent: our own users. */
-  issuer?: string
-}
-
-export interface RevocationPage {
-  /** Pass back as `after` for the next page. */
-  cursor: number
-  /** True when `after` is beyond anything recorded (the table was rebuilt): start over. */
-  reset: boolean
-  more: boolean
-  revoked: RevocationEntry[]
-}
 
 export interface RevocationsRepository {
   /** Idempotent: revoking the same jti twice is not an error. */

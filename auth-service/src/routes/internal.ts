@@ -13,6 +13,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
 import { errors, requireGatewayIdentity } from '@tollgate/common'
+import { RevocationFeed, ServiceTokenExchange, SubjectRevocation } from '@tollgate/common/contracts'
 import type { RevocationsRepository } from '../repositories/revocations-repository.js'
 import type { ServiceTokenIssuer } from '../credentials/service-tokens.js'
 import { ErrorBody } from '../schemas.js'
@@ -22,21 +23,6 @@ interface ProofOptions {
   proofWindowMs: number
 }
 
-const RevocationFeed = Type.Object({
-  cursor: Type.Integer(),
-  reset: Type.Boolean(),
-  more: Type.Boolean(),
-  revoked: Type.Array(
-    Type.Object({
-      jti: Type.String(),
-      exp: Type.Integer(),
-      user_id: Type.Optional(Type.String()),
-      not_before: Type.Optional(Type.Integer()),
-      issuer: Type.Optional(Type.String()),
-    }),
-  ),
-})
-
 export const revocationFeedRoutes: FastifyPluginAsyncTypebox<ProofOptions & { revocations: RevocationsRepository }> = async (app, opts) => {
   app.addHook('onRequest', requireGatewayIdentity(opts.proofKey, opts.proofWindowMs, (id) => id.caller === 'service:gateway'))
   app.addHook('onRequest', async (_request, reply) => {
@@ -44,15 +30,12 @@ export const revocationFeedRoutes: FastifyPluginAsyncTypebox<ProofOptions & { re
   })
 
   app.get(
-    '/revocations',
+    RevocationFeed.path,
     {
       logLevel: 'warn', // polled several times a second by every gateway
       schema: {
-        querystring: Type.Object({
-          after: Type.Integer({ minimum: 0, default: 0 }),
-          limit: Type.Integer({ minimum: 1, maximum: 10_000, default: 5000 }),
-        }),
-        response: { 200: RevocationFeed, 400: ErrorBody, 401: ErrorBody, 503: ErrorBody },
+        querystring: RevocationFeed.query,
+        response: { 200: RevocationFeed.page, 400: ErrorBody, 401: ErrorBody, 503: ErrorBody },
       },
     },
     async (request) => opts.revocations.since(request.query.after, request.query.limit),
@@ -66,14 +49,11 @@ export const serviceTokenRoutes: FastifyPluginAsyncTypebox<ProofOptions & { serv
   })
 
   app.post(
-    '/service-token',
+    ServiceTokenExchange.path,
     {
       schema: {
-        body: Type.Object(
-          { service: Type.String({ minLength: 1, maxLength: 64 }), secret: Type.String({ minLength: 1, maxLength: 512 }) },
-          { additionalProperties: false },
-        ),
-        response: { 200: Type.Object({ token: Type.String(), expires_at: Type.String() }), 400: ErrorBody, 401: ErrorBody },
+        body: ServiceTokenExchange.body,
+        response: { 200: ServiceTokenExchange.response, 400: ErrorBody, 401: ErrorBody },
       },
     },
     async (request) => {
@@ -88,10 +68,6 @@ export const serviceTokenRoutes: FastifyPluginAsyncTypebox<ProofOptions & { serv
   )
 }
 
-/** Subjects as the gateway accepts them in tokens (bounded, plain). */
-const SUBJECT = '^[A-Za-z0-9._~:@-]{1,128}$'
-/** Longest token lifetime a subject revocation may cover: one year. */
-const MAX_COVERED_LIFETIME_S = 31_536_000
 const DEFAULT_COVERED_LIFETIME_S = 2_592_000
 /** Past the tokens' expiry, the gateways' clock tolerance (at most 300 s) still accepts them. */
 const TOLERANCE_MARGIN_S = 300
@@ -103,20 +79,10 @@ export const subjectRevocationRoutes: FastifyPluginAsyncTypebox<ProofOptions & {
   })
 
   app.post(
-    '/subject-revocations',
+    SubjectRevocation.path,
     {
       schema: {
-        body: Type.Object(
-          {
-            issuer: Type.String({ minLength: 1, maxLength: 512 }),
-            sub: Type.String({ pattern: SUBJECT }),
-            /** Epoch seconds; default now. Tokens issued at or before it are revoked. */
-            issued_before: Type.Optional(Type.Integer({ minimum: 0 })),
-            /** How long the issuer's tokens live at most; the revocation is kept that long. Default 30 days. */
-            token_lifetime_s: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_COVERED_LIFETIME_S })),
-          },
-          { additionalProperties: false },
-        ),
+        body: SubjectRevocation.body,
         response: { 204: Type.Null(), 400: ErrorBody, 401: ErrorBody, 503: ErrorBody },
       },
     },

@@ -6,8 +6,8 @@
  * and stay until the tokens they signed have expired.
  */
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
-import { Type } from 'typebox'
 import { errors } from '@tollgate/common'
+import { Jwks } from '@tollgate/common/contracts'
 import type { SigningKeyStore } from '../credentials/signing-keys.js'
 import { ErrorBody } from '../schemas.js'
 
@@ -16,21 +16,11 @@ export interface JwksRoutesOptions {
   keys?: SigningKeyStore
 }
 
-// The serializer writes only these members, whatever the object holds.
-const PublicJwk = Type.Object({
-  kty: Type.Literal('OKP'),
-  crv: Type.Literal('Ed25519'),
-  x: Type.String(),
-  kid: Type.String(),
-  alg: Type.Literal('EdDSA'),
-  use: Type.Literal('sig'),
-})
-const JwkSet = Type.Object({ keys: Type.Array(PublicJwk) })
-
 export const jwksRoutes: FastifyPluginAsyncTypebox<JwksRoutesOptions> = async (app, opts) => {
   app.get(
-    '/.well-known/jwks.json',
-    { schema: { response: { 200: JwkSet, 503: ErrorBody } } },
+    Jwks.path,
+    // The serializer writes only the contract's public members, whatever the object holds.
+    { schema: { response: { 200: Jwks.published, 503: ErrorBody } } },
     async (_request, reply) => {
       if (!opts.keys) {
         reply.header('cache-control', 'public, max-age=60')

@@ -3,7 +3,7 @@
  * a signed-in user, or only the user the path names).
  */
 import type { FastifyRequest } from 'fastify'
-import { BEARER_REALM, challenge, ErrorCode, errors, HttpError } from '@tollgate/common'
+import { BEARER_REALM, challenge, errors, HttpError, InvalidToken, ValidationError } from '@tollgate/common'
 import type { TokenResult, TokenVerifier, VerifiedToken } from './token-verifier.js'
 import type { RevocationList } from './revocation-list.js'
 import type { Step } from '../hook-steps.js'
@@ -59,14 +59,14 @@ export function subprotocolToken(protocols: string | undefined, authorization: s
 }
 
 export function invalidRequest(): HttpError {
-  return new HttpError(400, ErrorCode.VALIDATION_ERROR, 'Send one bearer token, in the Authorization header only', {
+  return new ValidationError('Send one bearer token, in the Authorization header only', {
     'www-authenticate': `Bearer realm="${BEARER_REALM}", error="invalid_request"`,
   })
 }
 
 /** A valid token of a trusted external issuer on a route of our own accounts (docs/API.md has no closer code). */
 export function otherIssuer(): HttpError {
-  return new HttpError(401, ErrorCode.INVALID_TOKEN, "This route is for this service's accounts; tokens of other issuers are not accepted here", {
+  return new InvalidToken("This route is for this service's accounts; tokens of other issuers are not accepted here", {
     'www-authenticate': challenge.invalidToken('Token issuer not accepted on this route'),
   })
 }

@@ -19,8 +19,13 @@
  */
 import { importJWK, type JSONWebKeySet, type JWK, type JWSHeaderParameters } from 'jose'
 import type { FastifyBaseLogger } from 'fastify'
+import { Compile } from 'typebox/compile'
+import { Jwks } from '@tollgate/common/contracts'
 
 type CryptoKey = import('node:crypto').webcrypto.CryptoKey
+
+/** Any issuer's set as RFC 7517 shapes it; every set our auth-service publishes is one (the contract's test says so). */
+const validKeySet = Compile(Jwks.keySet)
 
 /** The keys cannot be had now; `retryAfterMs` is when the next fetch may start. */
 export class KeySourceUnavailable extends Error {
@@ -113,9 +118,9 @@ export function createJwksKeySource(opts: JwksOptions): JwksKeySource {
     }
     const text = await res.text()
     if (text.length > MAX_JWKS_BYTES) throw new Error('JWKS too large')
-    const jwks = JSON.parse(text) as JSONWebKeySet
-    if (!jwks || !Array.isArray(jwks.keys)) throw new Error('not a JWK set')
-    return jwks
+    const jwks: unknown = JSON.parse(text)
+    if (!validKeySet.Check(jwks)) throw new Error('not a JWK set')
+    return jwks as JSONWebKeySet
   }
 
   async function publish(jwks: JSONWebKeySet, fetchedAt: number): Promise<void> {

@@ -1,15 +1,19 @@
 /** Reads the auth-service's revocation feed over the gateway's pooled connection, as the gateway itself. */
 import { randomUUID } from 'node:crypto'
 import type { Dispatcher } from 'undici'
+import { Compile } from 'typebox/compile'
 import { REQUEST_ID_HEADER, signIdentity } from '@tollgate/common'
-import type { RevocationPage } from './revocation-list.js'
+import { RevocationFeed, type RevocationPage } from '@tollgate/common/contracts'
+
+/** The auth-service answers with this schema; a page that does not match it is refused, not half-applied. */
+const validPage = Compile(RevocationFeed.page)
 
 export function revocationFeed(pool: Dispatcher, proofKey: Buffer, timeoutMs: number) {
   return async function fetchPage(after: number): Promise<RevocationPage> {
-    const path = '/internal/revocations'
+    const path = RevocationFeed.path
     const requestId = randomUUID()
     const res = await pool.request({
-      method: 'GET',
+      method: RevocationFeed.method,
       path: `${path}?after=${after}`,
       headers: {
         ...signIdentity(proofKey, { caller: 'service:gateway', userId: '' }, 'GET', path, requestId),
@@ -22,8 +26,8 @@ export function revocationFeed(pool: Dispatcher, proofKey: Buffer, timeoutMs: nu
       await res.body.dump()
       throw new Error(`revocation feed answered ${res.statusCode}`)
     }
-    const page = (await res.body.json()) as RevocationPage
-    if (typeof page?.cursor !== 'number' || !Array.isArray(page.revoked)) throw new Error('malformed revocation feed')
+    const page: unknown = await res.body.json()
+    if (!validPage.Check(page)) throw new Error('malformed revocation feed')
     return page
   }
 }

@@ -9,19 +9,10 @@
  */
 import type { FastifyBaseLogger } from 'fastify'
 
-export interface RevocationPage {
-  cursor: number
-  reset: boolean
-  more: boolean
-  /**
-   * A signed-out token (jti), or with user_id and not_before, every token of
-   * that subject issued at or before not_before (an account deleted, or a
-   * subject of an external issuer signed out); `issuer` names the issuer of
-   * the subject, our own when absent. exp: when the entry stops mattering
-   * (epoch seconds).
-   */
-  revoked: Array<{ jti: string; exp: number; user_id?: string; not_before?: number; issuer?: string }>
-}
+import type { RevocationPage } from '@tollgate/common/contracts'
+
+/** The feed's page, as the auth-service's contract defines it. */
+export type { RevocationPage }
 
 export interface RevocationListOptions {
   fetchPage: (after: number) => Promise<RevocationPage>

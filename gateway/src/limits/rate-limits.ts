@@ -37,7 +37,7 @@
  */
 import { normalizeIP } from '@fastify/rate-limit'
 import type { FastifyReply, FastifyRequest } from 'fastify'
-import { ErrorCode, HttpError } from '@tollgate/common'
+import { RateLimited, type HttpError } from '@tollgate/common'
 import type { CounterStore, CountingMode } from './store.js'
 import type { Step } from '../hook-steps.js'
 
@@ -91,7 +91,7 @@ function addFields(req: FastifyRequest, reply: FastifyReply, policyField: string
 function tooMany(ttlS: number): HttpError {
   // A little jitter so refused clients do not all come back in the same second.
   const retryAfter = Math.max(1, ttlS) + Math.floor(Math.random() * 2)
-  return new HttpError(429, ErrorCode.RATE_LIMITED, 'Rate limit exceeded, retry later', {
+  return new RateLimited('Rate limit exceeded, retry later', {
     'retry-after': String(retryAfter),
     'cache-control': 'no-store',
   })

@@ -10,7 +10,7 @@ import cors from '@fastify/cors'
 import swagger from '@fastify/swagger'
 import swaggerUi from '@fastify/swagger-ui'
 import type { FastifyServerOptions } from 'fastify'
-import { ConfigError, createService, type App, type ReadinessChecks } from '@tollgate/common'
+import { ConfigError, createService, PayloadTooLarge, UriTooLong, type App, type ReadinessChecks } from '@tollgate/common'
 import { docsEnabled } from '../admin/admin-app.js'
 import { gatewayAccessFields } from '../access-log.js'
 import { openApiDocument } from '../docs/openapi.js'
@@ -149,11 +149,9 @@ async function build(
   // as it streams). The security headers are set by createService.
   const bodyLimit = config.BODY_LIMIT_BYTES
   app.addHook('onRequest', (request, _reply, done) => {
-    if (request.url.length > MAX_URL_LENGTH) return done(Object.assign(new Error('uri too long'), { statusCode: 414 }))
+    if (request.url.length > MAX_URL_LENGTH) return done(new UriTooLong())
     const length = request.headers['content-length']
-    if (length !== undefined && Number(length) > bodyLimit) {
-      return done(Object.assign(new Error('body too large'), { code: 'FST_ERR_CTP_BODY_TOO_LARGE', statusCode: 413 }))
-    }
+    if (length !== undefined && Number(length) > bodyLimit) return done(new PayloadTooLarge())
     done()
   })
 

@@ -10,7 +10,7 @@ import type { Socket } from 'node:net'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import proxy from '@fastify/http-proxy'
 import { WebSocket } from 'ws'
-import { ErrorCode, errors, HttpError, REQUEST_ID_HEADER, signIdentity, type Identity } from '@tollgate/common'
+import { ErrorCode, errors, HttpError, RateLimited, REQUEST_ID_HEADER, ServiceUnavailable, signIdentity, ValidationError, type Identity } from '@tollgate/common'
 import type { Step } from '../hook-steps.js'
 import { upstreamPath } from '../proxy/forwarded-headers.js'
 import { hasDotSegment } from '../proxy/proxy-routes.js'
@@ -41,7 +41,7 @@ export const refuseQueryToken: Step = (request, _reply, done) => {
 }
 
 export function tooManyStreams(perUser: number): HttpError {
-  return new HttpError(429, ErrorCode.RATE_LIMITED, `At most ${perUser} open live streams per user`, { 'retry-after': '5' })
+  return new RateLimited(`At most ${perUser} open live streams per user`, { 'retry-after': '5' })
 }
 
 /** Count a new stream for the request's verified token, or refuse it (429). */
@@ -133,9 +133,9 @@ export async function registerWebSocketRoutes(scope: FastifyInstance, o: WebSock
         if (request.headers.upgrade?.toLowerCase() !== 'websocket') {
           return done(new HttpError(426, ErrorCode.VALIDATION_ERROR, 'This route is a WebSocket: open it with Upgrade: websocket', { upgrade: 'websocket' }))
         }
-        if (hasDotSegment(request.url)) return done(new HttpError(400, ErrorCode.VALIDATION_ERROR, 'Invalid path'))
+        if (hasDotSegment(request.url)) return done(new ValidationError('Invalid path'))
         const target = o.target()
-        if (target === null) return done(new HttpError(503, ErrorCode.SERVICE_UNAVAILABLE, 'Upstream service unavailable', { 'retry-after': '2' }))
+        if (target === null) return done(new ServiceUnavailable('Upstream service unavailable'))
         ;(request.raw as RawWithTarget)[kTarget] = target
         let stream: LiveStream
         try {

@@ -4,9 +4,9 @@
  * tells us the caller is a service, never a user).
  */
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
-import { Type } from 'typebox'
 import { requireGatewayIdentity } from '@tollgate/common'
-import type { TasksRepository } from '../plugins/tasks-repository.js'
+import { AccountPurge } from '@tollgate/common/contracts'
+import type { TasksRepository } from '../repositories/tasks-repository.js'
 
 export interface InternalRoutesOptions {
   repo: TasksRepository
@@ -19,8 +19,8 @@ export const internalRoutes: FastifyPluginAsyncTypebox<InternalRoutesOptions> = 
 
   // The account is gone: its tasks go too. 204 whether or not any were left (retries are safe).
   app.delete(
-    '/users/:user_id/tasks',
-    { schema: { params: Type.Object({ user_id: Type.String({ minLength: 1, maxLength: 128 }) }) } },
+    AccountPurge.path,
+    { schema: { params: AccountPurge.params } },
     async (request, reply) => {
       const purged = await opts.repo.purgeUser(request.params.user_id)
       request.log.info({ caller: request.identity?.caller, purged }, 'tasks purged for a deleted account')

@@ -24,7 +24,7 @@ import {
   type Subscription,
   type TaskEvent,
   type TaskEventHub,
-} from '../plugins/task-events.js'
+} from '../events/task-events.js'
 
 export interface TaskEventsRoutesOptions {
   hub: TaskEventHub

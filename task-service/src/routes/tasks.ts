@@ -5,8 +5,8 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
 import { errors, requireGatewayIdentity, type Identity } from '@tollgate/common'
-import type { TaskChanges, TasksRepository } from '../plugins/tasks-repository.js'
-import type { TaskEventHub } from '../plugins/task-events.js'
+import type { TaskChanges, TasksRepository } from '../repositories/tasks-repository.js'
+import type { TaskEventHub } from '../events/task-events.js'
 import { taskEventsRoutes } from './task-events.js'
 import {
   checkText,
