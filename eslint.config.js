@@ -1,0 +1,23 @@
+// ESLint flat config: typescript-eslint's recommended rules over every workspace's
+// sources and tests, the bench and the infra scripts. No stylistic rules.
+// The non-type-checked set: most tests sit outside the workspaces' tsconfig
+// projects, and type-aware linting of the whole tree is slow on a 2-core CI.
+import js from '@eslint/js'
+import globals from 'globals'
+import tseslint from 'typescript-eslint'
+
+export default tseslint.config(
+  {
+    ignores: ['**/node_modules/**', '**/dist/**', '.tap/**', 'coverage/**', '.tools/**', '.data/**', 'bench/results/**'],
+  },
+  js.configs.recommended,
+  tseslint.configs.recommended,
+  {
+    languageOptions: {
+      ecmaVersion: 2023,
+      sourceType: 'module',
+      globals: { ...globals.node },
+    },
+    linterOptions: { reportUnusedDisableDirectives: 'error' },
+  },
+)
