@@ -233,7 +233,7 @@ t.test('a target ejected for refusing connections is back at the first passing h
   const b = await startTarget(t)
   const port = a.port
   await a.close()
-  let now = 1_000_000
+  const now = 1_000_000
   const up = upstreamOf(t, { targets: [a.url, b.url], healthCheck: {}, outlier: { consecutiveFailures: 2 } }, { now: () => now })
   for (let i = 0; i < 4; i++) await get(up).catch(() => 0)
   const again = await startTarget(t, '127.0.0.1', port)
@@ -248,7 +248,7 @@ t.test('a target ejected because its connections were reset (a killed process) i
   const a = await startTarget(t)
   const b = await startTarget(t)
   a.behave.reset = true // every exchange dies mid-way, as when the process is killed under load
-  let now = 1_000_000
+  const now = 1_000_000
   const up = upstreamOf(t, { targets: [a.url, b.url], healthCheck: {}, outlier: { consecutiveFailures: 2 } }, { now: () => now })
   for (let i = 0; i < 4; i++) await get(up).catch(() => 0)
   a.behave.reset = false
