@@ -130,7 +130,7 @@ function killLeftovers() {
 function tryKill(pid, signal) {
   try {
     process.kill(pid, signal)
-  } catch {} // already gone
+  } catch { /* already gone */ }
 }
 process.on('exit', killLeftovers)
 for (const signal of ['SIGINT', 'SIGTERM']) {

@@ -35,7 +35,7 @@ export async function startRedis() {
     try {
       const { stdout } = await run('redis-cli', ['-p', String(port), 'PING'])
       if (stdout.trim() === 'PONG') break
-    } catch {} // not listening yet
+    } catch { /* not listening yet */ }
     if (proc.exited || Date.now() > deadline) throw new Error(`redis-server on port ${port} did not start: ${proc.stderr.slice(-5).join(' ')}`)
     await new Promise((r) => setTimeout(r, 50))
   }

@@ -44,7 +44,7 @@ function post(url, agent, body) {
         let answer = null
         try {
           answer = JSON.parse(text)
-        } catch {}
+        } catch { /* not JSON: answer stays null */ }
         resolve([res.statusCode, answer])
       })
     })

@@ -7,7 +7,7 @@
  */
 import { createHmac, hkdfSync, timingSafeEqual } from 'node:crypto'
 import type { IncomingHttpHeaders } from 'node:http'
-import type { FastifyReply, FastifyRequest } from 'fastify'
+import type { FastifyRequest } from 'fastify'
 import { Unauthorized } from './errors.js'
 
 import { IdentityHeader } from './contracts.js'
@@ -107,7 +107,7 @@ const noProof = () =>
  * group takes.
  */
 export function requireGatewayIdentity(key: Buffer, windowMs: number, accept: (id: Identity) => boolean = () => true) {
-  return async function gatewayIdentity(request: FastifyRequest, _reply: FastifyReply): Promise<void> {
+  return async function gatewayIdentity(request: FastifyRequest): Promise<void> {
     const id = verifyIdentity(key, request.headers, request.method, request.url, request.id, windowMs)
     if (!id || !accept(id)) throw noProof()
     request.identity = id

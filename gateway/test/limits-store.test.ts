@@ -1,6 +1,5 @@
 /** The counter stores' refund (our own Lua script and its in-memory twin): one count back, never below 0, window kept. */
-import t from 'tap'
-const tap = t
+import t, { type Test } from 'tap'
 import { Redis } from 'ioredis'
 import { stores, type CounterStore } from '../src/limits/store.js'
 import { testRedisUrl } from './redis-server.js'
@@ -11,7 +10,7 @@ const read = (store: CounterStore, key: string, windowMs = 60_000) =>
   new Promise<{ current: number; ttl: number }>((resolve, reject) => store.read(key, (err, res) => (err ? reject(err) : resolve(res!)), windowMs, 10))
 const refund = (store: CounterStore, key: string) => new Promise<void>((resolve, reject) => store.refund(key, (err) => (err ? reject(err) : resolve())))
 
-async function refundSemantics(t: Pick<typeof tap, 'equal' | 'ok'>, store: CounterStore) {
+async function refundSemantics(t: Pick<Test, 'equal' | 'ok'>, store: CounterStore) {
   const key = `refund-${Math.random()}`
   for (let i = 0; i < 3; i++) await incr(store, key)
   await refund(store, key)

@@ -6,7 +6,7 @@
  * cache miss then hit, and the request's log lines carry the trace id.
  * Spans are read from a real OTLP/HTTP receiver.
  */
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { createServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { randomBytes } from 'node:crypto'
@@ -20,7 +20,7 @@ interface Span {
   attributes?: { key: string; value: { stringValue?: string } }[]
 }
 
-async function receiver(t: Tap.Test) {
+async function receiver(t: Pick<Test, 'teardown'>) {
   const spans: Span[] = []
   const server = createServer((req, res) => {
     const chunks: Buffer[] = []
@@ -35,10 +35,6 @@ async function receiver(t: Tap.Test) {
   t.teardown(() => new Promise<void>((resolve) => server.close(() => resolve())))
   return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, spans }
 }
-declare namespace Tap {
-  type Test = { teardown(fn: () => unknown): void }
-}
-
 const traceparent = (traceId: string, flags = '01') => `00-${traceId}-${randomBytes(8).toString('hex')}-${flags}`
 const attr = (s: Span, key: string) => s.attributes?.find((a) => a.key === key)?.value.stringValue
 

@@ -72,7 +72,7 @@ async function startTarget(t: Tap, host = '127.0.0.1', port = 0): Promise<Target
  * range, so no later `listen(0)` (another target of the test) and no outgoing connection's own port
  * (a TCP self-connect) can ever land on it, as they could on a port bound and then released.
  */
-async function closedPort(_t: Tap): Promise<string> {
+function closedPort(): string {
   return 'http://127.0.0.1:1'
 }
 
@@ -190,7 +190,7 @@ t.test('every target out: 503 in the envelope at once, nothing sent upstream', a
 })
 
 t.test('a GET that cannot connect is retried once on another target; a POST never is', async (t) => {
-  const down = await closedPort(t)
+  const down = closedPort()
   const up1 = await startTarget(t)
   const up = upstreamOf(t, { targets: [down, up1.url] })
   const gw = await gatewayOf(t, up)
@@ -202,7 +202,7 @@ t.test('a GET that cannot connect is retried once on another target; a POST neve
 })
 
 t.test('the retry happens once: a refused GET whose retry breaks too is a 502', async (t) => {
-  const down = await closedPort(t)
+  const down = closedPort()
   const breaking = await startTarget(t)
   breaking.behave.reset = true
   const up = upstreamOf(t, { targets: [down, breaking.url] })
@@ -235,7 +235,7 @@ t.test('a target ejected for refusing connections is back at the first passing h
   const b = await startTarget(t)
   const port = a.port
   await a.close()
-  let now = 1_000_000
+  const now = 1_000_000
   const up = upstreamOf(t, { targets: [a.url, b.url], healthCheck: {}, outlier: { consecutiveFailures: 2 } }, { now: () => now })
   for (let i = 0; i < 4; i++) await get(up).catch(() => 0)
   const again = await startTarget(t, '127.0.0.1', port)
@@ -250,7 +250,7 @@ t.test('a target ejected because its connections were reset (a killed process) i
   const a = await startTarget(t)
   const b = await startTarget(t)
   a.behave.reset = true // every exchange dies mid-way, as when the process is killed under load
-  let now = 1_000_000
+  const now = 1_000_000
   const up = upstreamOf(t, { targets: [a.url, b.url], healthCheck: {}, outlier: { consecutiveFailures: 2 } }, { now: () => now })
   for (let i = 0; i < 4; i++) await get(up).catch(() => 0)
   a.behave.reset = false
@@ -295,7 +295,7 @@ t.test('DNS: a name is re-resolved, one pool per address, Host kept as the name'
 })
 
 t.test('TASK_SERVICE_URL with several targets: the gateway spreads, retries GETs past a dead one, and /ready lists each', async (t) => {
-  const down = await closedPort(t)
+  const down = closedPort()
   const live = await startUpstream(t)
   const gw = await buildGateway(t, { TASK_SERVICE_URL: `${down}, ${live.url}` })
   const jwt = await token()

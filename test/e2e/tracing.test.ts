@@ -8,7 +8,7 @@
  * purge, delivered later through the outbox and the internal listener, is
  * in the deletion's trace.
  */
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { createServer, type IncomingMessage } from 'node:http'
 import { gunzipSync } from 'node:zlib'
 import { randomBytes, randomUUID } from 'node:crypto'
@@ -33,7 +33,7 @@ interface Received extends OtlpSpan {
 }
 
 /** A minimal OTLP/HTTP traces receiver: JSON (the exporter's default), gzip or not. */
-async function otlpReceiver(t: Tap.Test) {
+async function otlpReceiver(t: Pick<Test, 'teardown'>) {
   const spans: Received[] = []
   const contentTypes = new Set<string>()
   const server = createServer((req: IncomingMessage, res) => {
@@ -60,10 +60,6 @@ async function otlpReceiver(t: Tap.Test) {
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
   t.teardown(() => new Promise<void>((resolve) => server.close(() => resolve())))
   return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, spans, contentTypes }
-}
-
-declare namespace Tap {
-  type Test = { teardown(fn: () => unknown): void }
 }
 
 const attr = (s: OtlpSpan, key: string) => {

@@ -18,6 +18,7 @@ export interface DocumentedUpstream {
   path: string
 }
 
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- OpenAPI documents of any shape, walked by path
 type Json = Record<string, any>
 
 const ENVELOPE_REF = { $ref: '#/components/schemas/ErrorEnvelope' }

@@ -3,7 +3,7 @@
  * `typ` and audience (a user token never passes), then checked against the
  * per-service allowlist of routes.
  */
-import type { FastifyReply, FastifyRequest } from 'fastify'
+import type { FastifyRequest } from 'fastify'
 import { errors as joseErrors, jwtVerify } from 'jose'
 import { ConfigError, errors, HttpError, SERVICE_NAME, SERVICE_TOKEN_AUDIENCE, SERVICE_TOKEN_TYP } from '@tollgate/common'
 import { bearerToken } from '../auth/authenticate.js'
@@ -62,7 +62,7 @@ export function authenticateService(key: Uint8Array, issuer: string, clockTolera
     onFailure(err.errorCode)
     throw err
   }
-  return async function serviceAuthHook(request: FastifyRequest, _reply: FastifyReply): Promise<void> {
+  return async function serviceAuthHook(request: FastifyRequest): Promise<void> {
     const token = bearerToken(request.headers.authorization)
     if (token instanceof HttpError) refuse(token)
     const service = await verifyServiceToken(token as string, key, issuer, clockToleranceS)
