@@ -100,7 +100,7 @@ async function openBoth(tt: Tap, base: string, sub: string, jwt: string) {
 t.test('SSE flows through the gateway event by event, with Last-Event-ID, and never the token upstream', async (t) => {
   // A short upstream timeout: a live stream has it to its first byte only. Short client timeouts too: they bound
   // receiving the request, never the answer's length.
-  const { tasks, base } = await setup(t, { UPSTREAM_TIMEOUT_MS: 200, REQUEST_TIMEOUT_MS: 200, HEADERS_TIMEOUT_MS: 200 })
+  const { tasks, base } = await setup(t, { UPSTREAM_TIMEOUT_MS: 100, REQUEST_TIMEOUT_MS: 100, HEADERS_TIMEOUT_MS: 100 })
   const sub = randomUUID()
   const jwt = await token({ sub })
   const s = await subscribe(t, base, `/api/${sub}/tasks/events`, jwt, { 'last-event-id': '41' })
@@ -112,8 +112,9 @@ t.test('SSE flows through the gateway event by event, with Last-Event-ID, and ne
     // Each event reaches the client before the next is even written: nothing is held back.
     const id = tasks.emit(sub, 'created', { id: `t${i}`, title: `task ${i}` })
     await until(() => s.text.includes(`id: ${id}\n`), `event ${id}`)
-    // Longer than the upstream timeout between events: the stream stays open.
-    await new Promise((r) => setTimeout(r, 300))
+    // Longer than the upstream timeout between events (the gateway's timer is due first: same process, same
+    // timers): the stream stays open.
+    await new Promise((r) => setTimeout(r, 150))
   }
   t.notOk(s.ended, 'still open after quiet gaps longer than UPSTREAM_TIMEOUT_MS')
   const [open] = tasks.live(sub)
