@@ -174,16 +174,26 @@ t.test('automatic rotation (JWT_KEY_ROTATION_DAYS) happens once across replicas'
   const b = await eddsaApp(t, db.url, opts)
   const [first] = await keyRows(db.client)
   t.same(await kids(a), [first!.kid])
-  await sleep(2500)
+  // Each refresh tick checks for rotation, then reloads: a replica publishing a row added now has run a
+  // rotation check since. The marker is a retired key (never signs, never counts for rotation, published
+  // within its retention), removed again before the rotation.
+  await db.client.query(
+    `INSERT INTO signing_keys (kid, alg, public_jwk, private_jwk_enc, created_at, activates_at, retired_at)
+     SELECT 'tick-marker', alg, public_jwk, private_jwk_enc, now() - interval '3 days', now() - interval '3 days', now() - interval '1 minute'
+       FROM signing_keys`,
+  )
+  await testing.waitUntil(async () => (await kids(a)).includes('tick-marker') && (await kids(b)).includes('tick-marker'), { timeoutMs: 30_000, what: 'both replicas reloaded' })
+  await db.client.query("DELETE FROM signing_keys WHERE kid = 'tick-marker'")
   t.equal((await keyRows(db.client)).length, 1, 'a key younger than a day is left alone')
 
   await db.client.query("UPDATE signing_keys SET created_at = now() - interval '2 days'")
-  await testing.waitUntil(async () => (await keyRows(db.client)).length > 1, { timeoutMs: 5000, what: 'a rotation' })
-  await sleep(2500) // both replicas have checked again by now
+  await testing.waitUntil(async () => (await keyRows(db.client)).length > 1, { timeoutMs: 30_000, what: 'a rotation' })
+  // Both replicas have checked again once both publish the new kid: a replica that still saw only the old
+  // key made its (refused) rotation attempt in the tick whose reload then found the new one.
+  await testing.waitUntil(async () => (await kids(a)).length === 2 && (await kids(b)).length === 2, { timeoutMs: 30_000, what: 'published' })
   const rows = await keyRows(db.client)
   t.equal(rows.length, 2, 'one new key, not one per replica')
   t.equal(rows[0]!.retired_at!.getTime(), rows[1]!.activates_at.getTime())
-  await testing.waitUntil(async () => (await kids(a)).length === 2 && (await kids(b)).length === 2, { timeoutMs: 5000, what: 'published' })
   await sleep(Math.max(0, rows[1]!.activates_at.getTime() - Date.now() + 50))
   const user = await signup(a)
   t.equal(kidOf(await tokenFor(b, user.email)), rows[1]!.kid, 'the new key signs')
