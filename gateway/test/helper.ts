@@ -29,6 +29,8 @@ export interface Upstream {
   /** What the revocation feed serves, as the auth-service would: add a jti to revoke it. */
   revoked: Array<{ jti: string; exp: number }>
   feedUp: boolean
+  /** Revocation feed requests answered so far (a gateway polls one after another). */
+  feedPolls: number
 }
 
 type Tap = { teardown(fn: () => unknown): void }
@@ -42,8 +44,9 @@ export async function startUpstream(t: Tap): Promise<Upstream> {
   const app = Fastify()
   app.removeAllContentTypeParsers()
   app.addContentTypeParser('*', { parseAs: 'string' }, (_req, body, done) => done(null, body))
-  const upstream = { url: '', seen, app, behave, revoked, feedUp: true, holding: 0 }
+  const upstream = { url: '', seen, app, behave, revoked, feedUp: true, holding: 0, feedPolls: 0 }
   app.get('/internal/revocations', async (_request, reply) => {
+    upstream.feedPolls++
     if (!upstream.feedUp) return reply.code(503).send({ detail: 'down', error_code: 'SERVICE_UNAVAILABLE', status_code: 503 })
     return { cursor: revoked.length, reset: false, more: false, revoked }
   })

@@ -22,17 +22,15 @@ t.test('a revoked token gets 401 TOKEN_REVOKED within a second; other tokens of 
   t.equal((await gw.inject({ url, headers: { authorization: `Bearer ${a}` } })).statusCode, 200, 'works (and is now cached)')
 
   auth.revoked.push({ jti: jtiOf(a), exp: Math.floor(Date.now() / 1000) + 3600 })
-  const revokedAt = Date.now()
-  let res
-  do {
-    await new Promise((r) => setTimeout(r, 20))
-    res = await gw.inject({ url, headers: { authorization: `Bearer ${a}` } })
-  } while (res.statusCode === 200 && Date.now() - revokedAt < 2000)
-  const took = Date.now() - revokedAt
+  // Within a second means within a poll (REVOCATION_POLL_MS, 100 ms here): polls run one after another, so once
+  // a second poll has begun after the push, the one that served the revocation has been applied. Refused from
+  // then on, asserted on that event rather than on the wall clock of a busy machine.
+  const polls = auth.feedPolls
+  await waitUntil(async () => auth.feedPolls >= polls + 2, { intervalMs: 10, what: 'the feed to serve the revocation' })
+  const res = await gw.inject({ url, headers: { authorization: `Bearer ${a}` } })
   t.equal(res.statusCode, 401)
   t.same(res.json(), { detail: 'Token has been revoked', error_code: 'TOKEN_REVOKED', status_code: 401 })
   t.match(res.headers['www-authenticate'], /error="invalid_token"/)
-  t.ok(took < 1000, `refused ${took} ms after revocation`)
   t.equal((await gw.inject({ url, headers: { authorization: `Bearer ${b}` } })).statusCode, 200, 'another token of the user')
 })
 
