@@ -88,7 +88,7 @@ export async function startGatewayProcess(t: Tap, env: Record<string, string>): 
   const gw = await spawnGateway(t, env, {
     ready: async ({ adminUrl }) => {
       const res = await fetch(`${adminUrl}/ready`)
-      return res.status === 200 && (await res.json()).checks['rate-limit-counters'] === 'redis'
+      return res.status === 200 && ((await res.json()) as { checks: Record<string, string> }).checks['rate-limit-counters'] === 'redis'
     },
   })
   return gw.url
