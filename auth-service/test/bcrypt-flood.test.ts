@@ -124,7 +124,6 @@ t.test(`${BURST} concurrent sign-ins at cost 12: bounded, shed fast, event loop 
     const shedOne = f.results.find((r) => r.value.statusCode === 503)!.value
     t.same(shedOne.json(), { detail: 'Server is busy, retry later', error_code: 'SERVICE_UNAVAILABLE', status_code: 503 })
     t.equal(shedOne.headers['retry-after'], '1', 'Retry-After on the 503')
-    t.ok(f.figures.shedMaxMs! < shedBound, `503s answered without queueing (max ${f.figures.shedMaxMs} ms < ${round(shedBound)}, p50 ${f.figures.shedP50Ms} ms)`)
     t.same([...f.cheapStatuses], [200], '/health and /me answered 200 throughout')
     t.ok(f.health.length >= 5, `/health was probed through the flood (${f.health.length} times)`)
     if (f.loopP99 < 50 && percentile(f.me, 99) < 100) break
@@ -136,6 +135,8 @@ t.test(`${BURST} concurrent sign-ins at cost 12: bounded, shed fast, event loop 
   const loopBound = Math.max(100, blockedMs / 2)
   const healthBound = Math.max(250, blockedMs)
   const meBound = Math.max(300, blockedMs)
+  // A latency, so judged on the quietest flood too (a stalled machine stalls a 503 as much as anything).
+  t.ok(best.figures.shedMaxMs! < shedBound, `503s answered without queueing (max ${best.figures.shedMaxMs} ms < ${round(shedBound)}, p50 ${best.figures.shedP50Ms} ms)`)
   t.ok(best.loopP99 < loopBound, `event-loop delay p99 < ${round(loopBound)} ms (${best.figures.eventLoopP99Ms} ms)`)
   t.ok(percentile(best.health, 99) < healthBound, `/health p99 < ${round(healthBound)} ms (${best.figures.healthP99Ms} ms)`)
   t.ok(percentile(best.me, 99) < meBound, `/me p99 < ${round(meBound)} ms (${best.figures.meP99Ms} ms)`)
