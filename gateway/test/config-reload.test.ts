@@ -17,6 +17,9 @@ import { spawnGateway } from './gateway-process.js'
 
 type Tap = Parameters<typeof startUpstream>[0]
 
+// The file's bound is a liveness bound: eight gateway processes, one after another (over 100 s on a loaded 2-core machine).
+t.setTimeout(300_000)
+
 /** A file with the routes given (one per line of YAML flow mappings), in front of one upstream. */
 function gatewayFile(routes: string[], internalRoutes: string[] = [], extra = ''): string {
   return `issuers:
