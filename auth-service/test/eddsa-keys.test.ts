@@ -20,6 +20,10 @@ import { asUser, DATABASE_URL, inject, PASSWORD, SECRET, signin, signup, testCon
 
 const cli = fileURLToPath(new URL('../dist/rotate-keys-cli.js', import.meta.url))
 
+// The file's bound is a liveness bound: a fresh database per test, CLI processes and replicas (over 120 s on a
+// loaded 2-core machine, where the default bound cut it off).
+t.setTimeout(300_000)
+
 type Tap = testing.SkippableTest & { comment(...args: unknown[]): void }
 
 /** A migrated database of this test's own, or null (the test is then skipped with the reason). */
