@@ -13,6 +13,8 @@ import * as testing from '@tollgate/common/testing'
 import { asUser, build, inject, PASSWORD, signin, signup } from './helper.js'
 
 const { percentile, timed } = testing
+// The file's bound is a liveness bound: up to three floods of cost-12 hashes took 105 s on a loaded 2-core machine.
+t.setTimeout(300_000)
 const BURST = 60
 const CONCURRENCY = 4
 const QUEUE = 16
@@ -79,6 +81,18 @@ async function flood(app: App, user: { id: string; email: string }): Promise<Flo
   return { results, loopP99, health, me, cheapStatuses, figures }
 }
 
+/** The median of three synchronous cost-12 comparisons: how long one hash holds a loop it runs on. */
+async function syncCompareMs(): Promise<number> {
+  const hash = await bcrypt.hash('x', 12)
+  const ms: number[] = []
+  for (let i = 0; i < 3; i++) {
+    const started = performance.now()
+    bcrypt.compareSync('x', hash) // on purpose: the measure of what the flood must not do
+    ms.push(performance.now() - started)
+  }
+  return percentile(ms, 50)
+}
+
 t.test(`${BURST} concurrent sign-ins at cost 12: bounded, shed fast, event loop free`, async (t) => {
   const app = await build(t, {
     BCRYPT_COST: '12',
@@ -93,6 +107,11 @@ t.test(`${BURST} concurrent sign-ins at cost 12: bounded, shed fast, event loop 
   // cost-12 hash holds it ~250 ms, see the control below); noise does not.
   // So: up to three floods, every one checked for correctness, the quietest
   // one for latency.
+  // What a hash on the loop would cost, measured under the same load as the floods: a loaded machine slows
+  // them and this alike, so the latency bounds scale with it (never below the idle machine's).
+  const blockedMs = await syncCompareMs()
+  t.comment(`one synchronous cost-12 comparison: ${round(blockedMs)} ms`)
+  const shedBound = Math.max(1000, 2 * blockedMs) // queueing behind QUEUE / CONCURRENCY hashes would be 4 x or more
   const attempts: Flood[] = []
   for (let i = 0; i < 3; i++) {
     const f = await flood(app, user)
@@ -107,18 +126,22 @@ t.test(`${BURST} concurrent sign-ins at cost 12: bounded, shed fast, event loop 
     const shedOne = f.results.find((r) => r.value.statusCode === 503)!.value
     t.same(shedOne.json(), { detail: 'Server is busy, retry later', error_code: 'SERVICE_UNAVAILABLE', status_code: 503 })
     t.equal(shedOne.headers['retry-after'], '1', 'Retry-After on the 503')
-    t.ok(f.figures.shedMaxMs! < 1000, `503s answered without queueing (max ${f.figures.shedMaxMs} ms, p50 ${f.figures.shedP50Ms} ms)`)
     t.same([...f.cheapStatuses], [200], '/health and /me answered 200 throughout')
     t.ok(f.health.length >= 5, `/health was probed through the flood (${f.health.length} times)`)
     if (f.loopP99 < 50 && percentile(f.me, 99) < 100) break
   }
 
   const best = attempts.reduce((a, b) => (b.loopP99 < a.loopP99 ? b : a))
-  // Bounds that hold on a busy 2-core CI machine yet fail hard if hashing ran on the loop
-  // (one synchronous cost-12 hash blocks it for ~250 ms; this flood would be seconds).
-  t.ok(best.loopP99 < 100, `event-loop delay p99 < 100 ms (${best.figures.eventLoopP99Ms} ms)`)
-  t.ok(percentile(best.health, 99) < 250, `/health p99 < 250 ms (${best.figures.healthP99Ms} ms)`)
-  t.ok(percentile(best.me, 99) < 300, `/me p99 < 300 ms (${best.figures.meP99Ms} ms)`)
+  // Bounds that fail hard if hashing ran on the loop: each hash would block it for blockedMs (p99 about that),
+  // and a cheap request would wait behind a queue of them (several times that).
+  const loopBound = Math.max(100, blockedMs / 2)
+  const healthBound = Math.max(250, blockedMs)
+  const meBound = Math.max(300, blockedMs)
+  // A latency, so judged on the quietest flood too (a stalled machine stalls a 503 as much as anything).
+  t.ok(best.figures.shedMaxMs! < shedBound, `503s answered without queueing (max ${best.figures.shedMaxMs} ms < ${round(shedBound)}, p50 ${best.figures.shedP50Ms} ms)`)
+  t.ok(best.loopP99 < loopBound, `event-loop delay p99 < ${round(loopBound)} ms (${best.figures.eventLoopP99Ms} ms)`)
+  t.ok(percentile(best.health, 99) < healthBound, `/health p99 < ${round(healthBound)} ms (${best.figures.healthP99Ms} ms)`)
+  t.ok(percentile(best.me, 99) < meBound, `/me p99 < ${round(meBound)} ms (${best.figures.meP99Ms} ms)`)
 
   // Over as soon as the flood is: the next sign-in is admitted.
   t.equal((await signin(app, user.email, PASSWORD)).statusCode, 200, 'admitted again after the flood')

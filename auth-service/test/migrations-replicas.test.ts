@@ -12,6 +12,9 @@ import * as testing from '@tollgate/common/testing'
 import { MIGRATIONS_DIR, runMigrations } from '../src/migrations.js'
 import { DATABASE_URL, SECRET } from './helper.js'
 
+// The file's bound is a liveness bound: two rounds of four replicas, two of them processes, on a loaded machine.
+t.setTimeout(300_000)
+
 const LOCK = 7301 // auth-service's advisory lock (src/migrations.ts)
 const cli = fileURLToPath(new URL('../dist/migrate-cli.js', import.meta.url))
 const expected = readdirSync(MIGRATIONS_DIR).filter((f) => f.endsWith('.sql')).map((f) => f.replace(/\.sql$/, '')).sort()

@@ -19,7 +19,7 @@ export type { UpstreamHandle } from './runtime/generation.js'
 
 export interface BuildOptions {
   logStream?: NodeJS.WritableStream
-  /** The clock of token verification and JWKS fetching (epoch ms); tests move it instead of sleeping. */
+  /** The clock of token verification, JWKS fetching and the revocation list's staleness (epoch ms); tests move it instead of sleeping. */
   now?: () => number
   /** The environment `${VAR}` references in the file read (default process.env); the config's own values win. */
   env?: Record<string, string | undefined>
@@ -31,7 +31,7 @@ export interface BuildOptions {
 
 export async function buildApp(config: Config, opts: BuildOptions = {}): Promise<App> {
   const definition = opts.definition ?? loadGatewayFile(config.GATEWAY_CONFIG ?? bundledGatewayFile, gatewayVariables(config, opts.env ?? process.env))
-  const runtime = await createRuntime(config, { logStream: opts.logStream, ...(opts.streams ? { streams: opts.streams } : {}) })
+  const runtime = await createRuntime(config, { logStream: opts.logStream, ...(opts.streams ? { streams: opts.streams } : {}), ...(opts.now ? { now: opts.now } : {}) })
   let app: App
   try {
     app = await buildGeneration(config, runtime, definition, { logStream: opts.logStream, now: opts.now })

@@ -4,13 +4,12 @@
  * keeps GET /health only (and /docs, which DOCS_ENABLED switches off).
  */
 import t from 'tap'
-import { spawn } from 'node:child_process'
-import { fileURLToPath } from 'node:url'
+import { createClock } from '@sinonjs/fake-timers'
 import { writeFileSync, mkdtempSync, readFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { buildGateway, gatewayConfig, SECRET, startUpstream } from './helper.js'
-import { freePort } from './redis-server.js'
+import { buildGateway, gatewayConfig, startUpstream } from './helper.js'
+import { spawnGateway } from './gateway-process.js'
 import { bundledGatewayFile } from '../src/config.js'
 import { loadGatewayFile } from '../src/gateway-config/load.js'
 import { gatewayVariables } from '../src/gateway-config/variables.js'
@@ -51,8 +50,9 @@ t.test('admin listener: /ready with every check, /metrics in Prometheus text, no
 })
 
 t.test('admin /ready: 503 with the failing check named', async (t) => {
-  const gw = await buildGateway(t, { AUTH_SERVICE_URL: 'http://127.0.0.1:1', REVOCATION_MAX_STALENESS_MS: 500 })
-  await new Promise((r) => setTimeout(r, 600))
+  const clock = createClock(Date.now())
+  const gw = await buildGateway(t, { AUTH_SERVICE_URL: 'http://127.0.0.1:1', REVOCATION_MAX_STALENESS_MS: 500 }, { now: () => clock.now })
+  clock.tick(600) // past the staleness bound, by the gateway's clock
   const ready = await gw.admin.inject({ url: '/ready' })
   t.equal(ready.statusCode, 503)
   t.match(ready.json(), { error_code: 'SERVICE_UNAVAILABLE', status_code: 503, checks: { revocations: 'unavailable', 'auth-service': 'unavailable' } })
@@ -91,36 +91,10 @@ t.test('ADMIN_HOST defaults to loopback and ADMIN_PORT to 9000; the file may dec
 
 t.test('a real gateway process: /ready and /metrics on ADMIN_PORT only', async (t) => {
   const up = await startUpstream(t)
-  const port = await freePort()
-  const adminPort = await freePort()
-  const entry = fileURLToPath(new URL('../dist/server.js', import.meta.url))
-  const proc = spawn(process.execPath, [entry], {
-    env: {
-      PATH: process.env.PATH ?? '',
-      BETTER_AUTH_SECRET: SECRET,
-      LOG_LEVEL: 'warn',
-      HOST: '127.0.0.1',
-      PORT: String(port),
-      INTERNAL_PORT: '0',
-      ADMIN_PORT: String(adminPort),
-      AUTH_SERVICE_URL: up.url,
-      TASK_SERVICE_URL: up.url,
-    },
-    stdio: ['ignore', 'ignore', 'inherit'],
-  })
-  const exited = new Promise((resolve) => proc.once('exit', resolve))
-  t.teardown(async () => {
-    proc.kill('SIGTERM')
-    await exited
-  })
-  const admin = `http://127.0.0.1:${adminPort}`
-  const pub = `http://127.0.0.1:${port}`
-  let ready: Response | undefined
-  for (let i = 0; i < 300 && ready?.status !== 200; i++) {
-    ready = await fetch(`${admin}/ready`).catch(() => undefined)
-    if (ready?.status !== 200) await new Promise((r) => setTimeout(r, 100))
-  }
-  t.equal(ready?.status, 200, 'admin /ready')
+  const gw = await spawnGateway(t, { AUTH_SERVICE_URL: up.url, TASK_SERVICE_URL: up.url })
+  const admin = gw.adminUrl
+  const pub = gw.url
+  t.equal((await fetch(`${admin}/ready`)).status, 200, 'admin /ready')
   t.equal((await fetch(`${pub}/health`)).status, 200, 'public /health')
   const publicReady = await fetch(`${pub}/ready`)
   t.equal(publicReady.status, 404, 'public /ready')

@@ -6,20 +6,19 @@
  * on; a bad file keeps the running one; limits are never reset.
  */
 import t from 'tap'
-import { spawn } from 'node:child_process'
 import http from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { mkdtempSync, writeFileSync, renameSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { fileURLToPath } from 'node:url'
 import { Pool } from 'undici'
-import { SECRET, startUpstream } from './helper.js'
-import { freePort } from './redis-server.js'
-
-const gatewayEntry = fileURLToPath(new URL('../dist/server.js', import.meta.url))
+import { startUpstream } from './helper.js'
+import { spawnGateway } from './gateway-process.js'
 
 type Tap = Parameters<typeof startUpstream>[0]
+
+// The file's bound is a liveness bound: eight gateway processes, one after another (over 100 s on a loaded 2-core machine).
+t.setTimeout(300_000)
 
 /** A file with the routes given (one per line of YAML flow mappings), in front of one upstream. */
 function gatewayFile(routes: string[], internalRoutes: string[] = [], extra = ''): string {
@@ -66,49 +65,14 @@ async function startGateway(t: Tap, text: string, env: Record<string, string> = 
     renameSync(`${file}.tmp`, file)
   }
   write(text)
-  const [port, internalPort, adminPort] = [await freePort(), await freePort(), await freePort()]
-  const proc = spawn(process.execPath, [gatewayEntry], {
-    env: {
-      PATH: process.env.PATH ?? '',
-      BETTER_AUTH_SECRET: SECRET,
-      LOG_LEVEL: 'warn',
-      HOST: '127.0.0.1',
-      PORT: String(port),
-      INTERNAL_HOST: '127.0.0.1',
-      INTERNAL_PORT: String(internalPort),
-      ADMIN_HOST: '127.0.0.1',
-      ADMIN_PORT: String(adminPort),
-      AUTH_SERVICE_URL: upstream.url,
-      GATEWAY_CONFIG: file,
-      ...env,
-    },
-    stdio: ['ignore', 'pipe', 'inherit'],
-  })
-  const lines: string[] = []
-  let rest = ''
-  proc.stdout!.setEncoding('utf8').on('data', (chunk: string) => {
-    const parts = (rest + chunk).split('\n')
-    rest = parts.pop()!
-    lines.push(...parts.filter(Boolean))
-  })
-  const exited = new Promise<number | null>((r) => proc.once('exit', (code) => r(code)))
-  t.teardown(async () => {
-    proc.kill('SIGTERM')
-    await exited
-  })
-  const url = `http://127.0.0.1:${port}`
-  const deadline = Date.now() + 60_000 // a loaded CI machine starts a gateway in 10-30 s
-  for (;;) {
-    try {
-      if ((await fetch(`http://127.0.0.1:${internalPort}/health`)).status === 200) break
-    } catch {
-      // not yet
-    }
-    if (Date.now() > deadline) throw new Error('gateway process did not start')
-    await new Promise((r) => setTimeout(r, 100))
-  }
+  // Started once its internal listener answers (the file names no task-service: /ready would wait for one).
+  const { proc, lines, exited, url, internalUrl, adminUrl } = await spawnGateway(
+    t,
+    { AUTH_SERVICE_URL: upstream.url, GATEWAY_CONFIG: file, ...env },
+    { captureLog: true, ready: async (gw) => (await fetch(`${gw.internalUrl}/health`)).status === 200 },
+  )
   // Metrics are on the admin listener, never the public one.
-  const metrics = async () => (await fetch(`http://127.0.0.1:${adminPort}/metrics`)).text()
+  const metrics = async () => (await fetch(`${adminUrl}/metrics`)).text()
   const reloads = async () => {
     const text = await metrics()
     const count = (result: string) => Number(new RegExp(`^gateway_config_reloads_total\\{result="${result}"[^}]*\\} (\\d+)`, 'm').exec(text)?.[1] ?? NaN)
@@ -116,7 +80,7 @@ async function startGateway(t: Tap, text: string, env: Record<string, string> = 
   }
   return {
     url,
-    internalUrl: `http://127.0.0.1:${internalPort}`,
+    internalUrl,
     file,
     pid: proc.pid!,
     lines,

@@ -12,6 +12,7 @@ import http from 'node:http'
 import net from 'node:net'
 import { createHash, randomBytes } from 'node:crypto'
 import { Writable } from 'node:stream'
+import { waitUntil } from '@tollgate/common/testing'
 import { buildGateway, gatewayConfig, startUpstream, subOf, token } from './helper.js'
 import { buildApp } from '../src/app.js'
 import { once } from 'node:events'
@@ -184,7 +185,7 @@ t.test('an upstream that never answers is a 504 at the deadline; the gateway let
   t.same(res.json(), { detail: 'Upstream service timed out', error_code: 'GATEWAY_TIMEOUT', status_code: 504 })
   // Our own timer, not undici's ~0.5 s tick (which answered a 500 ms deadline at up to 1,040 ms).
   t.ok(took >= 290 && took < 800, `answered at the deadline (${Math.round(took)} ms)`)
-  await new Promise((r) => setTimeout(r, 100))
+  await waitUntil(async () => up.closed.length > 0, { intervalMs: 10, what: 'the upstream request to close' })
   t.same(up.closed.length, 1, 'the upstream request was cancelled, not left open')
 })
 
@@ -203,7 +204,7 @@ t.test('a client that leaves before the answer cancels the upstream request; the
     )
     t.ok(aborted instanceof Error, `client ${i} gave up`)
   }
-  await new Promise((r) => setTimeout(r, 200))
+  await waitUntil(async () => up.closed.length >= 20, { intervalMs: 10, what: 'the abandoned upstream requests to close' })
   t.equal(up.closed.length, 20, 'every abandoned upstream request was cancelled')
   const after = await fetch(url, { headers: { authorization: `Bearer ${jwt}` } })
   t.equal(after.status, 200, 'still serving')

@@ -22,24 +22,31 @@ export interface Upstream {
   /** Requests proxied to this upstream (revocation feed polls and /openapi.json reads are not listed). */
   seen: Seen[]
   app: FastifyInstance
-  /** Change how the next requests are answered. */
-  behave: { delayMs: number; status: number }
+  /** Change how the next requests are answered; `hold` keeps them unanswered until the test ends. */
+  behave: { delayMs: number; status: number; hold: boolean }
+  /** Requests held unanswered now (`behave.hold`). */
+  holding: number
   /** What the revocation feed serves, as the auth-service would: add a jti to revoke it. */
   revoked: Array<{ jti: string; exp: number }>
   feedUp: boolean
+  /** Revocation feed requests answered so far (a gateway polls one after another). */
+  feedPolls: number
 }
 
 type Tap = { teardown(fn: () => unknown): void }
 
 export async function startUpstream(t: Tap): Promise<Upstream> {
   const seen: Seen[] = []
-  const behave = { delayMs: 0, status: 200 }
+  const behave = { delayMs: 0, status: 200, hold: false }
+  let release!: () => void
+  const released = new Promise<void>((r) => (release = r))
   const revoked: Array<{ jti: string; exp: number }> = []
   const app = Fastify()
   app.removeAllContentTypeParsers()
   app.addContentTypeParser('*', { parseAs: 'string' }, (_req, body, done) => done(null, body))
-  const upstream = { url: '', seen, app, behave, revoked, feedUp: true }
+  const upstream = { url: '', seen, app, behave, revoked, feedUp: true, holding: 0, feedPolls: 0 }
   app.get('/internal/revocations', async (_request, reply) => {
+    upstream.feedPolls++
     if (!upstream.feedUp) return reply.code(503).send({ detail: 'down', error_code: 'SERVICE_UNAVAILABLE', status_code: 503 })
     return { cursor: revoked.length, reset: false, more: false, revoked }
   })
@@ -48,11 +55,19 @@ export async function startUpstream(t: Tap): Promise<Upstream> {
   app.all('/*', async (request, reply) => {
     seen.push({ method: request.method, url: request.url, headers: request.headers, body: request.body })
     if (behave.delayMs) await new Promise((r) => setTimeout(r, behave.delayMs))
+    if (behave.hold) {
+      upstream.holding++
+      await released
+      upstream.holding--
+    }
     reply.code(behave.status)
     return behave.status === 204 ? undefined : { ok: true, url: request.url }
   })
   upstream.url = await app.listen({ port: 0, host: '127.0.0.1' })
-  t.teardown(() => app.close())
+  t.teardown(() => {
+    release()
+    return app.close()
+  })
   return upstream
 }
 

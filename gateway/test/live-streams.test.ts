@@ -8,9 +8,11 @@
 import t from 'tap'
 import { randomUUID } from 'node:crypto'
 import WebSocket from 'ws'
+import { createClock } from '@sinonjs/fake-timers'
 import { proofKey } from '@tollgate/common'
 import { buildGateway, logCapture, SECRET, startUpstream, token } from './helper.js'
 import { startLiveTasks } from './fixtures/live-tasks.js'
+import { spawnGateway } from './gateway-process.js'
 import type { BuildOptions } from '../src/app.js'
 
 const jtiOf = (jwt: string): string => JSON.parse(Buffer.from(jwt.split('.')[1]!, 'base64url').toString()).jti
@@ -67,10 +69,38 @@ async function subscribe(tt: Tap, base: string, path: string, jwt: string, heade
   return s
 }
 
+const wsUrl = (base: string, sub: string) => `${base.replace('http', 'ws')}/api/${sub}/tasks/live`
+
+/** Resolves with a WebSocket's close code and reason. */
+const closeOf = (ws: WebSocket) => new Promise<[number, string]>((resolve) => ws.on('close', (code, reason) => resolve([code, reason.toString()])))
+
+/** The status a WebSocket upgrade is answered with (101 when it opens; the socket is then closed). */
+function upgradeStatus(url: string, protocols?: string[]): Promise<number> {
+  return new Promise<number>((resolve) => {
+    const ws = new WebSocket(url, protocols)
+    ws.on('unexpected-response', (_req, r) => resolve(r.statusCode!))
+    ws.on('open', () => {
+      resolve(101)
+      ws.close()
+    })
+    ws.on('error', () => {})
+  })
+}
+
+/** One SSE stream and one WebSocket of the same token, both open and connected; `closed` is the WebSocket's end. */
+async function openBoth(tt: Tap, base: string, sub: string, jwt: string) {
+  const s = await subscribe(tt, base, `/api/${sub}/tasks/events`, jwt)
+  const ws = new WebSocket(wsUrl(base, sub), ['bearer', jwt])
+  const closed = closeOf(ws)
+  await new Promise((resolve) => ws.on('open', resolve))
+  await until(() => s.text.includes(': connected'), 'connected')
+  return { s, closed }
+}
+
 t.test('SSE flows through the gateway event by event, with Last-Event-ID, and never the token upstream', async (t) => {
   // A short upstream timeout: a live stream has it to its first byte only. Short client timeouts too: they bound
   // receiving the request, never the answer's length.
-  const { tasks, base } = await setup(t, { UPSTREAM_TIMEOUT_MS: 200, REQUEST_TIMEOUT_MS: 200, HEADERS_TIMEOUT_MS: 200 })
+  const { tasks, base } = await setup(t, { UPSTREAM_TIMEOUT_MS: 100, REQUEST_TIMEOUT_MS: 100, HEADERS_TIMEOUT_MS: 100 })
   const sub = randomUUID()
   const jwt = await token({ sub })
   const s = await subscribe(t, base, `/api/${sub}/tasks/events`, jwt, { 'last-event-id': '41' })
@@ -82,8 +112,9 @@ t.test('SSE flows through the gateway event by event, with Last-Event-ID, and ne
     // Each event reaches the client before the next is even written: nothing is held back.
     const id = tasks.emit(sub, 'created', { id: `t${i}`, title: `task ${i}` })
     await until(() => s.text.includes(`id: ${id}\n`), `event ${id}`)
-    // Longer than the upstream timeout between events: the stream stays open.
-    await new Promise((r) => setTimeout(r, 300))
+    // Longer than the upstream timeout between events (the gateway's timer is due first: same process, same
+    // timers): the stream stays open.
+    await new Promise((r) => setTimeout(r, 150))
   }
   t.notOk(s.ended, 'still open after quiet gaps longer than UPSTREAM_TIMEOUT_MS')
   const [open] = tasks.live(sub)
@@ -104,20 +135,8 @@ t.test('a token in the query is refused on both live routes, even beside a valid
     t.equal(s.res.status, 400, q.split('=')[0])
     t.equal(JSON.parse(s.text).error_code, 'VALIDATION_ERROR')
   }
-  const res = await new Promise<number>((resolve) => {
-    const ws = new WebSocket(`${base.replace('http', 'ws')}/api/${sub}/tasks/live?access_token=${jwt}`, ['bearer', jwt])
-    ws.on('unexpected-response', (_req, r) => resolve(r.statusCode!))
-    ws.on('open', () => resolve(101))
-    ws.on('error', () => {})
-  })
-  t.equal(res, 400, 'a WebSocket with a token in the query is refused')
-  const noToken = await new Promise<number>((resolve) => {
-    const ws = new WebSocket(`${base.replace('http', 'ws')}/api/${sub}/tasks/live?token=${jwt}`)
-    ws.on('unexpected-response', (_req, r) => resolve(r.statusCode!))
-    ws.on('open', () => resolve(101))
-    ws.on('error', () => {})
-  })
-  t.equal(noToken, 400, 'and is never taken as the credential')
+  t.equal(await upgradeStatus(`${wsUrl(base, sub)}?access_token=${jwt}`, ['bearer', jwt]), 400, 'a WebSocket with a token in the query is refused')
+  t.equal(await upgradeStatus(`${wsUrl(base, sub)}?token=${jwt}`), 400, 'and is never taken as the credential')
 })
 
 t.test('sign-out ends exactly that token\'s stream with a final revoked event, at an event boundary', async (t) => {
@@ -172,8 +191,8 @@ t.test('account deletion ends every stream of the user, SSE and WebSocket, and n
   const s1 = await subscribe(t, base, `/api/${alice}/tasks/events`, a1)
   const s2 = await subscribe(t, base, `/api/${alice}/tasks/events`, a2)
   const sb = await subscribe(t, base, `/api/${bob}/tasks/events`, b1)
-  const ws = new WebSocket(`${base.replace('http', 'ws')}/api/${alice}/tasks/live`, ['bearer', a3])
-  const closed = new Promise<[number, string]>((resolve) => ws.on('close', (code, reason) => resolve([code, reason.toString()])))
+  const ws = new WebSocket(wsUrl(base, alice), ['bearer', a3])
+  const closed = closeOf(ws)
   await new Promise((resolve) => ws.on('open', resolve))
   await until(() => [s1, s2, sb].every((s) => s.text.includes(': connected')), 'connected')
   auth.behave.status = 204
@@ -212,13 +231,7 @@ t.test('each user holds at most STREAMS_PER_USER streams; the next gets 429; the
   t.same(JSON.parse(eleventh.text), { detail: 'At most 10 open live streams per user', error_code: 'RATE_LIMITED', status_code: 429 })
   const other = await subscribe(t, base, `/api/${randomUUID()}/tasks/events`, jwt)
   t.equal(other.res.status, 403, 'a stream of another user id is refused (ownership)')
-  const wsRefused = await new Promise<number>((resolve) => {
-    const ws = new WebSocket(`${base.replace('http', 'ws')}/api/${sub}/tasks/live`, ['bearer', jwt])
-    ws.on('unexpected-response', (_req, r) => resolve(r.statusCode!))
-    ws.on('open', () => resolve(101))
-    ws.on('error', () => {})
-  })
-  t.equal(wsRefused, 429, 'WebSockets count against the same cap')
+  t.equal(await upgradeStatus(wsUrl(base, sub), ['bearer', jwt]), 429, 'WebSockets count against the same cap')
   const metrics = (await gw.admin.inject('/metrics')).body
   t.match(metrics, /gateway_open_streams\{kind="sse"[^}]*\} 10/)
   open[0]!.close()
@@ -235,10 +248,10 @@ t.test('WebSocket: bearer subprotocol in, only "bearer" echoed and forwarded, ev
   const { auth, tasks, gw, base } = await setup(t, { LOG_LEVEL: 'trace' }, { logStream: logs.stream })
   const sub = randomUUID()
   const jwt = await token({ sub })
-  const ws = new WebSocket(`${base.replace('http', 'ws')}/api/${sub}/tasks/live`, ['bearer', jwt])
+  const ws = new WebSocket(wsUrl(base, sub), ['bearer', jwt])
   const messages: unknown[] = []
   ws.on('message', (data) => messages.push(JSON.parse(String(data))))
-  const closed = new Promise<[number, string]>((resolve) => ws.on('close', (code, reason) => resolve([code, reason.toString()])))
+  const closed = closeOf(ws)
   await new Promise((resolve) => ws.on('open', resolve))
   t.equal(ws.protocol, 'bearer', 'the gateway echoes bearer, never the token')
   await until(() => tasks.live(sub).length === 1, 'the upstream socket')
@@ -264,36 +277,19 @@ t.test('WebSocket: no token, a bad token, or another user are refused before the
   let at = exp - 300
   const { base } = await setup(t, { JWT_CLOCK_TOLERANCE_S: 0 }, { now: () => at })
   const sub = JSON.parse(Buffer.from(jwt.split('.')[1]!, 'base64url').toString()).sub
-  const url = `${base.replace('http', 'ws')}/api/${sub}/tasks/live`
-  const attempt = (protocols: string[] | undefined, target = url) =>
-    new Promise<number>((resolve) => {
-      const ws = new WebSocket(target, protocols)
-      ws.on('unexpected-response', (_req, r) => resolve(r.statusCode!))
-      ws.on('open', () => {
-        resolve(101)
-        ws.close()
-      })
-      ws.on('error', () => {})
-    })
-  t.equal(await attempt(undefined), 401, 'no token')
-  t.equal(await attempt(['bearer', 'not-a-jwt']), 401, 'a bad token')
-  t.equal(await attempt(['bearer', jwt], `${base.replace('http', 'ws')}/api/${randomUUID()}/tasks/live`), 403, 'another user')
-  const ws = new WebSocket(url, ['bearer', jwt])
-  const closed = new Promise<[number, string]>((resolve) => ws.on('close', (code, reason) => resolve([code, reason.toString()])))
-  t.same(await closed, [4401, 'token_expired'], 'closed when the token expires')
+  const url = wsUrl(base, sub)
+  t.equal(await upgradeStatus(url), 401, 'no token')
+  t.equal(await upgradeStatus(url, ['bearer', 'not-a-jwt']), 401, 'a bad token')
+  t.equal(await upgradeStatus(wsUrl(base, randomUUID()), ['bearer', jwt]), 403, 'another user')
+  t.same(await closeOf(new WebSocket(url, ['bearer', jwt])), [4401, 'token_expired'], 'closed when the token expires')
   at = exp + 1000
-  t.equal(await attempt(['bearer', jwt]), 401, 'and cannot reopen')
+  t.equal(await upgradeStatus(url, ['bearer', jwt]), 401, 'and cannot reopen')
 })
 
 t.test('shutdown ends streams with a reason: SSE event: shutdown, WebSocket 1001', async (t) => {
   const { gw, base } = await setup(t)
   const sub = randomUUID()
-  const jwt = await token({ sub })
-  const s = await subscribe(t, base, `/api/${sub}/tasks/events`, jwt)
-  const ws = new WebSocket(`${base.replace('http', 'ws')}/api/${sub}/tasks/live`, ['bearer', jwt])
-  const closed = new Promise<[number, string]>((resolve) => ws.on('close', (code, reason) => resolve([code, reason.toString()])))
-  await new Promise((resolve) => ws.on('open', resolve))
-  await until(() => s.text.includes(': connected'), 'connected')
+  const { s, closed } = await openBoth(t, base, sub, await token({ sub }))
   await gw.close()
   await until(() => s.ended, 'the stream to end')
   t.match(s.text, /event: shutdown\ndata: \{"reason":"shutdown"\}\n\n$/)
@@ -364,32 +360,11 @@ t.test('the revocation list tells of each new revocation once, from the feed or 
 })
 
 t.test('a real gateway process on SIGTERM ends its streams with a reason, then exits', async (t) => {
-  const { spawn } = await import('node:child_process')
-  const { fileURLToPath } = await import('node:url')
-  const { freePort } = await import('./redis-server.js')
   const auth = await startUpstream(t)
   const tasks = await startLiveTasks(t, proofKey(SECRET))
-  const [port, adminPort] = [await freePort(), await freePort()]
-  const proc = spawn(process.execPath, [fileURLToPath(new URL('../dist/server.js', import.meta.url))], {
-    env: { PATH: process.env.PATH ?? '', BETTER_AUTH_SECRET: SECRET, LOG_LEVEL: 'warn', HOST: '127.0.0.1', PORT: String(port), INTERNAL_PORT: '0', ADMIN_PORT: String(adminPort), AUTH_SERVICE_URL: auth.url, TASK_SERVICE_URL: tasks.url },
-    stdio: ['ignore', 'ignore', 'inherit'],
-  })
-  const exited = new Promise<number | null>((resolve) => proc.on('exit', (code) => resolve(code)))
-  t.teardown(() => proc.kill('SIGKILL'))
-  const base = `http://127.0.0.1:${port}`
-  for (let i = 0; ; i++) {
-    const up = await fetch(`http://127.0.0.1:${adminPort}/ready`).then((r) => r.status === 200, () => false)
-    if (up) break
-    if (i > 300) throw new Error('gateway process not ready')
-    await new Promise((r) => setTimeout(r, 100))
-  }
+  const { url: base, proc, exited } = await spawnGateway(t, { AUTH_SERVICE_URL: auth.url, TASK_SERVICE_URL: tasks.url })
   const sub = randomUUID()
-  const jwt = await token({ sub })
-  const s = await subscribe(t, base, `/api/${sub}/tasks/events`, jwt)
-  const ws = new WebSocket(`${base.replace('http', 'ws')}/api/${sub}/tasks/live`, ['bearer', jwt])
-  const closed = new Promise<[number, string]>((resolve) => ws.on('close', (code, reason) => resolve([code, reason.toString()])))
-  await new Promise((resolve) => ws.on('open', resolve))
-  await until(() => s.text.includes(': connected'), 'connected')
+  const { s, closed } = await openBoth(t, base, sub, await token({ sub }))
   const at = Date.now()
   proc.kill('SIGTERM')
   await until(() => s.ended, 'the stream to end')
@@ -400,26 +375,33 @@ t.test('a real gateway process on SIGTERM ends its streams with a reason, then e
 })
 
 t.test('a revocation list gone stale ends open streams as it fails requests (unless REVOCATION_FAIL_OPEN)', async (t) => {
-  const { auth, base } = await setup(t, { REVOCATION_POLL_MS: 100, REVOCATION_MAX_STALENESS_MS: 500 })
+  // Staleness is measured on the gateways' clock, moved past the bound once the feed has failed (no sleeping it out).
+  const clock = createClock(Date.now())
+  const stale = { REVOCATION_POLL_MS: 100, REVOCATION_MAX_STALENESS_MS: 500, LOG_LEVEL: 'warn' }
+  const closedLog = logCapture()
+  const openLog = logCapture()
+  const { auth, base } = await setup(t, stale, { now: () => clock.now, logStream: closedLog.stream })
+  const open = await setup(t, { ...stale, REVOCATION_FAIL_OPEN: true }, { now: () => clock.now, logStream: openLog.stream })
   const sub = randomUUID()
   const jwt = await token({ sub })
-  const s = await subscribe(t, base, `/api/${sub}/tasks/events`, jwt)
-  const ws = new WebSocket(`${base.replace('http', 'ws')}/api/${sub}/tasks/live`, ['bearer', jwt])
-  const closed = new Promise<[number, string]>((resolve) => ws.on('close', (code, reason) => resolve([code, reason.toString()])))
-  await new Promise((resolve) => ws.on('open', resolve))
-  await until(() => s.text.includes(': connected'), 'connected')
+  const { s, closed } = await openBoth(t, base, sub, jwt)
+  const kept = await subscribe(t, open.base, `/api/${sub}/tasks/events`, jwt)
+  await until(() => kept.text.includes(': connected'), 'connected')
   auth.feedUp = false
+  open.auth.feedUp = false
+  // Polls run one after another: once one has failed, none succeeds while the feed is down.
+  await until(() => closedLog.count('revocation list sync failing') > 0 && openLog.count('revocation list sync failing') > 0, 'both lists to fail a poll')
+  clock.tick(600)
   await until(() => s.ended, 'the stream to end')
   t.match(s.text, /event: shutdown\ndata: \{"reason":"revocation_unavailable"\}\n\n$/, 'come back later: event: shutdown')
   t.same(await closed, [1013, 'revocation_unavailable'], 'WebSocket 1013 (try again later)')
   const again = await subscribe(t, base, `/api/${sub}/tasks/events`, jwt)
   t.equal(again.res.status, 503, 'and a new open waits for the list, as every request does')
 
-  const open = await setup(t, { REVOCATION_POLL_MS: 100, REVOCATION_MAX_STALENESS_MS: 500, REVOCATION_FAIL_OPEN: true })
-  const kept = await subscribe(t, open.base, `/api/${sub}/tasks/events`, jwt)
-  await until(() => kept.text.includes(': connected'), 'connected')
-  open.auth.feedUp = false
-  await new Promise((r) => setTimeout(r, 1000))
+  // The staleness check runs every REVOCATION_POLL_MS on this process's timers, which fire in order: past
+  // one more period after the fail-closed stream ended, a fail-open stream would have been ended too.
+  await new Promise((r) => setTimeout(r, 150))
+  t.match((await open.gw.admin.inject('/metrics')).body, /^gateway_revocation_staleness_seconds(\{[^}]*\})? 0\.[6-9]/m, 'the fail-open list is as stale')
   t.notOk(kept.ended, 'with REVOCATION_FAIL_OPEN the stream stays')
 })
 
@@ -428,13 +410,7 @@ t.test('an open counts as a request against the rate limits (it goes through the
   const sub = randomUUID()
   const jwt = await token({ sub })
   t.equal((await subscribe(t, base, `/api/${sub}/tasks/events`, jwt)).res.status, 200)
-  const second = await new Promise<number>((resolve) => {
-    const ws = new WebSocket(`${base.replace('http', 'ws')}/api/${sub}/tasks/live`, ['bearer', jwt])
-    ws.on('unexpected-response', (_req, r) => resolve(r.statusCode!))
-    ws.on('open', () => resolve(101))
-    ws.on('error', () => {})
-  })
-  t.equal(second, 101, 'the second open (a WebSocket) is within the limit')
+  t.equal(await upgradeStatus(wsUrl(base, sub), ['bearer', jwt]), 101, 'the second open (a WebSocket) is within the limit')
   const third = await subscribe(t, base, `/api/${sub}/tasks/events`, jwt)
   t.equal(third.res.status, 429, 'the third is over RATE_LIMIT_USER_MAX')
   t.equal(JSON.parse(third.text).error_code, 'RATE_LIMITED')

@@ -7,19 +7,15 @@
  */
 import t from 'tap'
 import { Redis } from 'ioredis'
+import { waitUntil } from '@tollgate/common/testing'
 import { buildGateway, startUpstream, subOf, token } from './helper.js'
 import { startGatewayProcess } from './gateway-process.js'
 import { startRedis } from './redis-server.js'
 
 const BATCHED_KEY = (policyKey: string) => `tollgate:rlb:{${policyKey}}`
 
-async function until(what: string, check: () => Promise<boolean>, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((r) => setTimeout(r, 20))
-  }
-}
+/** The deadline is a liveness bound (a loaded 2-core machine), not what a test proves. */
+const until = (what: string, check: () => Promise<boolean>, timeoutMs = 30_000) => waitUntil(check, { what, timeoutMs, intervalMs: 20 })
 
 async function commandCount(redis: Redis): Promise<number> {
   const info = await redis.info('commandstats')

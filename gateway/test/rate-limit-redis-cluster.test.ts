@@ -6,16 +6,12 @@
 import t from 'tap'
 import { randomUUID } from 'node:crypto'
 import { Cluster, Redis } from 'ioredis'
+import { waitUntil } from '@tollgate/common/testing'
 import { buildGateway, logCapture, startUpstream, subOf, token } from './helper.js'
 import { startRedisCluster } from './redis-server.js'
 
-async function until(what: string, check: () => Promise<boolean>, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((r) => setTimeout(r, 20))
-  }
-}
+/** The deadline is a liveness bound (a loaded 2-core machine), not what a test proves. */
+const until = (what: string, check: () => Promise<boolean>, timeoutMs = 30_000) => waitUntil(check, { what, timeoutMs, intervalMs: 20 })
 
 t.test('two gateways on a three-node Redis Cluster: batched and exact limits shared, keys spread over the shards', async (t) => {
   const cluster = await startRedisCluster(t)
@@ -126,7 +122,7 @@ t.test('a cluster node killed mid-traffic: memory fallback at its next sync, sti
   t.equal(logs.count('rate limits: counting in Redis again'), 1, 'no flapping: only the first connection said so')
 
   await cluster.start(1)
-  await until('back in Redis', async () => (await backend()) === 'redis', 20_000)
+  await until('back in Redis', async () => (await backend()) === 'redis')
   const client = new Cluster([{ host: '127.0.0.1', port: cluster.ports[0]! }])
   t.teardown(() => client.disconnect())
   await until('the counts kept during the outage synced', async () => Number(await client.get(`tollgate:rlb:{user:${subOf(users[0]!)}}`)) >= 7)

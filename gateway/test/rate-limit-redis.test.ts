@@ -5,9 +5,15 @@
  */
 import t from 'tap'
 import { randomUUID } from 'node:crypto'
+import { waitUntil } from '@tollgate/common/testing'
 import { buildGateway, startUpstream, subOf, token } from './helper.js'
 import { startGatewayProcess } from './gateway-process.js'
 import { startRedis, testRedisUrl } from './redis-server.js'
+
+type Gateway = Awaited<ReturnType<typeof buildGateway>>
+const backendOf = async (gw: Gateway) => (await gw.admin.inject({ url: '/ready' })).json().checks['rate-limit-counters']
+/** The deadline is a liveness bound (a loaded 2-core machine), not what the test proves. */
+const untilBackend = (gw: Gateway, want: string) => waitUntil(async () => (await backendOf(gw)) === want, { timeoutMs: 30_000, what: `counting on ${want}` })
 
 t.test('two gateway processes on one Redis share one limit', async (t) => {
   const redisUrl = await testRedisUrl(t)
@@ -59,13 +65,7 @@ t.test('exact counting, Redis going away mid-traffic: fast answers, in-memory li
   const redis = await startRedis(t)
   const upstream = await startUpstream(t)
   const gw = await buildGateway(t, { AUTH_SERVICE_URL: upstream.url, TASK_SERVICE_URL: upstream.url, REDIS_URL: redis.url, RATE_LIMIT_USER_MAX: 5, RATE_LIMIT_BATCHED: 'none' })
-  const waitFor = async (backend: string) => {
-    const deadline = Date.now() + 10_000
-    while ((await gw.admin.inject({ url: '/ready' })).json().checks['rate-limit-counters'] !== backend) {
-      if (Date.now() > deadline) throw new Error(`never reached ${backend}`)
-      await new Promise((r) => setTimeout(r, 50))
-    }
-  }
+  const waitFor = (backend: string) => untilBackend(gw, backend)
   await waitFor('redis')
 
   const jwt = await token()
@@ -102,14 +102,8 @@ t.test('exact counting, Redis that stalls (commands time out, the connection sta
   const upstream = await startUpstream(t)
   // Exact counting: a request's own Redis command times out (batched policies notice at their next sync).
   const gw = await buildGateway(t, { AUTH_SERVICE_URL: upstream.url, TASK_SERVICE_URL: upstream.url, REDIS_URL: redis.url, RATE_LIMIT_BATCHED: 'none' })
-  const backend = async () => (await gw.admin.inject({ url: '/ready' })).json().checks['rate-limit-counters']
-  const waitFor = async (want: string) => {
-    const deadline = Date.now() + 10_000
-    while ((await backend()) !== want) {
-      if (Date.now() > deadline) throw new Error(`never reached ${want}`)
-      await new Promise((r) => setTimeout(r, 50))
-    }
-  }
+  const backend = () => backendOf(gw)
+  const waitFor = (want: string) => untilBackend(gw, want)
   await waitFor('redis')
   const jwt = await token()
   const req = { url: `/api/${subOf(jwt)}/tasks`, headers: { authorization: `Bearer ${jwt}` } }

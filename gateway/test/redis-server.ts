@@ -94,7 +94,7 @@ export async function startRedisCluster(t: Tap, nodes = 3): Promise<PrivateRedis
   for (const port of ports) {
     const node = new Redis(port, '127.0.0.1', { maxRetriesPerRequest: 0 })
     try {
-      const deadline = Date.now() + 10_000
+      const deadline = Date.now() + 30_000 // liveness bounds here: a loaded 2-core machine is slow to start servers
       while (!/cluster_state:ok/.test(String(await node.call('CLUSTER', 'INFO')))) {
         if (Date.now() > deadline) throw new Error('redis cluster did not reach cluster_state:ok')
         await new Promise((r) => setTimeout(r, 50))
@@ -124,7 +124,7 @@ export async function startRedisCluster(t: Tap, nodes = 3): Promise<PrivateRedis
 async function untilAnswers(port: number): Promise<void> {
   const probe = new Redis(port, '127.0.0.1', { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null })
   probe.on('error', () => {}) // refused until the server is up
-  const deadline = Date.now() + 5000
+  const deadline = Date.now() + 30_000
   for (;;) {
     try {
       await probe.connect()
@@ -141,6 +141,6 @@ async function untilAnswers(port: number): Promise<void> {
 
 function run(cmd: string, args: string[]): Promise<void> {
   return new Promise((resolve, reject) => {
-    execFile(cmd, args, { timeout: 20_000 }, (err, _stdout, stderr) => (err ? reject(new Error(`${cmd} failed: ${stderr || err.message}`)) : resolve()))
+    execFile(cmd, args, { timeout: 60_000 }, (err, _stdout, stderr) => (err ? reject(new Error(`${cmd} failed: ${stderr || err.message}`)) : resolve()))
   })
 }

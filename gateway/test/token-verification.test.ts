@@ -1,5 +1,6 @@
 /** Every way a bearer token can be wrong gets a 401 in the envelope, and never reaches a service. */
 import t from 'tap'
+import { createClock } from '@sinonjs/fake-timers'
 import { generateKeyPair, SignJWT, UnsecuredJWT } from 'jose'
 import { buildGateway, SECRET, startUpstream, subOf, token } from './helper.js'
 
@@ -85,11 +86,13 @@ t.test('clock tolerance: a token expired 10 s ago still passes, 31 s ago does no
 
 t.test('a cached token still expires', async (t) => {
   const up = await startUpstream(t)
-  const gw = await buildGateway(t, { TASK_SERVICE_URL: up.url, JWT_CLOCK_TOLERANCE_S: 0 })
   const short = await token({ expiresIn: Math.floor(Date.now() / 1000) + 2 })
+  // The gateway's clock starts after the token was signed (its iat is not in the future) and moves past its exp.
+  const clock = createClock(Date.now())
+  const gw = await buildGateway(t, { TASK_SERVICE_URL: up.url, JWT_CLOCK_TOLERANCE_S: 0 }, { now: () => clock.now })
   const url = `/api/${subOf(short)}/tasks`
   t.equal((await gw.inject({ url, headers: { authorization: `Bearer ${short}` } })).statusCode, 200)
-  await new Promise((r) => setTimeout(r, 2100))
+  clock.tick(2100)
   const res = await gw.inject({ url, headers: { authorization: `Bearer ${short}` } })
   t.equal(res.statusCode, 401)
   t.equal(res.json().error_code, 'TOKEN_EXPIRED')

@@ -77,7 +77,8 @@ function closedPort(): string {
 }
 
 function upstreamOf(t: Tap, def: Partial<UpstreamDef> & { targets: string[] }, deps: UpstreamDeps = {}) {
-  const up = createUpstream({ name: 'tasks', connections: 4, connectTimeoutMs: 1000, timeoutMs: 2000, ...def }, { timers: false, ...deps })
+  // Timeouts far out of the way (no test here is about them): a loaded machine must not turn a held request into a 504.
+  const up = createUpstream({ name: 'tasks', connections: 4, connectTimeoutMs: 10_000, timeoutMs: 30_000, ...def }, { timers: false, ...deps })
   t.teardown(() => up.destroy())
   return up
 }
@@ -90,7 +91,7 @@ async function get(up: { request: (o: { method: 'GET'; path: string }) => Promis
 
 /** A gateway route in front of `pool` through the real forwarder: what clients see. */
 async function gatewayOf(t: Tap, pool: Parameters<typeof createForwarder>[0]['pool']) {
-  const forward = createForwarder({ name: 'tasks', pool, timeoutMs: 2000, countError: () => {} })
+  const forward = createForwarder({ name: 'tasks', pool, timeoutMs: 30_000, countError: () => {} })
   const app = Fastify()
   app.removeAllContentTypeParsers()
   app.addContentTypeParser('*', { parseAs: 'string' }, (_req, body, done) => done(null, body))
@@ -116,11 +117,13 @@ t.test('least-busy sends requests to the idle target while the other one holds a
   const [slow, fast] = await Promise.all([startTarget(t), startTarget(t)])
   slow.behave.hold = true
   const up = upstreamOf(t, { targets: [slow.url, fast.url], balancing: 'least-busy' })
-  // Until one request is held on the slow target (the first pick may be either).
+  // One request at a time until one is held on the slow target (the first pick may be either): never two in
+  // flight, however slowly they arrive, so the slow target gets exactly one.
   const pending: Array<Promise<number>> = []
   while (slow.held.length === 0) {
-    pending.push(get(up))
-    await new Promise((r) => setTimeout(r, 20))
+    let answered = false
+    pending.push(get(up).finally(() => (answered = true)))
+    while (!answered && slow.held.length === 0) await new Promise((r) => setTimeout(r, 5))
   }
   const fastBefore = fast.hits
   for (let i = 0; i < 10; i++) t.equal(await get(up), 200)

@@ -8,13 +8,17 @@ import { cpSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
+// The file's bound is a liveness bound: some twenty runs of the script (seconds of module loading and two
+// docker-compose runs each) on a loaded 2-core machine.
+t.setTimeout(600_000)
+
 const repoRoot = fileURLToPath(new URL('../../', import.meta.url))
 const script = join(repoRoot, 'infra/scripts/validate-deploy.mjs')
 
 function validate(root?: string): Promise<{ code: number | null; out: string; stderr: string }> {
   const args = root ? [script, root] : [script]
   return new Promise((resolve) => {
-    execFile(process.execPath, args, { cwd: repoRoot, encoding: 'utf8', timeout: 60_000 }, (err, stdout, stderr) => {
+    execFile(process.execPath, args, { cwd: repoRoot, encoding: 'utf8', timeout: 180_000 }, (err, stdout, stderr) => {
       const code = err ? (typeof err.code === 'number' ? err.code : null) : 0
       resolve({ code, out: `${stdout}\n${stderr}`, stderr })
     })

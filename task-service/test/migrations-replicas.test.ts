@@ -13,6 +13,9 @@ import * as testing from '@tollgate/common/testing'
 import { MIGRATIONS_DIR, runMigrations } from '../src/migrations.js'
 import { SECRET, testDatabaseUrl } from './helper.js'
 
+// The file's bound is a liveness bound: two rounds of four replicas, two of them processes, on a loaded machine.
+t.setTimeout(300_000)
+
 const TASK_LOCK = 7302 // src/migrations.ts
 const AUTH_LOCK = 7301 // auth-service/src/migrations.ts
 const taskCli = fileURLToPath(new URL('../dist/migrate-cli.js', import.meta.url))

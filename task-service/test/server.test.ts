@@ -20,6 +20,33 @@ function start(env: Record<string, string>) {
   return { child, exited, out: () => stdout, err: () => stderr }
 }
 
+/**
+ * A server process that has logged its listen line (killed at the test's end if still running). The
+ * deadline is a liveness bound only (a loaded 2-core machine compiles and migrates in tens of seconds);
+ * an early exit fails at once.
+ */
+async function startListening(t: { teardown(fn: () => unknown): void }, env: Record<string, string>) {
+  const p = start(env)
+  t.teardown(() => {
+    if (p.child.exitCode === null) p.child.kill('SIGKILL')
+  })
+  const url = await new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no listen line: ${p.out()} ${p.err()}`)), 90_000)
+    void p.exited.then((code) => {
+      clearTimeout(timer)
+      reject(new Error(`exited ${code} before listening: ${p.out()} ${p.err()}`))
+    })
+    p.child.stdout.on('data', () => {
+      const m = /Server listening at (http:\/\/127\.0\.0\.1:\d+)/.exec(p.out())
+      if (m) {
+        clearTimeout(timer)
+        resolve(m[1]!)
+      }
+    })
+  })
+  return { p, url }
+}
+
 t.test('invalid configuration: exit 1 with one line naming the variable', async (t) => {
   const p = start({ DATABASE_URL: testDatabaseUrl(), BETTER_AUTH_SECRET: 'short' })
   t.equal(await p.exited, 1)
@@ -35,20 +62,7 @@ t.test('unreachable database with MIGRATE_ON_START: exit 1 with one line', async
 })
 
 t.test('starts, migrates, serves, and stops cleanly on SIGTERM', async (t) => {
-  const p = start({ DATABASE_URL: testDatabaseUrl() })
-  t.teardown(() => {
-    if (p.child.exitCode === null) p.child.kill('SIGKILL')
-  })
-  const url = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`no listen line: ${p.out()} ${p.err()}`)), 20_000)
-    p.child.stdout.on('data', () => {
-      const m = /Server listening at (http:\/\/127\.0\.0\.1:\d+)/.exec(p.out())
-      if (m) {
-        clearTimeout(timer)
-        resolve(m[1]!)
-      }
-    })
-  })
+  const { p, url } = await startListening(t, { DATABASE_URL: testDatabaseUrl() })
   const ready = await fetch(`${url}/ready`)
   t.equal(ready.status, 200)
   const tasks = await fetch(`${url}/api/someone/tasks`)
@@ -60,20 +74,7 @@ t.test('starts, migrates, serves, and stops cleanly on SIGTERM', async (t) => {
 })
 
 t.test('SIGTERM: open event streams get the shutdown event, WebSockets close 1001, then the process exits 0', async (t) => {
-  const p = start({ DATABASE_URL: testDatabaseUrl(), TASK_EVENTS_HEARTBEAT_MS: '60000' })
-  t.teardown(() => {
-    if (p.child.exitCode === null) p.child.kill('SIGKILL')
-  })
-  const url = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`no listen line: ${p.out()} ${p.err()}`)), 20_000)
-    p.child.stdout.on('data', () => {
-      const m = /Server listening at (http:\/\/127\.0\.0\.1:\d+)/.exec(p.out())
-      if (m) {
-        clearTimeout(timer)
-        resolve(m[1]!)
-      }
-    })
-  })
+  const { p, url } = await startListening(t, { DATABASE_URL: testDatabaseUrl(), TASK_EVENTS_HEARTBEAT_MS: '60000' })
   const user = newUserId()
   const stream = await openEvents(t, url, user)
   t.equal((await stream.next())?.raw, ': connected')

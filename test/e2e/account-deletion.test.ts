@@ -93,8 +93,10 @@ t.test('task-service down: the purge waits in the outbox and is delivered when i
 
   const deleted = await inject(auth, { method: 'DELETE', url: '/api/auth/me', identity: { caller: 'user', userId: user.id } })
   t.equal(deleted.statusCode, 204)
-  await new Promise((r) => setTimeout(r, 1500))
-  const { rows } = await client.query(`SELECT attempts, delivered_at, last_error FROM outbox WHERE payload->>'user_id' = $1`, [user.id])
+  // Until the outbox has tried (and failed) to deliver: an attempt recorded, not a fixed wait.
+  const outboxRow = async () => (await client.query(`SELECT attempts, delivered_at, last_error FROM outbox WHERE payload->>'user_id' = $1`, [user.id])).rows
+  await eventually(async () => (await outboxRow())[0]?.attempts >= 1, 15_000)
+  const rows = await outboxRow()
   t.equal(rows.length, 1, 'the purge is recorded in the outbox')
   t.ok(rows[0].attempts >= 1 && rows[0].delivered_at === null, `not delivered yet after ${rows[0].attempts} attempt(s): ${rows[0].last_error}`)
   t.equal(await taskCount(user.id), 2, 'tasks still there while the task-service is down')

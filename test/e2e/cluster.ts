@@ -33,7 +33,8 @@ export function runLauncher(env: Record<string, string>): { proc: ChildProcess; 
   return { proc, output: () => out, exited }
 }
 
-export async function startCluster(t: Tap, env: Record<string, string>, timeoutMs = 90_000): Promise<Cluster> {
+/** Resolves once the launcher says Tollgate is up; the deadline is a liveness bound (a loaded 2-core machine). */
+export async function startCluster(t: Tap, env: Record<string, string>, timeoutMs = 180_000): Promise<Cluster> {
   const port = await freePort()
   const adminPort = await freePort()
   const { proc, output, exited } = runLauncher({

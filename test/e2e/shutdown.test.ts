@@ -24,7 +24,7 @@ async function startProcess(t: { teardown(fn: () => unknown): void }, entry: str
     if (proc.exitCode === null) proc.kill('SIGKILL')
   })
   const url = `http://127.0.0.1:${port}`
-  const deadline = Date.now() + 20_000
+  const deadline = Date.now() + 60_000 // a liveness bound: a loaded machine starts a process in tens of seconds
   for (;;) {
     try {
       if ((await fetch(`${url}/health`)).ok) break
@@ -38,10 +38,16 @@ async function startProcess(t: { teardown(fn: () => unknown): void }, entry: str
 }
 
 t.test('gateway: a request in flight at SIGTERM completes; then it exits 0', async (t) => {
+  // The upstream holds the sign-in until the gateway has begun its shutdown: in flight at SIGTERM by construction.
+  let arrived!: () => void
+  const arrival = new Promise<void>((r) => (arrived = r))
+  let release!: () => void
+  const released = new Promise<void>((r) => (release = r))
   const slow = Fastify()
   slow.get('/internal/revocations', async () => ({ cursor: 0, reset: false, more: false, revoked: [] }))
   slow.post('/api/auth/signin', async () => {
-    await new Promise((r) => setTimeout(r, 1500))
+    arrived()
+    await released
     return { slow: true }
   })
   const upstream = await slow.listen({ port: 0, host: '127.0.0.1' })
@@ -49,15 +55,17 @@ t.test('gateway: a request in flight at SIGTERM completes; then it exits 0', asy
   const gw = await startProcess(t, 'gateway/dist/server.js', { AUTH_SERVICE_URL: upstream, TASK_SERVICE_URL: upstream })
 
   const inFlight = fetch(`${gw.url}/api/auth/signin`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"email":"a@example.com","password":"x"}' })
-  await new Promise((r) => setTimeout(r, 300))
-  const signalledAt = Date.now()
+  await arrival
   gw.proc.kill('SIGTERM')
+  for (const deadline = Date.now() + 30_000; !/shutting down/.test(gw.output()) && Date.now() < deadline; ) await new Promise((r) => setTimeout(r, 20))
+  t.match(gw.output(), /shutting down/, 'the gateway is shutting down with the request still held')
+  const signalledAt = Date.now()
+  release()
   const res = await inFlight
   t.equal(res.status, 200, 'the in-flight request completed')
   t.same(await res.json(), { slow: true })
   t.equal(await gw.exited, 0, 'exit code 0')
-  t.ok(Date.now() - signalledAt < 8000, `exited ${Date.now() - signalledAt} ms after SIGTERM`)
-  t.match(gw.output(), /shutting down/)
+  t.ok(Date.now() - signalledAt < 8000, `exited ${Date.now() - signalledAt} ms after its last request was answered`)
   const after = await fetch(`${gw.url}/health`).then((r) => r.status, () => 'refused')
   t.equal(after, 'refused', 'no longer accepting')
 })

@@ -136,7 +136,18 @@ t.test('one task creation through the gateway is one trace: gateway -> task-serv
       ? true
       : undefined
   })
-  await new Promise((r) => setTimeout(r, 300)) // stragglers of the same batch
+  // And every span the assertions below look at (spans of one request may come in different export batches);
+  // past the deadline the assertions say what is missing.
+  await until('the spans of the request', () => {
+    const spans = inTrace()
+    const has = (p: (s: Received) => boolean) => spans.some(p)
+    return has((s) => s.service === 'gateway' && s.name === 'token check') &&
+      has((s) => s.service === 'gateway' && s.name === 'rate limit') &&
+      has((s) => s.service === 'gateway' && s.kind === 3) &&
+      has((s) => s.service === 'task-service' && /^INSERT tasks/.test(s.name))
+      ? true
+      : undefined
+  }).catch(() => {})
   const spans = inTrace()
   t.ok(receiver.contentTypes.has('application/json'), 'OTLP/HTTP with the JSON encoding')
   t.comment(`trace ${traceId}:\n${render(spans)}`)
@@ -191,12 +202,20 @@ t.test('one task creation through the gateway is one trace: gateway -> task-serv
   const purge = await until('the purge in the deletion trace', () =>
     receiver.spans.find((s) => s.traceId === delTrace && s.service === 'task-service' && attr(s, 'db.system.name') === 'postgresql' && /purge_user_tasks/.test(String(attr(s, 'db.query.text')))),
   )
-  await new Promise((r) => setTimeout(r, 300))
+  const chainOf = () => {
+    const byId = new Map(receiver.spans.filter((s) => s.traceId === delTrace).map((s) => [s.spanId, s]))
+    const chain: string[] = []
+    for (let s: Received | undefined = purge; s; s = s.parentSpanId ? byId.get(s.parentSpanId) : undefined) chain.push(`${s.service}: ${s.name}`)
+    return chain
+  }
+  // Until the purge's ancestry reaches the deletion request and the outbox write is in (they may come in later
+  // export batches than the purge); past the deadline the assertions say what is missing.
+  await until('the deletion trace', () =>
+    chainOf().length >= 6 && receiver.spans.some((s) => s.traceId === delTrace && s.service === 'auth-service' && s.name === 'INSERT outbox') ? true : undefined,
+  ).catch(() => {})
   const delSpans = receiver.spans.filter((s) => s.traceId === delTrace)
   t.comment(`deletion trace ${delTrace}:\n${render(delSpans)}`)
-  const delById = new Map(delSpans.map((s) => [s.spanId, s]))
-  const chain: string[] = []
-  for (let s: Received | undefined = purge; s; s = s.parentSpanId ? delById.get(s.parentSpanId) : undefined) chain.push(`${s.service}: ${s.name}`)
+  const chain = chainOf()
   t.same(
     chain.slice(0, 6),
     [

@@ -49,7 +49,8 @@ export async function raceMigrations(
     for (const v of lockValues) await holder.query('SELECT pg_advisory_lock($1)', [v])
     const running = replicas.map((r) => r.run(databaseUrl))
     for (const p of running) p.catch(() => {}) // awaited below; never an unhandled rejection meanwhile
-    // Surface a replica failing early instead of waiting for it to block.
+    // Surface a replica failing early instead of waiting for it to block. The deadline is a liveness bound:
+    // migrate-CLI processes booting on a loaded 2-core machine take tens of seconds.
     const failed = Promise.race(running.map((p) => p.then(() => new Promise<never>(() => {}))))
     const waiting = async () => {
       const { rows } = await holder.query<{ n: number }>(
@@ -59,7 +60,7 @@ export async function raceMigrations(
       )
       return rows[0]!.n === replicas.length
     }
-    await Promise.race([waitUntil(waiting, { timeoutMs: 30_000, intervalMs: 20, what: `${replicas.length} replicas waiting on the lock` }), failed])
+    await Promise.race([waitUntil(waiting, { timeoutMs: 90_000, intervalMs: 20, what: `${replicas.length} replicas waiting on the lock` }), failed])
     for (const v of lockValues) await holder.query('SELECT pg_advisory_unlock($1)', [v])
     const results = await Promise.all(running)
     return Object.fromEntries(replicas.map((r, i) => [r.name, results[i]!]))

@@ -22,6 +22,8 @@ export interface RevocationListOptions {
   /** Our auth-service's issuer: the feed's subject cutoffs without an issuer are its users. */
   ownIssuer: string
   log: FastifyBaseLogger
+  /** Epoch milliseconds (default Date.now): staleness and expiry; tests move it instead of sleeping. */
+  now?: () => number
 }
 
 export type RevocationStatus = 'ok' | 'revoked' | 'unavailable'
@@ -35,13 +37,17 @@ export class RevocationList {
   private readonly userCutoffs = new Map<string, [number, number]>()
   private cursor = 0
   private lastSyncAt = 0
-  private readonly createdAt = Date.now()
+  private readonly now: () => number
+  private readonly createdAt: number
   private timer: NodeJS.Timeout | undefined
   private stopped = false
   private failing = false
   private readonly listeners = new Set<(event: RevocationEvent) => void>()
 
-  constructor(private readonly opts: RevocationListOptions) {}
+  constructor(private readonly opts: RevocationListOptions) {
+    this.now = opts.now ?? Date.now
+    this.createdAt = this.now()
+  }
 
   get size(): number {
     return this.revoked.size + this.userCutoffs.size
@@ -49,11 +55,11 @@ export class RevocationList {
 
   /** Milliseconds since the list was last refreshed (since it was created, before the first refresh). */
   get staleMs(): number {
-    return Date.now() - (this.lastSyncAt || this.createdAt)
+    return this.now() - (this.lastSyncAt || this.createdAt)
   }
 
   get fresh(): boolean {
-    return Date.now() - this.lastSyncAt <= this.opts.maxStalenessMs
+    return this.now() - this.lastSyncAt <= this.opts.maxStalenessMs
   }
 
   /** The per-request check: token revoked (by jti, or by its user's cutoff), or the list too stale to trust. */
@@ -113,7 +119,7 @@ export class RevocationList {
         this.revoked.clear()
         this.userCutoffs.clear()
       }
-      const nowS = Date.now() / 1000
+      const nowS = this.now() / 1000
       for (const entry of page.revoked) {
         if (entry.exp <= nowS) continue
         if (entry.user_id && typeof entry.not_before === 'number') this.cutSubject(entry.issuer ?? this.opts.ownIssuer, entry.user_id, entry.not_before, entry.exp)
@@ -125,7 +131,7 @@ export class RevocationList {
       }
       this.cursor = page.cursor
     } while (page.more && !this.stopped)
-    this.lastSyncAt = Date.now()
+    this.lastSyncAt = this.now()
     this.prune()
   }
 
@@ -155,7 +161,7 @@ export class RevocationList {
   }
 
   private prune(): void {
-    const nowS = Date.now() / 1000
+    const nowS = this.now() / 1000
     for (const [jti, exp] of this.revoked) if (exp <= nowS) this.revoked.delete(jti)
     for (const [user, [, exp]] of this.userCutoffs) if (exp <= nowS) this.userCutoffs.delete(user)
   }

@@ -26,6 +26,8 @@ export interface RuntimeOptions {
   logStream?: NodeJS.WritableStream
   /** The process's open live streams (tests share one between apps); default: a new one. */
   streams?: StreamRegistry
+  /** The revocation list's clock (epoch ms, default Date.now); tests move it instead of sleeping. */
+  now?: () => number
 }
 
 export interface Runtime {
@@ -90,6 +92,7 @@ export async function createRuntime(config: Config, opts: RuntimeOptions = {}): 
     failOpen: config.REVOCATION_FAIL_OPEN,
     ownIssuer: config.JWT_ISSUER,
     log,
+    ...(opts.now ? { now: opts.now } : {}),
   })
   const pools = createPoolRegistry(config, upstreamMetrics, log)
   installGatewayGauges(registry, { revocations, pools: () => pools.live() })
