@@ -15,7 +15,7 @@ import { ConfigError, type App } from '@tollgate/common'
 import * as testing from '@tollgate/common/testing'
 import { buildApp } from '../src/app.js'
 import { runMigrations } from '../src/migrations.js'
-import { decryptPrivateJwk, signingKeyEncryptionKey, SIGNING_KEYS_LOCK } from '../src/credentials/signing-keys.js'
+import { decryptPrivateJwk, ensureSigningKey, signingKeyEncryptionKey, SIGNING_ALG, SIGNING_KEYS_LOCK } from '../src/credentials/signing-keys.js'
 import { asUser, DATABASE_URL, inject, PASSWORD, SECRET, signin, signup, testConfig } from './helper.js'
 
 const cli = fileURLToPath(new URL('../dist/rotate-keys-cli.js', import.meta.url))
@@ -98,6 +98,34 @@ t.test('two replicas starting at once on a fresh database create exactly one key
   const later = await eddsaApp(t, db.url)
   t.same(await kids(later), [rows[0]!.kid], 'a restart reuses it')
   t.equal((await keyRows(db.client)).length, 1)
+})
+
+t.test('a replica whose transaction began before another one\'s key was committed still sees that key, and makes none', async (t) => {
+  // The race behind "exactly one key": replica A begins, waits on the key lock while replica B (holding it)
+  // inserts a key that activates at B's own time and commits. A's check must see B's key, which
+  // activates after A's transaction began: the check reads the time of its statement, not of A's transaction.
+  const db = await freshDb(t)
+  if (!db) return
+  const pool = new pg.Pool({ connectionString: db.url, max: 1 })
+  t.teardown(() => pool.end())
+  const holder = db.client
+  await holder.query('BEGIN')
+  await holder.query('SELECT pg_advisory_xact_lock($1)', [SIGNING_KEYS_LOCK])
+  const ensured = ensureSigningKey(pool, signingKeyEncryptionKey(SECRET))
+  // A is in its transaction, waiting on the lock (a liveness deadline only).
+  for (let i = 0; ; i++) {
+    const { rowCount } = await db.client.query(`SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND NOT granted`)
+    if (rowCount) break
+    if (i > 1000) throw new Error('the replica never waited on the key lock')
+    await new Promise((r) => setTimeout(r, 10))
+  }
+  await holder.query(
+    `INSERT INTO signing_keys (kid, alg, public_jwk, private_jwk_enc, activates_at) VALUES ('held', $1, '{"kty":"OKP"}', 'x', clock_timestamp())`,
+    [SIGNING_ALG],
+  )
+  await holder.query('COMMIT')
+  t.equal(await ensured, null, 'the waiting replica finds a key that signs, and creates none')
+  t.same((await keyRows(db.client)).map((r) => r.kid), ['held'], 'one key')
 })
 
 t.test('rotation: the new kid is published first, signs from activates_at, old tokens keep verifying', async (t) => {

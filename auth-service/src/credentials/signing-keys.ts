@@ -131,9 +131,11 @@ async function underLock<T>(pool: pg.Pool, fn: (client: pg.PoolClient) => Promis
 export async function ensureSigningKey(pool: pg.Pool, encryptionKey: Buffer): Promise<string | null> {
   const candidate = await generateSigningKey(encryptionKey) // before the lock: keep the transaction short
   return underLock(pool, async (client) => {
+    // The time of the statement, not now() (the transaction's start): this transaction may have begun before a
+    // replica that held the lock inserted its key (activating at its own time) and committed.
     const { rowCount } = await client.query(
       `SELECT 1 FROM signing_keys
-        WHERE alg = $1 AND activates_at <= now() AND (retired_at IS NULL OR retired_at > now())
+        WHERE alg = $1 AND activates_at <= statement_timestamp() AND (retired_at IS NULL OR retired_at > statement_timestamp())
         LIMIT 1`,
       [SIGNING_ALG],
     )
@@ -141,8 +143,8 @@ export async function ensureSigningKey(pool: pg.Pool, encryptionKey: Buffer): Pr
     // A rotation made before any key existed left a key waiting: this one hands over to it.
     await client.query(
       `INSERT INTO signing_keys (kid, alg, public_jwk, private_jwk_enc, activates_at, retired_at)
-       VALUES ($1, $2, $3, $4, now(),
-               (SELECT min(activates_at) FROM signing_keys WHERE alg = $2 AND activates_at > now() AND retired_at IS NULL))`,
+       VALUES ($1, $2, $3, $4, statement_timestamp(),
+               (SELECT min(activates_at) FROM signing_keys WHERE alg = $2 AND activates_at > statement_timestamp() AND retired_at IS NULL))`,
       [candidate.kid, SIGNING_ALG, JSON.stringify(candidate.publicJwk), candidate.privateEnc],
     )
     return candidate.kid
