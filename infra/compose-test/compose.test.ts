@@ -91,7 +91,8 @@ async function composeSuite({ host, started, ownEngine }: { host: string; starte
   const images: Record<string, string> = {}
   for (const name of ['NODE_IMAGE', 'POSTGRES_IMAGE', 'REDIS_IMAGE']) if (process.env[name]) images[name] = process.env[name]!
   if (Object.keys(images).length < 3) {
-    const built = await run(join(localImages, 'build.sh'), [], { env: dockerEnv, timeoutMs: 15 * 60_000 })
+    // Liveness bounds: on a machine with no image cached yet, debootstrap and the first builds took 12 and 15 minutes under load.
+    const built = await run(join(localImages, 'build.sh'), [], { env: dockerEnv, timeoutMs: 25 * 60_000 })
     if (built.code !== 0) throw new Error(`local-images/build.sh failed (exit ${built.code}):\n${built.stderr.slice(-3000)}`)
     for (const [, k, v] of built.stdout.matchAll(/^(\w+_IMAGE)=(\S+)$/gm)) images[k!] ??= v!
   }
@@ -185,7 +186,7 @@ async function composeSuite({ host, started, ownEngine }: { host: string; starte
   let up = false
   await t.test('docker-compose up --build: every service healthy', async (t) => {
     const started = Date.now()
-    const r = await compose(['up', '--build', '-d'], 15 * 60_000)
+    const r = await compose(['up', '--build', '-d'], 30 * 60_000)
     t.equal(r.code, 0, 'docker-compose up --build -d exits 0', { stderr: r.stderr.slice(-4000) })
     const states = await allHealthy(180_000)
     t.same(states, Object.fromEntries(SERVICES.map((s) => [s, 'running/healthy'])), 'all five containers running and healthy')
