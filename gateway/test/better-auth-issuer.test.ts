@@ -99,7 +99,13 @@ async function gatewayFor(t: Tap, ba: BetterAuth, overrides: Record<string, unkn
   const tasks = await startUpstream(t)
   const clock = testClock()
   const logs = logCapture()
-  const gw = await buildGateway(t, { TASK_SERVICE_URL: tasks.url, JWT_TRUSTED_ISSUERS: trust(ba), JWKS_TIMEOUT_MS: 500, LOG_LEVEL: 'info', ...overrides }, { now: clock.now, logStream: logs.stream })
+  // The clock moves by JWKS cooldowns and backoffs, and it is the revocation list's clock too (polled on real
+  // time): a staleness bound of an hour keeps the list trusted across the jumps, which are not what these tests are about.
+  const gw = await buildGateway(
+    t,
+    { TASK_SERVICE_URL: tasks.url, JWT_TRUSTED_ISSUERS: trust(ba), JWKS_TIMEOUT_MS: 500, LOG_LEVEL: 'info', REVOCATION_MAX_STALENESS_MS: 3_600_000, ...overrides },
+    { now: clock.now, logStream: logs.stream },
+  )
   const call = (token: string) => gw.inject({ url: `/api/${claims(token).sub}/tasks`, headers: { authorization: `Bearer ${token}` } })
   return { gw, tasks, clock, logs, call }
 }
