@@ -10,7 +10,7 @@ import { resolve } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { ConfigError, loadConfig, readEnv } from '@tollgate/common'
 import { startEmbeddedPostgres, type EmbeddedPostgres } from './embedded-postgres.js'
-import { freePort, startProcess, stopProcess, waitForHealth, type Child } from './processes.js'
+import { freePorts, startProcess, stopProcess, waitForHealth, type Child } from './processes.js'
 
 const repoRoot = resolve(new URL('../../', import.meta.url).pathname)
 const env = readEnv()
@@ -121,14 +121,17 @@ try {
     { name: 'task-service', port: Number(env.TASK_SERVICE_PORT ?? 0) },
   ]
   const urls: Record<string, string> = {}
+  // Ports not given are chosen together, so no two processes get the same one, nor one given to another.
+  const given = [env.PORT, env.AUTH_SERVICE_PORT, env.TASK_SERVICE_PORT, env.GATEWAY_INTERNAL_PORT, env.GATEWAY_ADMIN_PORT].map(Number).filter((n) => n > 0)
+  const chosen = await freePorts(4, '127.0.0.1', given)
   // The gateway's internal listener (service-to-service), on loopback; chosen now so services know it.
-  const internalPort = Number(env.GATEWAY_INTERNAL_PORT ?? 0) || (await freePort())
+  const internalPort = Number(env.GATEWAY_INTERNAL_PORT ?? 0) || chosen[0]!
   const internalUrl = `http://127.0.0.1:${internalPort}`
   // Its admin listener (/ready, /metrics), on loopback too.
-  const adminPort = Number(env.GATEWAY_ADMIN_PORT ?? 0) || (await freePort())
+  const adminPort = Number(env.GATEWAY_ADMIN_PORT ?? 0) || chosen[1]!
   await Promise.all(
-    services.map(async ({ name, port }) => {
-      const p = port || (await freePort())
+    services.map(async ({ name, port }, i) => {
+      const p = port || chosen[2 + i]!
       const child = startProcess(name, resolve(repoRoot, name, 'dist/server.js'), {
         ...shared,
         HOST: '127.0.0.1',

@@ -1,6 +1,6 @@
 /** Child processes for the launcher: start with inherited output, wait until healthy, stop by signal. */
 import { spawn, type ChildProcess } from 'node:child_process'
-import { createServer } from 'node:net'
+import { createServer, type Server } from 'node:net'
 
 export interface Child {
   name: string
@@ -38,6 +38,36 @@ export async function stopProcess(child: Child, graceMs: number): Promise<void> 
   const timer = setTimeout(() => child.proc.kill('SIGKILL'), graceMs)
   await child.exited
   clearTimeout(timer)
+}
+
+/**
+ * `count` distinct free ports, none of them in `avoid` (ports given to other processes): each socket stays
+ * bound until all are chosen, so no two are the same port (one bound and released at a time may come back
+ * from the next bind), and a port to avoid stays held meanwhile so the next bind cannot return it again.
+ */
+export async function freePorts(count: number, host = '127.0.0.1', avoid: Iterable<number> = []): Promise<number[]> {
+  const skip = new Set(avoid)
+  const held: Server[] = []
+  const ports: number[] = []
+  try {
+    while (ports.length < count) {
+      const srv = createServer()
+      held.push(srv)
+      const port = await new Promise<number>((resolve, reject) => {
+        srv.unref()
+        srv.on('error', reject)
+        srv.listen(0, host, () => {
+          const addr = srv.address()
+          if (addr && typeof addr === 'object') resolve(addr.port)
+          else reject(new Error('no port'))
+        })
+      })
+      if (!skip.has(port)) ports.push(port)
+    }
+    return ports
+  } finally {
+    await Promise.all(held.map((srv) => new Promise((r) => (srv.listening ? srv.close(r) : r(undefined)))))
+  }
 }
 
 export function freePort(host = '127.0.0.1'): Promise<number> {
