@@ -2,12 +2,18 @@
  * `npm test`: run every tap suite against a real PostgreSQL. Without
  * TEST_DATABASE_URL it starts the embedded one (in memory) for the run and
  * points the suites at it; with it set, the suites use that server.
+ *
+ * `npm test -- --coverage` also records V8 coverage of the test processes and
+ * of every process they start (into .tap/coverage, for `npm run coverage`,
+ * which holds each workspace to its floor). Other arguments go to tap.
  */
 import { spawn } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import { startEmbeddedPostgres, type EmbeddedPostgres } from './embedded-postgres.js'
 
-const args = process.argv.slice(2)
+// tap's own floors stay at 0: the per-workspace floor is `npm run coverage`'s (tap's is over all files at once).
+const COVERAGE_ARGS = ['--no-disable-coverage', '--coverage-report=none', '--lines=0', '--statements=0', '--functions=0', '--branches=0']
+const args = process.argv.slice(2).flatMap((arg) => (arg === '--coverage' ? COVERAGE_ARGS : [arg]))
 let embedded: EmbeddedPostgres | undefined
 const env = { ...process.env }
 if (!env.TEST_DATABASE_URL) {
