@@ -29,7 +29,7 @@ import type { IncomingHttpHeaders } from 'node:http'
 import type { Dispatcher } from 'undici'
 import type { FastifyReply } from 'fastify'
 import { errors } from '@tollgate/common'
-import { classifyUpstreamError, sendUpstreamFailure, type UpstreamErrorCounter } from './upstream.js'
+import { sendUpstreamFailure, type UpstreamErrorCounter } from './upstream.js'
 import type { Member } from '../upstreams/member.js'
 
 /** What the access line reads of a forwarded request (see access-log.ts). */
@@ -412,7 +412,7 @@ export function createForwarder(opts: ForwarderOptions): Forward {
       if (reply.sent) return
       // The answer broke before we sent it: none of its headers (cookies, location...) go on our error.
       for (const key of this.upstreamKeys) reply.removeHeader(key)
-      sendUpstreamFailure(reply, classifyUpstreamError(err), name, countError)
+      sendUpstreamFailure(reply, err, name, countError)
     }
 
     /** Whole events only, so the gateway's own last event can never land inside one of the upstream's. */
