@@ -24,7 +24,7 @@ import { policySteps, registerRoutes } from '../pipeline/route-pipeline.js'
 import { createJwksKeySource, type JwksKeySource } from '../auth/jwks-key-source.js'
 import { publicIdentity } from '../proxy/forwarded-headers.js'
 import type { Upstream } from '../upstreams/index.js'
-import { createForwarder, type Forward } from '../proxy/forwarder.js'
+import { createForwarder, type DeadlineTimers, type Forward } from '../proxy/forwarder.js'
 import type { Runtime } from './runtime.js'
 
 const MAX_URL_LENGTH = 4096
@@ -35,6 +35,8 @@ export interface GenerationOptions {
   now?: () => number
   /** Extra Fastify options of the public and internal instances (the reloading listener's serverFactory). */
   fastify?: Partial<FastifyServerOptions>
+  /** The clock of the forwarders' upstream deadlines; default Node's timers (tests: a controlled clock). */
+  timers?: DeadlineTimers
 }
 
 export interface UpstreamHandle {
@@ -204,7 +206,7 @@ async function build(
     const id = `${name} ${timeout}${live ? ' live' : ''}`
     let forward = forwarders.get(id)
     if (!forward) {
-      forward = createForwarder({ name, pool: live ? livePool(name) : upstream.pool, timeoutMs: timeout, countError: (labels) => runtime.upstreamErrors.inc(labels), tracer: runtime.tracing?.tracer })
+      forward = createForwarder({ name, pool: live ? livePool(name) : upstream.pool, timeoutMs: timeout, countError: (labels) => runtime.upstreamErrors.inc(labels), tracer: runtime.tracing?.tracer, timers: opts.timers })
       forwarders.set(id, forward)
     }
     return forward
