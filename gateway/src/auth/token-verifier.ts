@@ -3,8 +3,9 @@
  * issuer: our auth-service (HS256 with BETTER_AUTH_SECRET, or EdDSA through
  * its JWKS) or a trusted external issuer (its JWKS). Each source pins its own
  * algorithms, issuer and audience; `exp` and `sub` are required, and each
- * source may require more: our auth-service's tokens need `iat` and `jti`
- * and a lifetime (exp - iat) within TOKEN_TTL_S. A token claiming to be
+ * source may require more: our auth-service's tokens need `iat` and `jti`,
+ * a lifetime (exp - iat) within TOKEN_TTL_S and `typ: at+jwt` (RFC 9068: a
+ * service token or any other kind is never taken for an access token). A token claiming to be
  * issued in the future (beyond the clock tolerance) is refused from any
  * issuer: it would escape an "issued before" revocation. Keys are imported
  * once at start (or when their JWKS publishes them).
@@ -43,6 +44,8 @@ export interface KeySource {
   requiredClaims?: ExtraClaim[]
   /** Longest accepted exp - iat, seconds (implies `iat`). */
   maxLifetimeS?: number
+  /** The `typ` header its tokens must carry (ours: at+jwt); unset: not checked. */
+  typ?: string
 }
 
 export interface VerifierOptions {
@@ -190,6 +193,7 @@ export function createTokenVerifier(opts: VerifierOptions): TokenVerifier {
         clockTolerance: opts.clockToleranceS,
         currentDate: new Date(now()),
         requiredClaims: [...required],
+        ...(source.typ !== undefined ? { typ: source.typ } : {}),
       })
       const sub = payload.sub
       if (typeof sub !== 'string' || !SAFE_SUBJECT.test(sub)) return INVALID
