@@ -4,7 +4,7 @@
  * circuit breaker's 503, the retry of a bodiless GET on another target, active
  * health checks, and DNS re-resolution with an injected lookup.
  */
-import t from 'tap'
+import t, { type Test } from 'tap'
 import http from 'node:http'
 import type net from 'node:net'
 import Fastify from 'fastify'
@@ -14,7 +14,7 @@ import { createUpstream, createUpstreamMetrics, type Lookup, type UpstreamDef, t
 import { createForwarder } from '../src/proxy/forwarder.js'
 import { buildGateway, gatewayConfig, startUpstream, token, subOf } from './helper.js'
 
-type Tap = typeof t
+type Tap = Test
 
 interface Target {
   url: string
