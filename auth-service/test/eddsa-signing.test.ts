@@ -35,7 +35,7 @@ const signout = (app: App, userId: string, token: string) =>
 function hs256(claims: Record<string, unknown>) {
   const now = Math.floor(Date.now() / 1000)
   return new SignJWT({ iss: 'tollgate', aud: 'tollgate-api', iat: now, exp: now + 600, jti: crypto.randomUUID(), ...claims })
-    .setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
+    .setProtectedHeader({ alg: 'HS256', typ: 'at+jwt' })
     .sign(new TextEncoder().encode(SECRET))
 }
 
@@ -46,7 +46,7 @@ t.test('EdDSA: the sign-in token verifies with jose against the served JWKS', as
   const header = decodeProtectedHeader(token)
   t.same(Object.keys(header).sort(), ['alg', 'kid', 'typ'])
   t.equal(header.alg, 'EdDSA')
-  t.equal(header.typ, 'JWT')
+  t.equal(header.typ, 'at+jwt')
   t.type(header.kid, 'string')
 
   const res = await jwksOf(app)
@@ -108,14 +108,14 @@ t.test('EdDSA: signout verifies the token by kid and refuses anything else', asy
   const { privateKey } = await generateKeyPair('EdDSA', { crv: 'Ed25519' })
   const { kid } = decodeProtectedHeader(token)
   const claims = decodeJwt(token)
-  const impostor = await new SignJWT({ ...claims, jti: crypto.randomUUID() }).setProtectedHeader({ alg: 'EdDSA', typ: 'JWT', kid: kid! }).sign(privateKey)
+  const impostor = await new SignJWT({ ...claims, jti: crypto.randomUUID() }).setProtectedHeader({ alg: 'EdDSA', typ: 'at+jwt', kid: kid! }).sign(privateKey)
   t.equal((await signout(app, id, impostor)).statusCode, 401, 'a published kid with a foreign key')
-  const unknownKid = await new SignJWT({ ...claims, jti: crypto.randomUUID() }).setProtectedHeader({ alg: 'EdDSA', typ: 'JWT', kid: 'no-such-kid' }).sign(privateKey)
+  const unknownKid = await new SignJWT({ ...claims, jti: crypto.randomUUID() }).setProtectedHeader({ alg: 'EdDSA', typ: 'at+jwt', kid: 'no-such-kid' }).sign(privateKey)
   t.equal((await signout(app, id, unknownKid)).statusCode, 401, 'an unknown kid')
-  const noKid = await new SignJWT({ ...claims, jti: crypto.randomUUID() }).setProtectedHeader({ alg: 'EdDSA', typ: 'JWT' }).sign(privateKey)
+  const noKid = await new SignJWT({ ...claims, jti: crypto.randomUUID() }).setProtectedHeader({ alg: 'EdDSA', typ: 'at+jwt' }).sign(privateKey)
   t.equal((await signout(app, id, noKid)).statusCode, 401, 'no kid')
   const [h, p] = token.split('.')
-  const none = `${Buffer.from(JSON.stringify({ alg: 'none', typ: 'JWT', kid })).toString('base64url')}.${p}.`
+  const none = `${Buffer.from(JSON.stringify({ alg: 'none', typ: 'at+jwt', kid })).toString('base64url')}.${p}.`
   t.equal((await signout(app, id, `${none}x`)).statusCode, 401, 'alg none')
   t.equal((await signout(app, id, `${h}.${p}.${Buffer.alloc(64).toString('base64url')}`)).statusCode, 401, 'a zero signature')
 
@@ -129,7 +129,7 @@ t.test('EdDSA: signout verifies the token by kid and refuses anything else', asy
 t.test('HS256 (the default) is unchanged and publishes an empty key set', async (t) => {
   const app = await build(t)
   const { id, token } = await session(app)
-  t.same(decodeProtectedHeader(token), { alg: 'HS256', typ: 'JWT' }, 'no kid')
+  t.same(decodeProtectedHeader(token), { alg: 'HS256', typ: 'at+jwt' }, 'no kid')
   const { payload } = await jwtVerify(token, new TextEncoder().encode(SECRET), {
     algorithms: ['HS256'],
     issuer: 'tollgate',

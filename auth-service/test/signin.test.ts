@@ -18,7 +18,7 @@ t.test('signin answers the user, a token and its expiry', async (t) => {
   t.match(body.expires_at, ISO)
   t.ok(secretFree(res, PASSWORD), 'no password or hash in the body')
 
-  t.same(decodeProtectedHeader(body.token), { alg: 'HS256', typ: 'JWT' })
+  t.same(decodeProtectedHeader(body.token), { alg: 'HS256', typ: 'at+jwt' })
   const { payload } = await jwtVerify(body.token, KEY, {
     algorithms: ['HS256'],
     issuer: 'tollgate',

@@ -19,10 +19,10 @@ function signout(app: Awaited<ReturnType<typeof build>>, userId: string, authori
   })
 }
 
-function forge(claims: Record<string, unknown>, opts: { key?: Uint8Array; alg?: string } = {}) {
+function forge(claims: Record<string, unknown>, opts: { key?: Uint8Array; alg?: string; typ?: string | null } = {}) {
   const now = Math.floor(Date.now() / 1000)
   return new SignJWT({ iss: 'tollgate', aud: 'tollgate-api', iat: now, exp: now + 600, jti: crypto.randomUUID(), ...claims })
-    .setProtectedHeader({ alg: opts.alg ?? 'HS256', typ: 'JWT' })
+    .setProtectedHeader({ alg: opts.alg ?? 'HS256', ...(opts.typ === null ? {} : { typ: opts.typ ?? 'at+jwt' }) })
     .sign(opts.key ?? KEY)
 }
 
@@ -77,7 +77,7 @@ t.test('a missing, malformed or untrusted token is 401 INVALID_TOKEN', async (t)
   const app = await build(t)
   const { id, token } = await session(app)
   const [h, p] = token.split('.')
-  const none = `${Buffer.from(JSON.stringify({ alg: 'none', typ: 'JWT' })).toString('base64url')}.${p}.`
+  const none = `${Buffer.from(JSON.stringify({ alg: 'none', typ: 'at+jwt' })).toString('base64url')}.${p}.`
   const cases: Array<[string, string | undefined]> = [
     ['no header', undefined],
     ['empty', ''],
@@ -92,6 +92,10 @@ t.test('a missing, malformed or untrusted token is 401 INVALID_TOKEN', async (t)
     ['wrong audience', `Bearer ${await forge({ sub: id, aud: 'other' })}`],
     ['no jti', `Bearer ${await forge({ sub: id, jti: undefined })}`],
     ['no sub', `Bearer ${await forge({})}`],
+    // S-07: not typed as an access token (RFC 9068).
+    ['typ JWT', `Bearer ${await forge({ sub: id }, { typ: 'JWT' })}`],
+    ['no typ', `Bearer ${await forge({ sub: id }, { typ: null })}`],
+    ['typ refresh+jwt', `Bearer ${await forge({ sub: id }, { typ: 'refresh+jwt' })}`],
   ]
   for (const [what, authorization] of cases) {
     const res = await signout(app, id, authorization)

@@ -24,7 +24,7 @@ const HIGH = '1000000000' // limiters run on every request, but never refuse one
 /** A token as the auth-service signs it (HS256, iss tollgate, aud tollgate-api). */
 export async function signToken(sub = randomUUID(), ttl = '2h') {
   return new SignJWT({ email: 'bench@example.com', name: 'Bench' })
-    .setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
+    .setProtectedHeader({ alg: 'HS256', typ: 'at+jwt' })
     .setSubject(sub)
     .setJti(randomUUID())
     .setIssuedAt()

@@ -79,6 +79,8 @@ export class HttpError extends Error {
   readonly code: string
   readonly detail: string
   readonly headers: Record<string, string>
+  /** Fields for the error handler's one log line about it (an upstream's name and the cause, say); never sent to the client. */
+  logFields: Record<string, unknown> | undefined = undefined
 
   constructor(statusCode: number, errorCode: string, detail?: string, headers: Record<string, string> = {}) {
     const d = detail ?? defaultsForStatus(statusCode)[1]
@@ -223,9 +225,10 @@ export function installErrorEnvelope(app: FastifyInstance): void {
   app.setErrorHandler((err: FastifyError, request: FastifyRequest, reply: FastifyReply) => {
     const { status, body, headers } = toEnvelope(err)
     // One we raised on purpose (an upstream down, the database away) says all in its code; anything else is a bug: its stack.
-    if (status >= 500 && err instanceof HttpError) request.log.warn({ code: body.error_code, status }, 'request failed')
+    const ours = err instanceof HttpError
+    if (status >= 500 && ours) request.log.warn({ ...err.logFields, code: body.error_code, status }, 'request failed')
     else if (status >= 500) request.log.error({ err }, 'request failed')
-    else request.log.info({ code: body.error_code, status }, 'request rejected')
+    else request.log.info({ ...(ours ? err.logFields : undefined), code: body.error_code, status }, 'request rejected')
     // Headers set by a plugin before the error (e.g. Retry-After) are kept;
     // ours win where both exist.
     for (const [k, v] of Object.entries(headers)) reply.header(k, v)

@@ -14,6 +14,7 @@ import { createRuntime } from './runtime/runtime.js'
 import { buildGeneration } from './runtime/generation.js'
 import { buildAdminApp } from './admin/admin-app.js'
 import type { StreamRegistry } from './streams/registry.js'
+import type { DeadlineTimers } from './proxy/forwarder.js'
 
 export type { UpstreamHandle } from './runtime/generation.js'
 
@@ -27,6 +28,8 @@ export interface BuildOptions {
   definition?: GatewayDefinition
   /** The process's open live streams (one registry for every app built in it); default: a new one. */
   streams?: StreamRegistry
+  /** The clock of the forwarders' upstream deadlines; default Node's timers (tests: @sinonjs/fake-timers' createClock()). */
+  timers?: DeadlineTimers
 }
 
 export async function buildApp(config: Config, opts: BuildOptions = {}): Promise<App> {
@@ -34,7 +37,7 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
   const runtime = await createRuntime(config, { logStream: opts.logStream, ...(opts.streams ? { streams: opts.streams } : {}), ...(opts.now ? { now: opts.now } : {}) })
   let app: App
   try {
-    app = await buildGeneration(config, runtime, definition, { logStream: opts.logStream, now: opts.now })
+    app = await buildGeneration(config, runtime, definition, { logStream: opts.logStream, now: opts.now, ...(opts.timers ? { timers: opts.timers } : {}) })
   } catch (err) {
     await runtime.close()
     throw err

@@ -17,7 +17,7 @@ t.test('the document lists exactly the public routes, with the services’ schem
   const gw = await buildGateway(t, { TASK_SERVICE_URL: await listen(tasks), AUTH_SERVICE_URL: await listen(auth) })
   await gw.listen({ port: 0, host: '127.0.0.1' })
   // The gateway fetches the services' documents when it starts.
-  let doc
+  let doc: any // the merged OpenAPI document, read loosely
   for (let i = 0; i < 50; i++) {
     doc = (await gw.inject({ url: '/docs/json' })).json()
     if (doc.paths['/api/auth/signup']?.post?.requestBody && doc.paths['/api/{user_id}/tasks']?.get?.parameters) break

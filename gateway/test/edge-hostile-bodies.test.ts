@@ -155,7 +155,7 @@ t.test('item 8: a /health probe is answered while 20 nested bodies are refused',
   const hostile = Array.from({ length: 20 }, () =>
     fetch(`http://127.0.0.1:${port}/api/auth/signin`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: NESTED }).then(async (r) => {
       order.push(`hostile ${r.status}`)
-      return { status: r.status, body: await r.json() }
+      return { status: r.status, body: (await r.json()) as { error_code: string } }
     }),
   )
   const probe = fetch(`http://127.0.0.1:${port}/health`).then((r) => {

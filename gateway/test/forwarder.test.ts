@@ -13,7 +13,7 @@ import net from 'node:net'
 import { createHash, randomBytes } from 'node:crypto'
 import { Writable } from 'node:stream'
 import { waitUntil } from '@tollgate/common/testing'
-import { buildGateway, gatewayConfig, startUpstream, subOf, token } from './helper.js'
+import { buildGateway, gatewayConfig, logCapture, startUpstream, subOf, token } from './helper.js'
 import { buildApp } from '../src/app.js'
 import { once } from 'node:events'
 import Fastify from 'fastify'
@@ -514,4 +514,33 @@ t.test('a request whose client left before the forwarder was called is not sent'
   const probe = await pool.request({ method: 'GET', path: '/probe' })
   await probe.body.dump()
   t.same(arrived, ['/probe'], 'only the probe reached the upstream')
+})
+
+t.test("an upstream failure is answered by the app's one error handler, which logs it once", async (t) => {
+  // An upstream that accepts the connection and drops it at once: a 502.
+  const server = net.createServer((socket) => socket.destroy())
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
+  t.teardown(() => server.close())
+  const log = logCapture()
+  const gw = await buildGateway(
+    t,
+    { TASK_SERVICE_URL: `http://127.0.0.1:${(server.address() as net.AddressInfo).port}`, LOG_LEVEL: 'warn' },
+    { logStream: log.stream },
+  )
+  const jwt = await token()
+  const res = await gw.inject({
+    method: 'POST',
+    url: `/api/${subOf(jwt)}/tasks`,
+    headers: { authorization: `Bearer ${jwt}`, 'content-type': 'application/json', 'x-request-id': 'upstream-down' },
+    payload: '{}',
+  })
+  t.equal(res.statusCode, 502)
+  t.same(res.json(), { detail: 'Upstream service error', error_code: 'BAD_GATEWAY', status_code: 502 })
+  t.equal(res.headers['x-request-id'], 'upstream-down')
+  t.equal(res.headers['cache-control'], 'no-store')
+  t.equal(res.headers['x-content-type-options'], 'nosniff')
+  // The error handler's line (installErrorEnvelope: 'request failed' with the envelope's code), with the forwarder's fields; nothing else.
+  const mine = log.lines.filter((l) => l.reqId === 'upstream-down')
+  t.equal(mine.length, 1, 'one line for the failure')
+  t.match(mine[0], { level: 40, msg: 'request failed', code: 'BAD_GATEWAY', status: 502, upstream: 'tasks', upstreamError: String })
 })

@@ -100,13 +100,15 @@ export interface TokenOptions {
   aud?: string
   expiresIn?: string | number
   alg?: string
+  /** The typ header (default at+jwt, our access tokens'); null: none. */
+  typ?: string | null
   extra?: Record<string, unknown>
 }
 
 export async function token(opts: TokenOptions = {}): Promise<string> {
   const payload: Record<string, unknown> = { email: 'a@example.com', name: 'A', ...opts.extra }
   const jwt = new SignJWT(payload)
-    .setProtectedHeader({ alg: opts.alg ?? 'HS256', typ: 'JWT' })
+    .setProtectedHeader({ alg: opts.alg ?? 'HS256', ...(opts.typ === null ? {} : { typ: opts.typ ?? 'at+jwt' }) })
     .setIssuedAt()
     .setJti(randomUUID())
     .setIssuer(opts.iss ?? 'tollgate')

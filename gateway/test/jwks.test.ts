@@ -48,7 +48,7 @@ async function startIdp(t: Tap) {
   return { state, url: `${url}/jwks`, app }
 }
 
-function sign(key: Key, sub = randomUUID(), header: Record<string, unknown> = {}) {
+function sign(key: Key, sub: string = randomUUID(), header: Record<string, unknown> = {}) {
   return new SignJWT({ name: 'Ext' })
     .setProtectedHeader({ alg: 'EdDSA', kid: key.kid, ...header })
     .setSubject(sub)

@@ -16,6 +16,9 @@ import { proofKey } from '@tollgate/common'
 import { buildGateway, SECRET, startUpstream, token } from './helper.js'
 import { startLiveTasks } from './fixtures/live-tasks.js'
 
+/** The page's global, inside tab.evaluate (this project's types have no DOM). */
+declare const window: any
+
 const chromiumPath = process.env.CHROMIUM_PATH || '/usr/bin/chromium'
 const noChromium = existsSync(chromiumPath) ? false : `Chromium not installed at ${chromiumPath}: apt-get install -y chromium (or set CHROMIUM_PATH)`
 

@@ -5,7 +5,7 @@
  * per-user cap). A real listening gateway in front of a real fixture upstream
  * that speaks the task-service's wire format.
  */
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { randomUUID } from 'node:crypto'
 import WebSocket from 'ws'
 import { createClock } from '@sinonjs/fake-timers'
@@ -18,7 +18,7 @@ import type { BuildOptions } from '../src/app.js'
 const jtiOf = (jwt: string): string => JSON.parse(Buffer.from(jwt.split('.')[1]!, 'base64url').toString()).jti
 const expOf = (jwt: string): number => JSON.parse(Buffer.from(jwt.split('.')[1]!, 'base64url').toString()).exp
 
-type Tap = typeof t
+type Tap = Test
 
 async function setup(tt: Tap, overrides: Record<string, unknown> = {}, opts: BuildOptions = {}) {
   const auth = await startUpstream(tt)

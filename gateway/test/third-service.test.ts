@@ -3,7 +3,7 @@
  * only: the notes service's routes are declared in a file (no gateway code
  * knows about it), and get the same guarantees as the tasks.
  */
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -26,7 +26,7 @@ routes:
   - { methods: [GET, POST], path: /api/:user_id/notes, upstream: notes, access: owner(user_id), policies: [ip, notes-user] }
 `
 
-async function gatewayForNotes(t: Parameters<typeof startUpstream>[0] & { equal: (a: unknown, b: unknown, m?: string) => void }) {
+async function gatewayForNotes(t: Test) {
   const notes = await startNotesService(t, proofKey(SECRET))
   const auth = await startUpstream(t) // the revocation feed
   const dir = mkdtempSync(join(tmpdir(), 'tollgate-notes-'))

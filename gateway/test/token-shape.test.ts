@@ -20,7 +20,7 @@ const nowS = () => Math.floor(Date.now() / 1000)
 function own(claims: { sub?: string; iat?: number; exp?: number; jti?: string }) {
   const { sub = randomUUID(), ...rest } = claims
   return new SignJWT({ email: 'a@example.com', sub, iss: 'tollgate', aud: 'tollgate-api', ...rest })
-    .setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
+    .setProtectedHeader({ alg: 'HS256', typ: 'at+jwt' })
     .sign(new TextEncoder().encode(SECRET))
 }
 

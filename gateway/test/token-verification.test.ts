@@ -22,7 +22,7 @@ t.test('token refusal matrix', async (t) => {
     ['wrong secret', `Bearer ${await token({ sub, secret: 'another-secret-0123456789-abcdefghijklmnop' })}`, 'INVALID_TOKEN'],
     ['expired', `Bearer ${await token({ sub, expiresIn: Math.floor(Date.now() / 1000) - 120 })}`, 'TOKEN_EXPIRED'],
     ['alg none', `Bearer ${new UnsecuredJWT({ sub }).setIssuer('tollgate').setAudience('tollgate-api').setExpirationTime('1h').encode()}`, 'INVALID_TOKEN'],
-    ['alg None with signature', `Bearer ${b64({ alg: 'None', typ: 'JWT' })}.${p}.${s}`, 'INVALID_TOKEN'],
+    ['alg None with signature', `Bearer ${b64({ alg: 'None', typ: 'at+jwt' })}.${p}.${s}`, 'INVALID_TOKEN'],
     ['HS512 with the right secret', `Bearer ${await token({ sub, alg: 'HS512' })}`, 'INVALID_TOKEN'],
     [
       'RS256 (asymmetric) token',

@@ -4,16 +4,17 @@
  * circuit breaker's 503, the retry of a bodiless GET on another target, active
  * health checks, and DNS re-resolution with an injected lookup.
  */
-import t from 'tap'
+import t, { type Test } from 'tap'
 import http from 'node:http'
 import type net from 'node:net'
 import Fastify from 'fastify'
+import { installErrorEnvelope } from '@tollgate/common'
 import { Registry } from 'prom-client'
 import { createUpstream, createUpstreamMetrics, type Lookup, type UpstreamDef, type UpstreamDeps } from '../src/upstreams/index.js'
 import { createForwarder } from '../src/proxy/forwarder.js'
 import { buildGateway, gatewayConfig, startUpstream, token, subOf } from './helper.js'
 
-type Tap = typeof t
+type Tap = Test
 
 interface Target {
   url: string
@@ -93,6 +94,8 @@ async function get(up: { request: (o: { method: 'GET'; path: string }) => Promis
 async function gatewayOf(t: Tap, pool: Parameters<typeof createForwarder>[0]['pool']) {
   const forward = createForwarder({ name: 'tasks', pool, timeoutMs: 30_000, countError: () => {} })
   const app = Fastify()
+  // As every app of ours: the one error handler on the root, before the routes (the forwarder's failures go to it).
+  installErrorEnvelope(app)
   app.removeAllContentTypeParsers()
   app.addContentTypeParser('*', { parseAs: 'string' }, (_req, body, done) => done(null, body))
   app.all('/*', (request, reply) => {

@@ -33,7 +33,7 @@ t.test('EdDSA: signup, signin, me, tasks, signout through the gateway; HS256 ref
   const token = signin.json.token as string
   const header = decodeProtectedHeader(token)
   t.equal(header.alg, 'EdDSA', 'token header alg EdDSA')
-  t.equal(header.typ, 'JWT')
+  t.equal(header.typ, 'at+jwt')
   t.type(header.kid, 'string', 'with a kid')
   t.match(decodeJwt(token), { sub: uid, email, name: 'Ed', iss: 'tollgate', aud: 'tollgate-api' })
 
@@ -61,7 +61,7 @@ t.test('EdDSA: signup, signin, me, tasks, signout through the gateway; HS256 ref
   // The default mode's token: right secret, right claims, wrong algorithm for this deployment.
   const now = Math.floor(Date.now() / 1000)
   const hs256 = await new SignJWT({ email, name: 'Ed' })
-    .setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
+    .setProtectedHeader({ alg: 'HS256', typ: 'at+jwt' })
     .setSubject(uid)
     .setIssuedAt(now)
     .setExpirationTime(now + 600)

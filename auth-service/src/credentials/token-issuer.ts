@@ -8,7 +8,7 @@
  */
 import { randomUUID } from 'node:crypto'
 import { SignJWT, jwtVerify, errors as joseErrors, type JWSHeaderParameters } from 'jose'
-import { errors, HttpError } from '@tollgate/common'
+import { ACCESS_TOKEN_TYP, errors, HttpError } from '@tollgate/common'
 import type { SigningKeyStore } from './signing-keys.js'
 
 export type TokenAlg = 'HS256' | 'EdDSA'
@@ -76,7 +76,7 @@ export function createTokenIssuer(opts: TokenIssuerOptions): TokenIssuer {
       const exp = iat + opts.ttlSeconds
       const jti = randomUUID()
       const token = await new SignJWT({ email: user.email, name: user.name })
-        .setProtectedHeader(kid ? { alg: s.alg, typ: 'JWT', kid } : { alg: s.alg, typ: 'JWT' })
+        .setProtectedHeader(kid ? { alg: s.alg, typ: ACCESS_TOKEN_TYP, kid } : { alg: s.alg, typ: ACCESS_TOKEN_TYP })
         .setSubject(user.id)
         .setIssuedAt(iat)
         .setExpirationTime(exp)
@@ -90,6 +90,7 @@ export function createTokenIssuer(opts: TokenIssuerOptions): TokenIssuer {
       try {
         const { payload } = await jwtVerify(token, s.verificationKey as Uint8Array, {
           algorithms: [s.alg], // pinned: the header's alg is never trusted
+          typ: ACCESS_TOKEN_TYP, // an access token, not another kind of ours (RFC 9068)
           issuer: opts.issuer,
           audience: opts.audience,
           requiredClaims: ['sub', 'jti', 'exp', 'iat'],

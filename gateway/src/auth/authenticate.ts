@@ -4,7 +4,7 @@
  */
 import type { FastifyRequest } from 'fastify'
 import { BEARER_REALM, challenge, errors, HttpError, InvalidToken, ValidationError } from '@tollgate/common'
-import type { TokenResult, TokenVerifier, VerifiedToken } from './token-verifier.js'
+import { isRefusal, refusalError, type TokenResult, type TokenVerifier, type VerifiedToken } from './token-verifier.js'
 import type { RevocationList } from './revocation-list.js'
 import type { Step } from '../hook-steps.js'
 
@@ -90,7 +90,7 @@ export function authenticate(
   const onCache = accepts.onCache
   const ownerParam = accepts.ownerParam ?? 'user_id'
   const decide = (request: FastifyRequest, result: TokenResult): HttpError | undefined => {
-    if (result instanceof HttpError) return result
+    if (isRefusal(result)) return refusalError(result)
     if (onlyIssuers !== undefined && !onlyIssuers.has(result.iss)) return otherIssuer()
     const status = revocations.check(result)
     if (status === 'revoked') return errors.tokenRevoked()

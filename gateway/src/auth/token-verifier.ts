@@ -3,8 +3,9 @@
  * issuer: our auth-service (HS256 with BETTER_AUTH_SECRET, or EdDSA through
  * its JWKS) or a trusted external issuer (its JWKS). Each source pins its own
  * algorithms, issuer and audience; `exp` and `sub` are required, and each
- * source may require more: our auth-service's tokens need `iat` and `jti`
- * and a lifetime (exp - iat) within TOKEN_TTL_S. A token claiming to be
+ * source may require more: our auth-service's tokens need `iat` and `jti`,
+ * a lifetime (exp - iat) within TOKEN_TTL_S and `typ: at+jwt` (RFC 9068: a
+ * service token or any other kind is never taken for an access token). A token claiming to be
  * issued in the future (beyond the clock tolerance) is refused from any
  * issuer: it would escape an "issued before" revocation. Keys are imported
  * once at start (or when their JWKS publishes them).
@@ -43,6 +44,8 @@ export interface KeySource {
   requiredClaims?: ExtraClaim[]
   /** Longest accepted exp - iat, seconds (implies `iat`). */
   maxLifetimeS?: number
+  /** The `typ` header its tokens must carry (ours: at+jwt); unset: not checked. */
+  typ?: string
 }
 
 export interface VerifierOptions {
@@ -61,7 +64,36 @@ const SAFE_SUBJECT = /^[A-Za-z0-9._~:@-]{1,128}$/
 /** Header parameters that point at keys: never followed, and a token carrying one is refused. */
 const KEY_POINTERS = ['jku', 'jwk', 'x5u', 'x5c']
 
-export type TokenResult = VerifiedToken | HttpError
+/**
+ * Why a token was refused, as data: the authenticate step raises the error
+ * class instance for it (refusalError) where it hands it to done(err).
+ */
+export type Refusal =
+  | { readonly refused: 'invalid_token' }
+  | { readonly refused: 'token_expired' }
+  /** Its issuer's keys cannot be fetched now: come back after retryAfterS. */
+  | { readonly refused: 'keys_unavailable'; readonly retryAfterS: number }
+export type TokenResult = VerifiedToken | Refusal
+
+/** The refusals without data: one frozen object each, never allocated per request. */
+const INVALID: Refusal = Object.freeze({ refused: 'invalid_token' })
+const EXPIRED: Refusal = Object.freeze({ refused: 'token_expired' })
+
+export function isRefusal(result: TokenResult): result is Refusal {
+  return 'refused' in result
+}
+
+/** The error class instance a refusal is answered with (401 INVALID_TOKEN, 401 TOKEN_EXPIRED, 503 with Retry-After). */
+export function refusalError(refusal: Refusal): HttpError {
+  switch (refusal.refused) {
+    case 'token_expired':
+      return errors.tokenExpired()
+    case 'keys_unavailable':
+      return errors.unavailable('Token keys unavailable', refusal.retryAfterS)
+    default:
+      return errors.invalidToken()
+  }
+}
 
 export interface TokenVerifier {
   /** A token verified before and still in the cache: its result at once, without a promise. */
@@ -119,7 +151,7 @@ export function createTokenVerifier(opts: VerifierOptions): TokenVerifier {
     }
     if (hit.token.expiresAt > now()) return hit.token
     cache.delete(token)
-    return errors.tokenExpired()
+    return EXPIRED
   }
 
   /** The shape rules beyond jose's: iat not in the future, a required jti, a bounded lifetime. */
@@ -134,14 +166,14 @@ export function createTokenVerifier(opts: VerifierOptions): TokenVerifier {
   async function verify(token: string): Promise<TokenResult> {
     const hit = cached(token)
     if (hit !== undefined) return hit
-    if (token.length > MAX_TOKEN_LENGTH || !COMPACT_JWS.test(token)) return errors.invalidToken()
+    if (token.length > MAX_TOKEN_LENGTH || !COMPACT_JWS.test(token)) return INVALID
     const [h, p] = token.split('.') as [string, string]
     const header = decodePart(h)
-    if (!header || KEY_POINTERS.some((k) => k in header)) return errors.invalidToken()
+    if (!header || KEY_POINTERS.some((k) => k in header)) return INVALID
     // The issuer picks the key source; the signature check below proves the claim.
     const iss = decodePart(p)?.iss
     const source = typeof iss === 'string' ? byIssuer.get(iss) : undefined
-    if (!source) return errors.invalidToken()
+    if (!source) return INVALID
     const entry: Omit<CacheEntry, 'token'> = {}
     const resolver = isResolver(source.key) ? source.key : undefined
     const key = resolver
@@ -161,10 +193,11 @@ export function createTokenVerifier(opts: VerifierOptions): TokenVerifier {
         clockTolerance: opts.clockToleranceS,
         currentDate: new Date(now()),
         requiredClaims: [...required],
+        ...(source.typ !== undefined ? { typ: source.typ } : {}),
       })
       const sub = payload.sub
-      if (typeof sub !== 'string' || !SAFE_SUBJECT.test(sub)) return errors.invalidToken()
-      if (!wellFormed(source, payload)) return errors.invalidToken()
+      if (typeof sub !== 'string' || !SAFE_SUBJECT.test(sub)) return INVALID
+      if (!wellFormed(source, payload)) return INVALID
       const v: VerifiedToken = {
         iss: source.issuer,
         sub,
@@ -175,9 +208,9 @@ export function createTokenVerifier(opts: VerifierOptions): TokenVerifier {
       remember(token, { token: v, ...entry })
       return v
     } catch (err) {
-      if (err instanceof joseErrors.JWTExpired) return errors.tokenExpired()
-      if (err instanceof KeySourceUnavailable) return errors.unavailable('Token keys unavailable', Math.max(1, Math.ceil(err.retryAfterMs / 1000)))
-      return errors.invalidToken()
+      if (err instanceof joseErrors.JWTExpired) return EXPIRED
+      if (err instanceof KeySourceUnavailable) return { refused: 'keys_unavailable', retryAfterS: Math.max(1, Math.ceil(err.retryAfterMs / 1000)) }
+      return INVALID
     }
   }
 

@@ -22,6 +22,9 @@ const Issuer = Type.Object(
     jwks_url: Type.Optional(Url),
     required_claims: Type.Optional(Type.Array(Type.Union([Type.Literal('iat'), Type.Literal('jti')]), { description: 'claims required beyond exp and sub' })),
     max_lifetime_s: Type.Optional(PositiveInt('longest accepted exp - iat')),
+    typ: Type.Optional(
+      Type.String({ minLength: 1, description: 'the typ header its tokens must carry (e.g. at+jwt, RFC 9068); unset: not checked. Our own issuer (JWT_ISSUER) is always at+jwt' }),
+    ),
   },
   { additionalProperties: false },
 )

@@ -29,7 +29,7 @@ import type { IncomingHttpHeaders } from 'node:http'
 import type { Dispatcher } from 'undici'
 import type { FastifyReply } from 'fastify'
 import { errors } from '@tollgate/common'
-import { classifyUpstreamError, sendUpstreamFailure, type UpstreamErrorCounter } from './upstream.js'
+import { sendUpstreamFailure, type UpstreamErrorCounter } from './upstream.js'
 import type { Member } from '../upstreams/member.js'
 
 /** What the access line reads of a forwarded request (see access-log.ts). */
@@ -96,7 +96,17 @@ export interface ForwarderOptions {
   countError: UpstreamErrorCounter
   /** Tracing on: each exchange is a client span, its traceparent sent upstream (see tracing.ts). */
   tracer?: Tracer | null
+  /** The clock the upstream's deadline runs on; default Node's timers (tests: a controlled clock). */
+  timers?: DeadlineTimers
 }
+
+/** Timers as Node's globals have them; @sinonjs/fake-timers' createClock() is one too. */
+export interface DeadlineTimers {
+  setTimeout(callback: () => void, ms: number): unknown
+  clearTimeout(handle: unknown): void
+}
+
+const NODE_TIMERS = { setTimeout, clearTimeout } as DeadlineTimers
 
 export interface Outgoing {
   method: string
@@ -163,6 +173,7 @@ const NOT_SENT = Object.assign(new Error('request settled while queued: not sent
 
 export function createForwarder(opts: ForwarderOptions): Forward {
   const { pool, timeoutMs, name, countError } = opts
+  const timers = opts.timers ?? NODE_TIMERS
 
   /** One upstream exchange, as an undici dispatch handler (legacy callbacks: undici 7). */
   class Exchange implements Dispatcher.DispatchHandler, ExchangeBase {
@@ -176,7 +187,7 @@ export function createForwarder(opts: ForwarderOptions): Forward {
     private dispatchedAt = 0
     private state = QUEUED
     private abortUpstream: ((err?: Error) => void) | null = null
-    private timer: NodeJS.Timeout | null = null
+    private timer: unknown = null
     private status = 0
     private chunks: Buffer[] = []
     private size = 0
@@ -207,7 +218,7 @@ export function createForwarder(opts: ForwarderOptions): Forward {
         this.outgoing.live?.release()
         return
       }
-      this.timer = setTimeout(() => this.abort(new UpstreamTimeout('upstream did not answer in time')), timeoutMs)
+      this.timer = timers.setTimeout(() => this.abort(new UpstreamTimeout('upstream did not answer in time')), timeoutMs)
       this.reply.raw.once('close', this.onClientClose)
       this.dispatch()
       this.outgoing.live?.bind((reason) => this.closeLive(reason))
@@ -249,7 +260,7 @@ export function createForwarder(opts: ForwarderOptions): Forward {
 
     finish(): void {
       this.state = DONE
-      if (this.timer) clearTimeout(this.timer)
+      if (this.timer !== null) timers.clearTimeout(this.timer)
       this.reply.raw.removeListener('close', this.onClientClose)
       this.outgoing.live?.release()
     }
@@ -269,8 +280,8 @@ export function createForwarder(opts: ForwarderOptions): Forward {
         this.abort(new BadStatus('invalid upstream status'))
         return false
       }
-      if (this.timer) {
-        clearTimeout(this.timer)
+      if (this.timer !== null) {
+        timers.clearTimeout(this.timer)
         this.timer = null
       }
       const ms = performance.now() - this.dispatchedAt
@@ -412,7 +423,7 @@ export function createForwarder(opts: ForwarderOptions): Forward {
       if (reply.sent) return
       // The answer broke before we sent it: none of its headers (cookies, location...) go on our error.
       for (const key of this.upstreamKeys) reply.removeHeader(key)
-      sendUpstreamFailure(reply, classifyUpstreamError(err), name, countError)
+      sendUpstreamFailure(reply, err, name, countError)
     }
 
     /** Whole events only, so the gateway's own last event can never land inside one of the upstream's. */

@@ -5,7 +5,7 @@
  */
 import { Pool } from 'undici'
 import type { FastifyReply } from 'fastify'
-import { envelope, ErrorCode } from '@tollgate/common'
+import { BadGateway, GatewayTimeout, ServiceUnavailable, type HttpError } from '@tollgate/common'
 
 export interface UpstreamOptions {
   /** Extra CA certificates (PEM) for https upstreams; verification is never off. */
@@ -33,12 +33,9 @@ export function poolOptions(opts: UpstreamOptions): Pool.Options {
   }
 }
 
-export type Failure = { status: 502 | 503 | 504; code: ErrorCode; detail: string; cause: string }
+/** The answer (an error class instance: 502, 503 with Retry-After, 504) and the cause, an undici or Node code for logs and metrics only. */
+export type Failure = { error: HttpError; cause: string }
 export type UpstreamErrorCounter = (labels: { upstream: string; status: string; cause: string }) => void
-
-const TIMEOUT = { status: 504, code: ErrorCode.GATEWAY_TIMEOUT, detail: 'Upstream service timed out' } as const
-const BAD_GATEWAY = { status: 502, code: ErrorCode.BAD_GATEWAY, detail: 'Upstream service error' } as const
-const UNAVAILABLE = { status: 503, code: ErrorCode.SERVICE_UNAVAILABLE, detail: 'Upstream service unavailable' } as const
 
 const TIMEOUT_CODES = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'UND_ERR_CONNECT_TIMEOUT', 'ETIMEDOUT'])
 // UPSTREAM_NO_HEALTHY_TARGET: every target of the upstream is out (upstreams/upstream.ts), answered at once.
@@ -48,20 +45,23 @@ export function classifyUpstreamError(error: unknown): Failure {
   const e = error as { code?: string; cause?: { code?: string } }
   const codes = [e?.code, e?.cause?.code].filter((c): c is string => typeof c === 'string')
   const cause = codes[codes.length - 1] ?? 'unknown'
-  if (codes.some((c) => TIMEOUT_CODES.has(c))) return { ...TIMEOUT, cause }
-  if (codes.some((c) => UNAVAILABLE_CODES.has(c))) return { ...UNAVAILABLE, cause }
+  if (codes.some((c) => TIMEOUT_CODES.has(c))) return { error: new GatewayTimeout('Upstream service timed out'), cause }
+  if (codes.some((c) => UNAVAILABLE_CODES.has(c))) return { error: new ServiceUnavailable('Upstream service unavailable'), cause }
   // Refused, reset, broken framing, TLS failures: the upstream failed us.
-  return { ...BAD_GATEWAY, cause }
+  return { error: new BadGateway('Upstream service error'), cause }
 }
 
-/** Answer an upstream failure in the envelope; the cause goes to logs and metrics, never to the client. */
-export function sendUpstreamFailure(reply: FastifyReply, failure: Failure, upstream: string, count: UpstreamErrorCounter): void {
-  count({ upstream, status: String(failure.status), cause: failure.cause })
-  reply.request.log.warn({ upstream, upstreamError: failure.cause, status: failure.status }, 'upstream request failed')
-  if (failure.status === 503) reply.header('retry-after', '2')
-  reply
-    .code(failure.status)
-    .header('cache-control', 'no-store')
-    .type('application/json; charset=utf-8')
-    .send(envelope(failure.status, failure.code, failure.detail))
+/**
+ * Hand an upstream failure to the app's one error handler (installErrorEnvelope),
+ * which answers it in the envelope and writes its one log line, with the
+ * upstream and the cause as fields; the cause goes to logs and metrics, never
+ * to the client. The route's context must have that handler: every app
+ * installs it on its root before registering routes (a bare Fastify() has
+ * Fastify's default handler instead).
+ */
+export function sendUpstreamFailure(reply: FastifyReply, err: unknown, upstream: string, count: UpstreamErrorCounter): void {
+  const { error, cause } = classifyUpstreamError(err)
+  count({ upstream, status: String(error.statusCode), cause })
+  error.logFields = { upstream, upstreamError: cause }
+  reply.send(error)
 }

@@ -10,7 +10,7 @@ import cors from '@fastify/cors'
 import swagger from '@fastify/swagger'
 import swaggerUi from '@fastify/swagger-ui'
 import type { FastifyServerOptions } from 'fastify'
-import { ConfigError, createService, PayloadTooLarge, UriTooLong, type App, type ReadinessChecks } from '@tollgate/common'
+import { ACCESS_TOKEN_TYP, ConfigError, createService, PayloadTooLarge, UriTooLong, type App, type ReadinessChecks } from '@tollgate/common'
 import { docsEnabled } from '../admin/admin-app.js'
 import { gatewayAccessFields } from '../access-log.js'
 import { openApiDocument } from '../docs/openapi.js'
@@ -24,7 +24,7 @@ import { policySteps, registerRoutes } from '../pipeline/route-pipeline.js'
 import { createJwksKeySource, type JwksKeySource } from '../auth/jwks-key-source.js'
 import { publicIdentity } from '../proxy/forwarded-headers.js'
 import type { Upstream } from '../upstreams/index.js'
-import { createForwarder, type Forward } from '../proxy/forwarder.js'
+import { createForwarder, type DeadlineTimers, type Forward } from '../proxy/forwarder.js'
 import type { Runtime } from './runtime.js'
 
 const MAX_URL_LENGTH = 4096
@@ -35,6 +35,8 @@ export interface GenerationOptions {
   now?: () => number
   /** Extra Fastify options of the public and internal instances (the reloading listener's serverFactory). */
   fastify?: Partial<FastifyServerOptions>
+  /** The clock of the forwarders' upstream deadlines; default Node's timers (tests: a controlled clock). */
+  timers?: DeadlineTimers
 }
 
 export interface UpstreamHandle {
@@ -121,7 +123,12 @@ async function build(
   // The file's issuers (our own among them), then JWT_TRUSTED_ISSUERS' (kept for existing deployments).
   const sources: KeySource[] = []
   for (const i of definition.issuers) {
-    const shape = { requiredClaims: i.required_claims, maxLifetimeS: i.max_lifetime_s }
+    // Our auth-service's tokens are access tokens by their typ (RFC 9068), whatever the file says; another issuer's as declared.
+    const own = i.issuer === config.JWT_ISSUER
+    if (own && i.typ !== undefined && i.typ.toLowerCase() !== ACCESS_TOKEN_TYP) {
+      throw new ConfigError(`${definition.file}: issuers.${i.name}.typ: the auth-service's tokens are typed ${ACCESS_TOKEN_TYP}`)
+    }
+    const shape = { requiredClaims: i.required_claims, maxLifetimeS: i.max_lifetime_s, typ: own ? ACCESS_TOKEN_TYP : i.typ }
     sources.push(
       i.algorithms[0] === 'HS256'
         ? { issuer: i.issuer, audience: i.audience, algorithms: ['HS256'], key: await importHmacKey(i.secret!), ...shape }
@@ -204,7 +211,7 @@ async function build(
     const id = `${name} ${timeout}${live ? ' live' : ''}`
     let forward = forwarders.get(id)
     if (!forward) {
-      forward = createForwarder({ name, pool: live ? livePool(name) : upstream.pool, timeoutMs: timeout, countError: (labels) => runtime.upstreamErrors.inc(labels), tracer: runtime.tracing?.tracer })
+      forward = createForwarder({ name, pool: live ? livePool(name) : upstream.pool, timeoutMs: timeout, countError: (labels) => runtime.upstreamErrors.inc(labels), tracer: runtime.tracing?.tracer, timers: opts.timers })
       forwarders.set(id, forward)
     }
     return forward
