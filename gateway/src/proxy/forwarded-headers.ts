@@ -6,7 +6,7 @@
  */
 import type { IncomingHttpHeaders } from 'node:http'
 import type { FastifyRequest } from 'fastify'
-import { isReservedHeader, signIdentity, REQUEST_ID_HEADER, type Identity } from '@tollgate/common'
+import { isReservedHeader, signIdentityInto, REQUEST_ID_HEADER, type Identity } from '@tollgate/common'
 
 /** Who the gateway vouches for on the public listener: the verified user, or nobody. */
 export const publicIdentity = (request: FastifyRequest): Identity =>
@@ -61,8 +61,7 @@ export function forwardedHeaders(request: FastifyRequest, identity: Identity, op
     delete out['content-length']
     out['content-type'] = 'application/json'
   }
-  const proof = signIdentity(opts.proofKey, identity, request.method, upstreamPath(request.url), request.id)
-  for (const name in proof) out[name] = proof[name]
+  signIdentityInto(out, opts.proofKey, identity, request.method, upstreamPath(request.url), request.id)
   out[REQUEST_ID_HEADER] = request.id
   out['x-forwarded-for'] = request.ip
   out['x-forwarded-proto'] = request.protocol

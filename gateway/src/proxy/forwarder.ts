@@ -219,7 +219,8 @@ export function createForwarder(opts: ForwarderOptions): Forward {
         return
       }
       this.timer = timers.setTimeout(() => this.abort(new UpstreamTimeout('upstream did not answer in time')), timeoutMs)
-      this.reply.raw.once('close', this.onClientClose)
+      // on, not once: a response closes once, and finish() takes the listener off (once() would wrap it per request).
+      this.reply.raw.on('close', this.onClientClose)
       this.dispatch()
       this.outgoing.live?.bind((reason) => this.closeLive(reason))
     }

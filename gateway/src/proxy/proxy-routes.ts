@@ -67,8 +67,8 @@ export function proxyRoutes(scope: FastifyInstance, o: ProxyRoutesOptions, hooks
     } else if (request.body !== undefined && request.body !== null) {
       body = JSON.stringify(request.body)
     }
-    const live = openLive?.(request)
-    forward(reply, { method: request.method, path: request.url, headers, body: body as never, publicCache, ...(live ? { live } : {}) })
+    // live is undefined off live routes (the forwarder reads it with ?. and !== undefined): no spread, one object shape.
+    forward(reply, { method: request.method, path: request.url, headers, body: body as never, publicCache, live: openLive?.(request) })
   }
 
   // HEAD is registered here rather than by Fastify's exposeHeadRoute, which would run GET upstream and drop the body.

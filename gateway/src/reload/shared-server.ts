@@ -42,10 +42,22 @@ export function createSharedServer(opts: SharedServerOptions, target: () => Targ
   const server = opts.tls ? https.createServer({ ...opts.tls, ...options }) : http.createServer(options)
   server.keepAliveTimeout = 72_000
 
+  // One 'close' listener per generation, not a closure (and once()'s wrapper) per request: a response closes once.
+  const closers = new WeakMap<Target, (this: http.ServerResponse) => void>()
+  const closerOf = (t: Target) => {
+    let onClose = closers.get(t)
+    if (onClose === undefined) {
+      onClose = function (this: http.ServerResponse) {
+        t.leave(this)
+      }
+      closers.set(t, onClose)
+    }
+    return onClose
+  }
   server.on('request', (req: http.IncomingMessage, res: http.ServerResponse) => {
     const t = target()
     t.enter(res)
-    res.once('close', () => t.leave(res))
+    res.on('close', closerOf(t))
     if (t.draining) res.setHeader('connection', 'close')
     t.app.routing(req, res)
   })
