@@ -1,8 +1,9 @@
 /**
  * A live WebSocket route declared with a parameter besides the owner's (the
  * file allows any GET path): a `..` segment in it, raw or percent-encoded, is
- * refused (400 VALIDATION_ERROR) before anything is opened upstream, as on the
- * other routes; the service never sees the upgrade.
+ * refused before anything is opened upstream with the answer the other routes
+ * give (400 VALIDATION_ERROR, "Invalid path"); the service never sees the
+ * upgrade.
  */
 import t from 'tap'
 import http from 'node:http'
@@ -60,7 +61,7 @@ routes:
   for (const room of ['..', '%2e%2e', '.%2E']) {
     const res = await upgrade(`${me}/${room}/live`)
     t.equal(res.status, 400, room)
-    t.equal(JSON.parse(res.body).error_code, 'VALIDATION_ERROR', room)
+    t.same(JSON.parse(res.body), { detail: 'Invalid path', error_code: 'VALIDATION_ERROR', status_code: 400 }, `${room}: the answer the other routes give`)
   }
   t.equal(up.seen.length, 0, 'no upgrade reached the service')
 })
