@@ -16,11 +16,6 @@ function limit<N extends string>(name: N, max: number, windowS: number) {
 /** Comma-separated http(s) base URLs. */
 const SERVICE_URLS = '^https?://[^\\s,]+(\\s*,\\s*https?://[^\\s,]+)*$'
 
-/** The target URLs of a service variable (AUTH_SERVICE_URL, TASK_SERVICE_URL). */
-export function serviceTargets(value: string): string[] {
-  return value.split(',').map((url) => url.trim()).filter((url) => url !== '')
-}
-
 /** The bundled declarative file: today's auth and task routes (GATEWAY_CONFIG's default). */
 export const bundledGatewayFile = fileURLToPath(new URL('../tollgate.yaml', import.meta.url))
 

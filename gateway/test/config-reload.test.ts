@@ -8,7 +8,7 @@
 import t from 'tap'
 import http from 'node:http'
 import type { AddressInfo } from 'node:net'
-import { mkdtempSync, writeFileSync, renameSync } from 'node:fs'
+import { mkdtempSync, writeFileSync, renameSync, unlinkSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Pool } from 'undici'
@@ -277,7 +277,7 @@ t.test('10 reloads during a load run over keep-alive connections: no error, no d
   t.equal(await status(`${gw.url}/b`), 404)
 })
 
-t.test('GATEWAY_CONFIG_WATCH: a change of the file is reloaded without a signal', async (t) => {
+t.test('GATEWAY_CONFIG_WATCH: a change of the file is reloaded without a signal; the file removed keeps the running one', async (t) => {
   const gw = await startGateway(t, gatewayFile([route('/kept')]), { GATEWAY_CONFIG_WATCH: 'true' })
   t.equal(await status(`${gw.url}/watched`), 404)
   gw.write(gatewayFile([route('/kept'), route('/watched')]))
@@ -285,6 +285,14 @@ t.test('GATEWAY_CONFIG_WATCH: a change of the file is reloaded without a signal'
   while ((await gw.reloads()).ok < 1 && Date.now() < until) await new Promise((r) => setTimeout(r, 50))
   t.equal(await status(`${gw.url}/watched`), 200, 'the written file serves')
   t.same(await gw.reloads(), { ok: 1, error: 0 }, 'one reload for one write')
+
+  // The file removed (an rm, a ConfigMap swap gone wrong): a refused reload, the running configuration kept.
+  unlinkSync(gw.file)
+  const removed = Date.now() + 20_000
+  while ((await gw.reloads()).error < 1 && Date.now() < removed) await new Promise((r) => setTimeout(r, 50))
+  t.same(await gw.reloads(), { ok: 1, error: 1 }, 'the file gone: one refused reload')
+  t.equal(await status(`${gw.url}/watched`), 200, 'the running configuration still serves')
+  t.equal((await gw.logged(`${gw.file}: cannot be read`, 1)).length, 1, 'said in one line, naming the file')
 })
 
 t.test('a listener address changed in the file needs a restart: said once, the rest applies', async (t) => {

@@ -155,6 +155,22 @@ t.test('rotation: a new kid is fetched once and both keys verify', async (t) => 
   t.equal((await call(await sign(k1))).statusCode, 200, 'the old key, until it is removed')
 })
 
+t.test('a key in the set that does not import is skipped: the others verify, a token naming it is refused as an unknown kid (never 500)', async (t) => {
+  const idp = await startIdp(t)
+  const good = await newKey('good')
+  const broken = await newKey('broken')
+  // An Ed25519 public key 31 bytes long: well formed JSON, no key.
+  const short = Buffer.from(broken.jwk.x!, 'base64url').subarray(1).toString('base64url')
+  idp.state.keys = [{ ...broken.jwk, x: short }, good.jwk]
+  const { call, tasks } = await gatewayFor(t, idp.url)
+  t.equal((await call(await sign(good))).statusCode, 200, 'the key after the broken one verifies')
+  // The entry counts as no key: its kid is unknown, and inside the fetch cooldown that is "not checkable yet".
+  const refused = await call(await sign(broken))
+  t.equal(refused.statusCode, 503, 'a token signed for the broken entry: refused as an unknown kid')
+  t.equal(refused.json().error_code, 'SERVICE_UNAVAILABLE')
+  t.equal(tasks.seen.length, 1, 'only the good token reached the service')
+})
+
 t.test('JWKS outage: cached keys keep working; with no keys at all, 503 (never 500)', async (t) => {
   const idp = await startIdp(t)
   const key = await newKey('k1')

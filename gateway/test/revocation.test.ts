@@ -124,3 +124,29 @@ t.test('the replica that forwards a signout or an account deletion refuses at on
   t.equal((await gw.inject({ method: 'DELETE', url: '/api/auth/me', headers: { authorization: `Bearer ${b}` } })).statusCode, 204)
   t.equal((await gw.inject({ url, headers: { authorization: `Bearer ${c}` } })).json().error_code, 'TOKEN_REVOKED', 'every token of a deleted account')
 })
+
+t.test('a listener that throws: the revocation holds, the other listeners are still told, the failure is logged', async (t) => {
+  const nowS = Math.floor(Date.now() / 1000)
+  const errors: unknown[] = []
+  const list = new RevocationList({
+    fetchPage: async () => ({ cursor: 1, reset: false, more: false, revoked: [{ jti: 'fed', exp: nowS + 60 }] }),
+    pollMs: 1000,
+    maxStalenessMs: 60_000,
+    failOpen: false,
+    ownIssuer: 'tollgate',
+    log: { info() {}, warn() {}, error: (obj: unknown, msg: string) => errors.push([obj, msg]) } as never,
+  })
+  const told: string[] = []
+  list.onRevoked(() => {
+    throw new Error('a broken subscriber')
+  })
+  list.onRevoked((e) => told.push('jti' in e ? e.jti : e.sub))
+  await list.sync()
+  list.revokeToken('here', nowS + 60)
+  t.same(told, ['fed', 'here'], 'the listener after the broken one heard of both, from the feed and applied here')
+  const tok = (jti: string) => ({ jti, iss: 'tollgate', sub: 'u', iat: nowS })
+  t.equal(list.check(tok('fed')), 'revoked')
+  t.equal(list.check(tok('here')), 'revoked')
+  t.equal(errors.length, 2, 'one error line per failure')
+  t.match(errors[0], [{ err: { message: 'a broken subscriber' } }, 'revocation listener failed'])
+})

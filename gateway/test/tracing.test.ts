@@ -90,3 +90,35 @@ t.test('tracing on: the service gets the gateway span as parent, in the client t
   const last = (up.seen.at(-1)!.headers.traceparent as string).split('-')
   t.same([last[1], last[3]], [unsampled, '00'], 'upstream: same trace, not sampled')
 })
+
+t.test('tracing on: a refusal and a failed upstream call are recorded as what they were', async (t) => {
+  const otlp = await receiver(t)
+  // Nothing listens on port 1: the upstream call fails to connect.
+  const gw = await buildGateway(t, { TASK_SERVICE_URL: 'http://127.0.0.1:1', OTEL_EXPORTER_OTLP_ENDPOINT: otlp.url })
+  const jwt = await token()
+  const traced = (headers: Record<string, string>) => {
+    const traceId = randomBytes(16).toString('hex')
+    return { traceId, call: gw.inject({ url: `/api/${subOf(jwt)}/tasks`, headers: { traceparent: traceparent(traceId), ...headers } }) }
+  }
+
+  const refused = traced({ authorization: 'Bearer not-a-token' })
+  t.equal((await refused.call).statusCode, 401)
+  const failed = traced({ authorization: `Bearer ${jwt}` })
+  t.equal((await failed.call).statusCode, 502)
+  await gw.tracing!.flush()
+
+  type Exported = Span & { status?: { code?: number }; attributes?: { key: string; value: { stringValue?: string; intValue?: string | number } }[] }
+  const inTrace = (id: string) => (otlp.spans as Exported[]).filter((s) => s.traceId === id)
+  const check = inTrace(refused.traceId).find((s) => s.name === 'token check')
+  t.ok(check, 'the token check span of the refused request')
+  t.equal(attr(check!, 'tollgate.outcome'), 'INVALID_TOKEN', "its outcome: the refusal's error code")
+  t.equal(Number(check!.attributes!.find((a) => a.key === 'http.response.status_code')?.value.intValue), 401)
+  t.not(check!.status?.code, 2, "a client's mistake is no span error")
+  t.notOk(inTrace(refused.traceId).some((s) => s.name === 'GET tasks'), 'no upstream call for it')
+
+  const call = inTrace(failed.traceId).find((s) => s.name === 'GET tasks')
+  t.ok(call, 'the upstream call span of the failed request')
+  t.equal(call!.status?.code, 2, 'marked as an error')
+  t.equal(attr(call!, 'server.address'), '127.0.0.1:1', 'naming the target it tried')
+  t.equal(attr(inTrace(failed.traceId).find((s) => s.name === 'token check')!, 'tollgate.outcome'), 'ok', 'its token check passed')
+})

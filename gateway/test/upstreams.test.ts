@@ -177,6 +177,31 @@ t.test('consecutive 5xx eject a target; it returns after the ejection, and the n
   t.equal(requests.find((v) => v.labels.target === new URL(bad.url).host)!.value, 7, 'per-target request counter')
 })
 
+t.test('a target that stayed in long enough starts over: its next ejection lasts the base again', async (t) => {
+  const [bad, good] = await Promise.all([startTarget(t), startTarget(t)])
+  bad.behave.status = 500
+  let now = 1_000_000
+  const up = upstreamOf(t, { targets: [bad.url, good.url], outlier: { consecutiveFailures: 3, baseEjectionMs: 1000, maxEjectionMs: 5000 } }, { now: () => now })
+  while (bad.hits < 3) await get(up)
+  now += 1000
+  while (bad.hits < 6) await get(up)
+  t.pass('ejected twice: the second ejection lasts 2 x base')
+  now += 2000
+  bad.behave.status = 200
+  while (bad.hits < 7) await get(up)
+  // In for longer than the max ejection plus its current backoff (5000 + 2 x 1000 ms) since it was last ejected.
+  now += 5001
+  bad.behave.status = 500
+  while (bad.hits < 10) await get(up)
+  now += 999
+  for (let i = 0; i < 4; i++) await get(up)
+  t.equal(bad.hits, 10, 'ejected again, and out until the base ejection ends')
+  now += 1
+  await get(up)
+  await get(up)
+  t.equal(bad.hits, 11, 'back after the base ejection, not 3 x base')
+})
+
 t.test('every target out: 503 in the envelope at once, nothing sent upstream', async (t) => {
   const targets = await Promise.all([startTarget(t), startTarget(t)])
   for (const x of targets) x.behave.status = 500
