@@ -4,11 +4,13 @@ import t from 'tap'
 import { newUserId, SECRET, testDatabaseUrl } from './helper.js'
 import { openEvents, openLive } from './live-client.js'
 
-// server.ts as a process: the wiring a unit test of buildApp cannot see.
-const serverTs = fileURLToPath(new URL('../src/server.ts', import.meta.url))
+// server.ts as a process: the wiring a unit test of buildApp cannot see. The built one (npm test builds first):
+// src/server.ts would need a TypeScript loader of its own, whose transform of src/ differs from the one this test
+// process runs, and coverage merged by file URL would then mix the two (see startServiceProcess).
+const serverJs = fileURLToPath(new URL('../dist/server.js', import.meta.url))
 
 function start(env: Record<string, string>) {
-  const child = spawn(process.execPath, ['--import', 'tsx', serverTs], {
+  const child = spawn(process.execPath, [serverJs], {
     env: { ...process.env, LOG_LEVEL: 'info', HOST: '127.0.0.1', PORT: '0', BETTER_AUTH_SECRET: SECRET, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   })
