@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process'
+import { createServer } from 'node:net'
 import { fileURLToPath } from 'node:url'
 import t from 'tap'
 import { newUserId, SECRET, testDatabaseUrl } from './helper.js'
@@ -60,6 +61,16 @@ t.test('unreachable database with MIGRATE_ON_START: exit 1 with one line', async
   const p = start({ DATABASE_URL: 'postgres://postgres@127.0.0.1:1/x' })
   t.equal(await p.exited, 1)
   t.match(p.err(), /^task-service: migration failed: .+\n$/)
+  t.equal(p.err().trim().split('\n').length, 1)
+})
+
+t.test('a port already taken: exit 1 with one line saying it cannot listen', async (t) => {
+  const taken = createServer()
+  await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => new Promise((resolve) => taken.close(resolve)))
+  const p = start({ DATABASE_URL: testDatabaseUrl(), MIGRATE_ON_START: 'false', PORT: String((taken.address() as { port: number }).port) })
+  t.equal(await p.exited, 1)
+  t.match(p.err(), /^task-service: cannot listen: .*EADDRINUSE.*\n$/)
   t.equal(p.err().trim().split('\n').length, 1)
 })
 
