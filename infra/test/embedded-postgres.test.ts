@@ -2,7 +2,9 @@
  * The embedded PostgreSQL (infra/src/embedded-postgres.ts) that `npm start` and `npm test` use: PGlite has no lock
  * between processes and two of them on one data folder lose writes silently, so a folder held by another live
  * process is refused with a message saying what to do; a lock left by a process that is gone does not block the next
- * start; and a start that fails (its port taken) leaves no lock behind, so the next start works.
+ * start; and a start that fails (its port taken) leaves no lock behind, so the next start works. And what `npm test`
+ * without TEST_DATABASE_URL relies on: a test asking it for a fresh database is not handed the shared one (PGlite
+ * serves its one database under every name) but gets one on a throwaway cluster.
  */
 import t, { type Test } from 'tap'
 import { spawn } from 'node:child_process'
@@ -11,6 +13,7 @@ import { createServer } from 'node:net'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import pg from 'pg'
+import * as testing from '@tollgate/common/testing'
 import { startEmbeddedPostgres } from '../src/embedded-postgres.js'
 
 const distEntry = fileURLToPath(new URL('../dist/embedded-postgres.js', import.meta.url))
@@ -96,4 +99,23 @@ t.test('a data folder another live process holds is refused, naming the process 
     message: `the embedded database in ${dataDir} is in use by process ${pid}; stop it first or set DATA_DIR`,
   })
   t.equal(readFileSync(lockFile, 'utf8'), String(pid), 'the holder keeps its lock')
+})
+
+t.test('a fresh database asked of the embedded server comes from a throwaway cluster, never the shared one', async (t) => {
+  const embedded = await startEmbeddedPostgres({ dataDir })
+  t.teardown(() => embedded.stop())
+  await t.rejects(testing.createScratchDatabase(embedded.url), { name: 'ScratchDatabaseUnsupportedError' }, 'not on the embedded server')
+
+  const db = await testing.freshDatabaseOrSkip(t, embedded.url) // skipped where no PostgreSQL is installed
+  if (!db) return
+  t.equal(db.host, 'throwaway cluster')
+  const client = new pg.Client({ connectionString: db.url })
+  await client.connect()
+  const { rows } = await client.query<{ db: string; tables: number }>(
+    "SELECT current_database() AS db, (SELECT count(*)::int FROM pg_tables WHERE tablename = 'kept') AS tables",
+  )
+  await client.end()
+  t.same(rows, [{ db: db.name, tables: 0 }], 'a database of its own name, without the shared one\'s tables')
+  await db.drop()
+  await t.rejects(selectOne(db.url), 'dropped with its cluster')
 })
