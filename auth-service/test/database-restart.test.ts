@@ -13,12 +13,13 @@ import * as testing from '@tollgate/common/testing'
 import { anonymous, asUser, PASSWORD, PROOF_KEY, SECRET, uniqueEmail } from './helper.js'
 
 const { databaseRestartCases, signedFetch, startServiceProcess, throwawayPostgresOrSkip } = testing
-const serverTs = fileURLToPath(new URL('../src/server.ts', import.meta.url))
+// The built server, as deployed (npm test builds first; see startServiceProcess on why not src/server.ts).
+const serverJs = fileURLToPath(new URL('../dist/server.js', import.meta.url))
 
 const cluster = await throwawayPostgresOrSkip(t)
 if (cluster) {
   const svc = await startServiceProcess({
-    entry: serverTs,
+    entry: serverJs,
     env: {
       DATABASE_URL: cluster.url,
       BETTER_AUTH_SECRET: SECRET,

@@ -2,8 +2,8 @@
 // `npm run test:coverage` run left in .tap/coverage (the test processes and every process they
 // started, mapped back to the TypeScript through the source maps). Every src file counts, loaded
 // by a test or not. Prints a table and exits 1 when a workspace is under the floor.
-import { existsSync, readdirSync } from 'node:fs'
-import { resolve, sep } from 'node:path'
+import { existsSync, readdirSync, readFileSync } from 'node:fs'
+import { join, resolve, sep } from 'node:path'
 import { Report } from 'c8'
 
 const FLOOR = 90
@@ -14,6 +14,26 @@ const coverageDir = resolve(root, '.tap/coverage')
 process.chdir(root) // c8 matches files relative to the working directory
 if (!existsSync(coverageDir) || readdirSync(coverageDir).length === 0) {
   console.log('no coverage recorded in .tap/coverage: run `npm run test:coverage` first')
+  process.exit(1)
+}
+
+// c8 merges the processes' coverage by file URL. When two processes ran different code under one URL (a src/ file
+// compiled by tap's TypeScript loader in a test and by another loader in a child it started), their offsets do not
+// line up and the merged figures are wrong, by as much as 20 points, depending on the order the files are read in.
+const transforms = new Map()
+for (const name of readdirSync(coverageDir)) {
+  const { 'source-map-cache': cache = {} } = JSON.parse(readFileSync(join(coverageDir, name), 'utf8'))
+  for (const [url, { lineLengths }] of Object.entries(cache)) {
+    const shape = lineLengths.join(',')
+    if (!transforms.has(url)) transforms.set(url, new Set())
+    transforms.get(url).add(shape)
+  }
+}
+const mixed = [...transforms].filter(([, shapes]) => shapes.size > 1).map(([url]) => url)
+if (mixed.length > 0) {
+  console.log('coverage not measurable: these files ran as different code in different processes (a process started')
+  console.log('with another TypeScript loader? start the built dist/ entry instead):')
+  for (const url of mixed) console.log(`  ${url}`)
   process.exit(1)
 }
 

@@ -61,6 +61,17 @@ t.test('an unreachable database names DATABASE_URL and its host:port', async (t)
   }
 })
 
+t.test('SERVICE_CREDENTIALS, checked while the auth-service builds: one line too, nothing listening', async (t) => {
+  const r = await run(authService, {
+    DATABASE_URL: 'postgres://127.0.0.1:1/x',
+    MIGRATE_ON_START: 'false',
+    SERVICE_CREDENTIALS: JSON.stringify({ 'report-service': { secret: 'too-short' } }),
+  })
+  t.equal(r.code, 1)
+  t.equal(r.stderr, 'auth-service: invalid configuration: SERVICE_CREDENTIALS.report-service.secret must be at least 32 characters\n')
+  t.notMatch(r.stdout, /Server listening/)
+})
+
 t.test('the launcher checks every process before starting any', async (t) => {
   const started = Date.now()
   const r = await run(launcher, { PORT: '99999', DATABASE_URL: 'postgres://127.0.0.1:1/x', AUTH_SERVICE_PORT: '70000' })

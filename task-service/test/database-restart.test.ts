@@ -12,13 +12,14 @@ import * as testing from '@tollgate/common/testing'
 import { KEY, newUserId, SECRET } from './helper.js'
 
 const { databaseRestartCases, signedFetch, startServiceProcess, throwawayPostgresOrSkip } = testing
-const serverTs = fileURLToPath(new URL('../src/server.ts', import.meta.url))
+// The built server, as deployed (npm test builds first; see startServiceProcess on why not src/server.ts).
+const serverJs = fileURLToPath(new URL('../dist/server.js', import.meta.url))
 type Method = 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE'
 
 const cluster = await throwawayPostgresOrSkip(t)
 if (cluster) {
   const svc = await startServiceProcess({
-    entry: serverTs,
+    entry: serverJs,
     env: {
       DATABASE_URL: cluster.url,
       BETTER_AUTH_SECRET: SECRET,

@@ -1,14 +1,17 @@
 import { spawn } from 'node:child_process'
+import { createServer } from 'node:net'
 import { fileURLToPath } from 'node:url'
 import t from 'tap'
 import { newUserId, SECRET, testDatabaseUrl } from './helper.js'
 import { openEvents, openLive } from './live-client.js'
 
-// server.ts as a process: the wiring a unit test of buildApp cannot see.
-const serverTs = fileURLToPath(new URL('../src/server.ts', import.meta.url))
+// server.ts as a process: the wiring a unit test of buildApp cannot see. The built one (npm test builds first):
+// src/server.ts would need a TypeScript loader of its own, whose transform of src/ differs from the one this test
+// process runs, and coverage merged by file URL would then mix the two (see startServiceProcess).
+const serverJs = fileURLToPath(new URL('../dist/server.js', import.meta.url))
 
 function start(env: Record<string, string>) {
-  const child = spawn(process.execPath, ['--import', 'tsx', serverTs], {
+  const child = spawn(process.execPath, [serverJs], {
     env: { ...process.env, LOG_LEVEL: 'info', HOST: '127.0.0.1', PORT: '0', BETTER_AUTH_SECRET: SECRET, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   })
@@ -58,6 +61,16 @@ t.test('unreachable database with MIGRATE_ON_START: exit 1 with one line', async
   const p = start({ DATABASE_URL: 'postgres://postgres@127.0.0.1:1/x' })
   t.equal(await p.exited, 1)
   t.match(p.err(), /^task-service: migration failed: .+\n$/)
+  t.equal(p.err().trim().split('\n').length, 1)
+})
+
+t.test('a port already taken: exit 1 with one line saying it cannot listen', async (t) => {
+  const taken = createServer()
+  await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => new Promise((resolve) => taken.close(resolve)))
+  const p = start({ DATABASE_URL: testDatabaseUrl(), MIGRATE_ON_START: 'false', PORT: String((taken.address() as { port: number }).port) })
+  t.equal(await p.exited, 1)
+  t.match(p.err(), /^task-service: cannot listen: .*EADDRINUSE.*\n$/)
   t.equal(p.err().trim().split('\n').length, 1)
 })
 

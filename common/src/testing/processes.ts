@@ -18,7 +18,12 @@ export interface ServiceProcess {
 }
 
 export interface StartServiceOptions {
-  /** The server file: a .ts runs through tsx, a .js directly. */
+  /**
+   * The built server file (dist/server.js). Not src/server.ts through a TypeScript loader: the tests themselves run
+   * src/ through tap's (ts-node), another loader's transform of the same src/ file has other offsets, and c8 merges
+   * the processes' coverage by file URL, so the mix made `npm run coverage` swing by 20 points with the order the
+   * coverage files happened to be read in.
+   */
   entry: string
   env: Record<string, string>
   timeoutMs?: number
@@ -31,8 +36,7 @@ const LISTENING = /Server listening at (http:\/\/127\.0\.0\.1:\d+)/
  * line is how the port is found) over the given environment.
  */
 export function startServiceProcess(opts: StartServiceOptions): Promise<ServiceProcess> {
-  const args = opts.entry.endsWith('.ts') ? ['--import', 'tsx', opts.entry] : [opts.entry]
-  const child = spawn(process.execPath, args, {
+  const child = spawn(process.execPath, [opts.entry], {
     env: { ...process.env, LOG_LEVEL: 'info', HOST: '127.0.0.1', PORT: '0', ...opts.env },
     stdio: ['ignore', 'pipe', 'pipe'],
   })
