@@ -47,15 +47,11 @@ function mac(key: Buffer, id: Identity, method: string, url: string, requestId: 
     .digest('base64url')
 }
 
-export function signIdentity(
-  key: Buffer,
-  id: Identity,
-  method: string,
-  url: string,
-  requestId: string,
-  now = Date.now(),
-): Record<string, string> {
-  return signIdentityInto({}, key, id, method, url, requestId, now)
+/** What the proof signs: the caller and user, the request's method, path and id, and the time (ms). */
+type SignedRequest = [key: Buffer, id: Identity, method: string, url: string, requestId: string, now?: number]
+
+export function signIdentity(...request: SignedRequest): Record<string, string> {
+  return signIdentityInto({}, ...request)
 }
 
 /** signIdentity's headers written into `out` (a forwarded request's headers), in the same order: no object of their own. */

@@ -148,3 +148,16 @@ export function logCapture() {
   })
   return { stream, lines, count: (msg: string) => lines.filter((l) => l.msg === msg).length }
 }
+
+/** Wait for a condition the test drives (events, not time); the deadline only keeps a broken build from hanging. */
+export function until(check: () => boolean, what: string, ms = 10_000): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const started = Date.now()
+    const tick = () => {
+      if (check()) return resolve()
+      if (Date.now() - started > ms) return reject(new Error(`timed out waiting for ${what}`))
+      setTimeout(tick, 10)
+    }
+    tick()
+  })
+}

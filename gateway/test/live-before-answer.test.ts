@@ -6,22 +6,10 @@
  */
 import t from 'tap'
 import { randomUUID } from 'node:crypto'
-import { buildGateway, startUpstream, token } from './helper.js'
+import { buildGateway, startUpstream, token, until } from './helper.js'
 
 type Tap = Parameters<typeof buildGateway>[0]
 
-/** Wait for a condition the test drives; the deadline only keeps a broken build from hanging. */
-function until(check: () => boolean, what: string, ms = 10_000): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const started = Date.now()
-    const tick = () => {
-      if (check()) return resolve()
-      if (Date.now() - started > ms) return reject(new Error(`timed out waiting for ${what}`))
-      setTimeout(tick, 10)
-    }
-    tick()
-  })
-}
 
 /** A gateway whose task service holds every request unanswered. */
 async function setup(t: Tap) {

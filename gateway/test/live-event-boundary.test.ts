@@ -8,21 +8,9 @@
 import t from 'tap'
 import { randomUUID } from 'node:crypto'
 import { proofKey } from '@tollgate/common'
-import { buildGateway, SECRET, startUpstream, token } from './helper.js'
+import { buildGateway, SECRET, startUpstream, token, until } from './helper.js'
 import { startLiveTasks } from './fixtures/live-tasks.js'
 
-/** Wait for a condition the test drives; the deadline only keeps a broken build from hanging. */
-function until(check: () => boolean, what: string, ms = 10_000): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const started = Date.now()
-    const tick = () => {
-      if (check()) return resolve()
-      if (Date.now() - started > ms) return reject(new Error(`timed out waiting for ${what}`))
-      setTimeout(tick, 10)
-    }
-    tick()
-  })
-}
 
 t.test('a chunk with a whole event and half of the next: the whole one flows now, the half never ahead of the final event', async (t) => {
   const auth = await startUpstream(t)

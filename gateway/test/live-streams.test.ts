@@ -10,7 +10,7 @@ import { randomUUID } from 'node:crypto'
 import WebSocket from 'ws'
 import { createClock } from '@sinonjs/fake-timers'
 import { proofKey } from '@tollgate/common'
-import { buildGateway, logCapture, SECRET, startUpstream, token } from './helper.js'
+import { buildGateway, logCapture, SECRET, startUpstream, token, until } from './helper.js'
 import { startLiveTasks } from './fixtures/live-tasks.js'
 import { spawnGateway } from './gateway-process.js'
 import type { BuildOptions } from '../src/app.js'
@@ -28,18 +28,6 @@ async function setup(tt: Tap, overrides: Record<string, unknown> = {}, opts: Bui
   return { auth, tasks, gw, base }
 }
 
-/** Wait for a condition the test drives (events, not time); the deadline only keeps a broken build from hanging. */
-function until(check: () => boolean, what: string, ms = 10_000): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const started = Date.now()
-    const tick = () => {
-      if (check()) return resolve()
-      if (Date.now() - started > ms) return reject(new Error(`timed out waiting for ${what}`))
-      setTimeout(tick, 10)
-    }
-    tick()
-  })
-}
 
 /** An SSE subscription over fetch, as a browser would open it. */
 async function subscribe(tt: Tap, base: string, path: string, jwt: string, headers: Record<string, string> = {}) {
