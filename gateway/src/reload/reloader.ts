@@ -13,7 +13,6 @@ import { createHash } from 'node:crypto'
 import { readFileSync, watch, type FSWatcher } from 'node:fs'
 import { ServerResponse } from 'node:http'
 import { basename, dirname } from 'node:path'
-import type { Duplex } from 'node:stream'
 import closeWithGrace from 'close-with-grace'
 import { Counter, Gauge } from 'prom-client'
 import type { App } from '@tollgate/common'
@@ -23,6 +22,7 @@ import { createRuntime, type Runtime } from '../runtime/runtime.js'
 import { buildGeneration } from '../runtime/generation.js'
 import { buildAdminApp } from '../admin/admin-app.js'
 import { createSharedServer, detachedServer, type Target } from './shared-server.js'
+import { OpenHandles } from './open-handles.js'
 
 /** Edits come in bursts (an editor's write, rename and chmod): one reload after the last. */
 const WATCH_DEBOUNCE_MS = 300
@@ -43,7 +43,7 @@ interface Generation extends Target {
   id: number
   hash: string
   /** Requests (responses) and upgraded sockets in flight on it. */
-  open: Set<ServerResponse | Duplex>
+  open: OpenHandles
   retired: boolean
   closed?: Promise<void>
 }
@@ -114,7 +114,7 @@ export async function startReloadingGateway(config: Config, first: LoadedFile, o
       id: nextId++,
       hash: loaded.hash,
       app,
-      open: new Set(),
+      open: new OpenHandles(),
       retired: false,
       draining: false,
       enter: (handle) => {
