@@ -14,7 +14,7 @@
  * the require-hook instrumentations: the processes are ESM, where those need
  * a loader flag, and the hand-made spans cost only what they record.
  */
-import { context, diag, DiagLogLevel, propagation, ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, type Context, type Span, type Tracer } from '@opentelemetry/api'
+import { context, diag, DiagLogLevel, propagation, ROOT_CONTEXT, SpanStatusCode, trace, type Context, type Span, type Tracer } from '@opentelemetry/api'
 import { Type } from 'typebox'
 import type { FastifyBaseLogger, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 
@@ -51,6 +51,13 @@ export interface TracingSettings {
 export interface Tracing {
   tracer: Tracer
   serviceName: string
+  /**
+   * The span of a request with these headers: the SDK's when its trace is
+   * sampled (`name` is asked for then only), else a non-recording one made
+   * without the SDK, carrying the ids on (the client's context unchanged, or
+   * a new unsampled trace).
+   */
+  requestSpan(headers: Record<string, unknown>, name: () => string): Span
   /** Export what is pending (tests, shutdown). */
   flush(): Promise<void>
   shutdown(): Promise<void>
@@ -77,6 +84,16 @@ export function injectContext(span: Span, headers: Record<string, unknown>): voi
   propagation.inject(trace.setSpan(ROOT_CONTEXT, span), headers)
 }
 
+/**
+ * An unsampled span's traceparent, written as is: what injectContext would
+ * write, without the context it builds for that (the client's tracestate,
+ * forwarded with its other headers, goes on untouched).
+ */
+export function injectUnsampled(span: Span, headers: Record<string, unknown>): void {
+  const ids = span.spanContext()
+  headers.traceparent = `00-${ids.traceId}-${ids.spanId}-00`
+}
+
 /** The headers carrying the active span's context (outgoing calls made outside a request: the outbox). */
 export function activeTraceHeaders(): Record<string, string> {
   const headers: Record<string, string> = {}
@@ -90,7 +107,6 @@ export function failSpan(span: Span, err: unknown): void {
   if (typeof e?.code === 'string') span.setAttribute('error.type', e.code)
 }
 
-const SERVER = { kind: SpanKind.SERVER }
 
 let diagnostics = false
 
@@ -139,36 +155,30 @@ declare module 'fastify' {
  */
 /** `shutdownOnClose: false` when the tracing outlives the app (the gateway's runtime, across reloads). */
 export function installTracing(app: FastifyInstance, tracing: Tracing, shutdownOnClose = true): void {
-  const { tracer } = tracing
   routeDiagnostics(app.log)
   app.decorateRequest('traceSpan', null)
   app.addHook('onRequest', (request, reply, done) => {
-    const route = request.routeOptions.url
-    const span = tracer.startSpan(route === undefined ? request.method : `${request.method} ${route}`, SERVER, extractContext(request.headers))
+    const span = tracing.requestSpan(request.headers, () => spanName(request))
     request.traceSpan = span
     // A trace not sampled (OTEL_TRACES_SAMPLER_ARG) costs no more: its span only carries the ids upstream.
     if (span.isRecording()) {
+      const route = request.routeOptions.url
       span.setAttribute('http.request.method', request.method)
       span.setAttribute('url.path', pathOf(request.url))
       if (route !== undefined) span.setAttribute('http.route', route)
       const ids = span.spanContext()
       // The reply's logger too: Fastify's error handler logs through it.
       reply.log = request.log = request.log.child({ trace_id: ids.traceId, span_id: ids.spanId })
+      // A client that leaves before the answer ends the span too (onResponse never runs then); only sampled
+      // requests listen (an onRequestAbort hook would cost every request a listener and a closure).
+      reply.raw.once('close', () => {
+        if (request.traceSpan === span && !reply.raw.writableFinished) abortServerSpan(request)
+      })
     }
     done()
   })
   app.addHook('onResponse', (request, reply, done) => {
     endServerSpan(request, reply)
-    done()
-  })
-  app.addHook('onRequestAbort', (request, done) => {
-    const span = request.traceSpan
-    if (span !== null) {
-      span.setStatus({ code: SpanStatusCode.ERROR, message: 'client aborted' })
-      span.setAttribute('http.response.status_code', 499)
-      span.end()
-      request.traceSpan = null
-    }
     done()
   })
   // Handlers run with the request's span active: what they call (queries, fetches) is its child.
@@ -185,6 +195,19 @@ export function installTracing(app: FastifyInstance, tracing: Tracing, shutdownO
       await tracing.shutdown()
     })
   }
+}
+
+function spanName(request: FastifyRequest): string {
+  const route = request.routeOptions.url
+  return route === undefined ? request.method : `${request.method} ${route}`
+}
+
+function abortServerSpan(request: FastifyRequest): void {
+  const span = request.traceSpan!
+  request.traceSpan = null
+  span.setStatus({ code: SpanStatusCode.ERROR, message: 'client aborted' })
+  span.setAttribute('http.response.status_code', 499)
+  span.end()
 }
 
 function endServerSpan(request: FastifyRequest, reply: FastifyReply): void {

@@ -5,10 +5,10 @@
  * naming the choices. Spans are read from a real OTLP/HTTP receiver.
  */
 import t from 'tap'
-import { createServer } from 'node:http'
+import { createServer, request } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { Type } from 'typebox'
-import { ConfigError, loadConfig, startTracing, tracingConfig } from '../src/index.js'
+import { ConfigError, createService, loadConfig, startTracing, tracingConfig } from '../src/index.js'
 
 const schema = Type.Object(tracingConfig)
 
@@ -100,4 +100,50 @@ t.test('an export that fails is a warning in the log, not silence', async (t) =>
   t.ok(line, `logged: ${line}`)
   t.equal(line && JSON.parse(line).level, 40, 'at warn')
   t.match(line && JSON.parse(line).msg, /^tracing: .*ECONNREFUSED/, 'the reason, in one line')
+})
+
+t.test('a client that leaves before the answer: its sampled span ends as 499, once', async (t) => {
+  const spans: { name: string; status?: { code?: number }; attributes?: { key: string; value: { intValue?: string | number } }[] }[] = []
+  const server = createServer((req, res) => {
+    const chunks: Buffer[] = []
+    req.on('data', (c: Buffer) => chunks.push(c))
+    req.on('end', () => {
+      const body = JSON.parse(Buffer.concat(chunks).toString()) as { resourceSpans: { scopeSpans: { spans: typeof spans }[] }[] }
+      for (const rs of body.resourceSpans) for (const ss of rs.scopeSpans) spans.push(...ss.spans)
+      res.writeHead(200, { 'content-type': 'application/json' }).end('{}')
+    })
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => new Promise<void>((resolve) => server.close(() => resolve())))
+  const tracing = (await startTracing(loadConfig(schema, { OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${(server.address() as AddressInfo).port}` }), 's'))!
+  const app = createService({ name: 's', logLevel: 'silent', openapi: false, tracing })
+  let entered!: () => void
+  const inHandler = new Promise<void>((resolve) => (entered = resolve))
+  let answer!: () => void
+  app.get('/slow', (_request, reply) => {
+    entered()
+    answer = () => void reply.send({ late: true })
+  })
+  app.get('/fast', async () => ({ ok: true }))
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  t.teardown(() => app.close())
+  const port = (app.server.address() as AddressInfo).port
+  const req = request({ port, host: '127.0.0.1', path: '/slow' })
+  req.on('error', () => undefined)
+  req.end()
+  await inHandler
+  const closed = new Promise((resolve) => app.server.once('connection', resolve))
+  req.destroy()
+  await new Promise((resolve) => setTimeout(resolve, 50))
+  answer() // the late answer must not end the span a second time
+  const ok = await fetch(`http://127.0.0.1:${port}/fast`)
+  t.equal(ok.status, 200)
+  await closed
+  await tracing.flush()
+  const slow = spans.filter((s) => s.name === 'GET /slow')
+  t.equal(slow.length, 1, 'one span for the abandoned request')
+  t.equal(Number(slow[0]?.attributes?.find((a) => a.key === 'http.response.status_code')?.value.intValue), 499)
+  t.equal(slow[0]?.status?.code, 2, 'status ERROR')
+  const fast = spans.filter((s) => s.name === 'GET /fast')
+  t.equal(Number(fast[0]?.attributes?.find((a) => a.key === 'http.response.status_code')?.value.intValue), 200, 'a finished request ends as its status')
 })

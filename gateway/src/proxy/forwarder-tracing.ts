@@ -7,7 +7,7 @@
  */
 import { performance } from 'node:perf_hooks'
 import { ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, type Span, type Tracer } from '@opentelemetry/api'
-import { failSpan, injectContext } from '@tollgate/common'
+import { failSpan, injectContext, injectUnsampled } from '@tollgate/common'
 import type { FastifyReply } from 'fastify'
 import type { Outgoing } from './forwarder.js'
 
@@ -35,7 +35,7 @@ export function tracedExchange<C extends ExchangeClass>(Base: C, tracer: Tracer,
       const parent = this.reply.request.traceSpan
       if (parent !== null && !parent.isRecording()) {
         // Not sampled: the upstream continues the trace from the request's span, unsampled too.
-        injectContext(parent, this.outgoing.headers as Record<string, unknown>)
+        injectUnsampled(parent, this.outgoing.headers as Record<string, unknown>)
       } else if (parent !== null && !this.reply.raw.destroyed) {
         const o = this.outgoing
         const q = o.path.indexOf('?')
