@@ -107,7 +107,6 @@ export function failSpan(span: Span, err: unknown): void {
   if (typeof e?.code === 'string') span.setAttribute('error.type', e.code)
 }
 
-
 let diagnostics = false
 
 /**
