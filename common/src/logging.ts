@@ -91,6 +91,9 @@ export function genReqId(req: IncomingMessage): string {
 
 export const REQUEST_ID_HEADER = 'x-request-id'
 
+/** The request id's field on every log line of a request (Fastify's requestIdLogLabel). */
+export const REQUEST_ID_LOG_LABEL = 'reqId'
+
 const MAX_PENDING_BYTES = 4 * 1024 * 1024
 
 /** Lines gathered in memory, written to a file descriptor in one write. */

@@ -22,7 +22,7 @@ import { clientErrorResponse, installErrorEnvelope, toEnvelope } from './errors.
 import { readinessHandler } from './readiness.js'
 import { installJsonBodyParser } from './json-body.js'
 import { lingerOnRefusal } from './refused-upload.js'
-import { accessLine, genReqId, loggerOptions, REQUEST_ID_HEADER, stdoutDestination, type AccessLogExtension } from './logging.js'
+import { accessLine, genReqId, loggerOptions, REQUEST_ID_HEADER, REQUEST_ID_LOG_LABEL, stdoutDestination, type AccessLogExtension } from './logging.js'
 import { installMetrics, type MetricsKit } from './metrics.js'
 import { installTracing, type Tracing } from './tracing.js'
 
@@ -80,7 +80,7 @@ export function createService(opts: ServiceOptions): App {
     logger: { ...(logger as object), stream: opts.logStream ?? stdoutDestination() },
     genReqId,
     // One access line of our own per request instead of Fastify's two.
-    logController: new LogController({ disableRequestLogging: true }),
+    logController: new LogController({ disableRequestLogging: true, requestIdLogLabel: REQUEST_ID_LOG_LABEL }),
     bodyLimit: opts.bodyLimit ?? ONE_MIB,
     // Slowloris and stuck clients: bounded time to send headers and the whole request.
     connectionTimeout: 0,

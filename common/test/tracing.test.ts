@@ -8,6 +8,7 @@ import t from 'tap'
 import { createServer, request } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { Type } from 'typebox'
+import type { FastifyRequest } from 'fastify'
 import { ConfigError, createService, loadConfig, startTracing, tracingConfig } from '../src/index.js'
 
 const schema = Type.Object(tracingConfig)
@@ -146,4 +147,46 @@ t.test('a client that leaves before the answer: its sampled span ends as 499, on
   t.equal(slow[0]?.status?.code, 2, 'status ERROR')
   const fast = spans.filter((s) => s.name === 'GET /fast')
   t.equal(Number(fast[0]?.attributes?.find((a) => a.key === 'http.response.status_code')?.value.intValue), 200, 'a finished request ends as its status')
+})
+
+t.test("a sampled request's logger: a child of the app's logger like every request's, with the trace ids, its request id once and its route's level", async (t) => {
+  const { url } = await receiver(t)
+  const tracing = (await startTracing(loadConfig(schema, { OTEL_EXPORTER_OTLP_ENDPOINT: url }), 's'))!
+  const lines: string[] = []
+  const logStream = { write: (line: string) => void lines.push(line) }
+  const app = createService({ name: 's', logLevel: 'info', openapi: false, tracing, logStream })
+  const parents: { sampled: boolean; parent: object }[] = []
+  const seen = (request: FastifyRequest) => {
+    parents.push({ sampled: request.traceSpan!.isRecording(), parent: Object.getPrototypeOf(request.log) as object })
+  }
+  app.get('/a', async (request) => {
+    seen(request)
+    request.log.info('inside a')
+    return { ok: true }
+  })
+  app.get('/quiet', { logLevel: 'warn' }, async (request) => {
+    seen(request)
+    request.log.info('quiet info')
+    request.log.warn('quiet warn')
+    return { ok: true }
+  })
+  t.teardown(() => app.close())
+  const traceId = '4bf92f3577b34da6a3ce929d0e0e4736'
+  const sampled = { traceparent: `00-${traceId}-00f067aa0ba902b7-01` }
+  const unsampled = { traceparent: `00-${traceId}-00f067aa0ba902b7-00` }
+  for (const headers of [sampled, unsampled]) t.equal((await app.inject({ url: '/a', headers })).statusCode, 200)
+  t.equal((await app.inject({ url: '/quiet', headers: sampled })).statusCode, 200)
+  t.same(parents.map((p) => p.sampled), [true, false, true])
+  // One shape for every request's logger: a logger one level deeper on some requests made logging call sites polymorphic.
+  t.equal(parents[0]!.parent, parents[1]!.parent, 'sampled and unsampled loggers have the same parent')
+  t.equal(parents[0]!.parent, app.log, "that parent is the app's logger")
+  const inside = lines.map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => typeof l.msg === 'string' && (l.msg as string).startsWith('inside'))
+  t.equal(inside.length, 2)
+  t.equal(inside[0]!.trace_id, traceId, 'the sampled line carries the trace id')
+  t.match(inside[0]!.span_id, /^[0-9a-f]{16}$/)
+  t.type(inside[0]!.reqId, 'string')
+  t.equal((lines.find((l) => l.includes('"inside a"')) ?? '').split('"reqId"').length - 1, 1, 'the request id once')
+  t.notOk('trace_id' in inside[1]!, 'an unsampled line has no trace ids')
+  t.notOk(lines.some((l) => l.includes('quiet info')), "the route's level (warn) still applies")
+  t.ok(lines.some((l) => l.includes('quiet warn') && l.includes(traceId)))
 })
