@@ -60,8 +60,15 @@ const TOOLS = {
  * Targets measured side by side: each warmed up (discarded) with every tool,
  * then the measured time split into `rounds` rounds; in each round every
  * tool loads every target in turn (autocannon a, b, c, then wrk a, b, c...),
- * so background load on a shared machine falls on all of them alike and the
- * two tools' figures come from the same minutes.
+ * the order reversed every other round, so background load on a shared
+ * machine and any drift within a round fall on all of them alike and the two
+ * tools' figures come from the same minutes.
+ * A target may be several independently started processes (`instances`:
+ * [{ url, pid }], else its own `url` and `pid`): round r loads instance
+ * (r - 1) mod n. Two processes of the same build differ by up to 10 % in CPU
+ * per request for their whole life (JIT decisions, heap layout), so a figure
+ * from one process is partly that process's luck; the figure per instance is
+ * kept, and two instances of one target show the measurement's resolution.
  * For each target's server (`pid`): RSS every second and CPU time (user +
  * sys of the whole process, from /proc: GC and libuv threads included)
  * during each of its own slices, divided by the answers of that slice;
@@ -73,11 +80,13 @@ const TOOLS = {
  */
 export async function measureSideBySide(targets, { headers, connections, warmupS, durationS, rounds, tools = ['autocannon'], log }) {
   const machine = await waitQuiet(log)
+  const instancesOf = (t) => t.instances ?? [{ url: t.url, pid: t.pid }]
   for (const tool of tools) {
     for (const t of targets) {
       if (warmupS > 0) {
-        log(`  ${tool}, ${t.label}: warm-up ${warmupS}s`)
-        await TOOLS[tool].run({ url: t.url, headers, connections, durationS: warmupS }, TOOLS[tool].latencies())
+        const n = instancesOf(t).length
+        log(`  ${tool}, ${t.label}: warm-up ${warmupS}s${n > 1 ? ` on each of ${n} instances` : ''}`)
+        for (const { url } of instancesOf(t)) await TOOLS[tool].run({ url, headers, connections, durationS: warmupS }, TOOLS[tool].latencies())
       }
     }
   }
@@ -88,8 +97,12 @@ export async function measureSideBySide(targets, { headers, connections, warmupS
   }
   for (let r = 1; r <= rounds; r++) {
     log(`  round ${r}/${rounds}: ${sliceS}s per target and tool, ${connections} connections`)
+    const order = r % 2 === 1 ? targets : [...targets].reverse()
     for (const tool of tools) {
-      for (const t of targets) {
+      for (const target of order) {
+        const instances = instancesOf(target)
+        const instance = (r - 1) % instances.length
+        const t = { ...target, ...instances[instance] }
         const a = acc[tool].get(t.key)
         const ops0 = t.countOps ? await t.countOps() : null
         const rss = t.pid ? sampler(t.pid, 1000) : null
@@ -110,6 +123,7 @@ export async function measureSideBySide(targets, { headers, connections, warmupS
         a.cpu.s += (c1[2] - c0[2]) / 1000
         a.slices.push({
           round: r,
+          instance,
           responses: run.responses,
           rps: run.rps,
           serverCpuS: round(serverS, 3),
@@ -127,19 +141,23 @@ export async function measureSideBySide(targets, { headers, connections, warmupS
     out[tool] = {}
     for (const t of targets) {
       const a = acc[tool].get(t.key)
+      const measured = Boolean(instancesOf(t)[0].pid) // a server process whose CPU was read
+      const counted = Boolean(t.countOps ?? instancesOf(t)[0].countOps)
       const run = combineRuns(a.runs, a.latencies)
       const avg = (xs) => round(xs.reduce((x, y) => x + y, 0) / xs.length, 1)
-      const ops = t.countOps ? a.slices.reduce((sum, x) => sum + x.ops, 0) : null
-      const opsByName = t.countOps ? a.slices.reduce((sum, x) => addCounts(sum, x.opsByName), {}) : null
+      const ops = counted ? a.slices.reduce((sum, x) => sum + x.ops, 0) : null
+      const opsByName = counted ? a.slices.reduce((sum, x) => addCounts(sum, x.opsByName), {}) : null
       out[tool][t.key] = {
         tool,
         ...run,
         // CPU time the server spent per answer (all its slices' CPU over all their answers): how much work each
         // target does, whatever else ran on the machine.
-        serverCpuUsPerRequest: t.pid && run.responses ? round((a.cpu.server * 1e6) / run.responses, 1) : null,
+        serverCpuUsPerRequest: measured && run.responses ? round((a.cpu.server * 1e6) / run.responses, 1) : null,
         cpuUsPerRequestPerSlice: a.slices.map((x) => x.cpuUsPerRequest),
+        // Each instance's own figure (its slices' CPU over their answers): how far two processes of one build differ.
+        cpuUsPerRequestByInstance: !measured ? null : instancesOf(t).map((_, i) => perInstance(a.slices.filter((x) => x.instance === i))),
         // Split: the JavaScript thread (what a V8 profile sees) and every other thread of the process.
-        cpuUsPerRequestByThread: t.pid && run.responses
+        cpuUsPerRequestByThread: measured && run.responses
           ? { main: round((a.cpu.main * 1e6) / run.responses, 1), otherThreads: round(((a.cpu.server - a.cpu.main) * 1e6) / run.responses, 1) }
           : null,
         slices: a.slices,
@@ -150,10 +168,10 @@ export async function measureSideBySide(targets, { headers, connections, warmupS
               opsPerRequest: run.responses ? round(ops / run.responses, 3) : null,
               opsPerRequestByName: Object.fromEntries(Object.entries(opsByName).map(([k, v]) => [k, round(v / run.responses, 3)])),
             }),
-        ...(t.state ? { statePerSlice: a.slices.map((x) => x.state) } : {}),
+        ...(t.state ?? instancesOf(t)[0].state ? { statePerSlice: a.slices.map((x) => x.state) } : {}),
         serverRssMB: a.rss.length ? { max: Math.max(...a.rss), mean: avg(a.rss) } : null,
         cpuPct: {
-          server: t.pid ? round((100 * a.cpu.server) / a.cpu.s, 1) : null,
+          server: measured ? round((100 * a.cpu.server) / a.cpu.s, 1) : null,
           upstream: t.otherPid ? round((100 * a.cpu.upstream) / a.cpu.s, 1) : null,
           perCpu: Object.fromEntries(Object.keys(a.cpus[0]).map((cpu) => [cpu, avg(a.cpus.map((c) => c[cpu]))])),
         },
@@ -161,10 +179,16 @@ export async function measureSideBySide(targets, { headers, connections, warmupS
       }
       const x = out[tool][t.key]
       const l = run.latencyMs
-      log(`  ${tool}, ${t.label}: ${run.rps} req/s (slices ${run.rpsPerSlice.join(', ')}), CPU ${x.serverCpuUsPerRequest} us/req (slices ${x.cpuUsPerRequestPerSlice.join(', ')}; main thread ${x.cpuUsPerRequestByThread?.main}), p50 ${l.p50} ms, p99 ${l.p99} ms, p99.9 ${l.p999} ms, non-2xx ${run.non2xx}, errors ${run.errors}${ops === null ? '' : `, ${x.opsPerRequest} counted ops/req`}`)
+      log(`  ${tool}, ${t.label}: ${run.rps} req/s (slices ${run.rpsPerSlice.join(', ')}), CPU ${x.serverCpuUsPerRequest} us/req (slices ${x.cpuUsPerRequestPerSlice.join(', ')}${x.cpuUsPerRequestByInstance?.length > 1 ? `; by instance ${x.cpuUsPerRequestByInstance.join(', ')}` : ''}; main thread ${x.cpuUsPerRequestByThread?.main}), p50 ${l.p50} ms, p99 ${l.p99} ms, p99.9 ${l.p999} ms, non-2xx ${run.non2xx}, errors ${run.errors}${ops === null ? '' : `, ${x.opsPerRequest} counted ops/req`}`)
     }
   }
   return out
+}
+
+function perInstance(slices) {
+  const responses = slices.reduce((sum, x) => sum + x.responses, 0)
+  const cpuS = slices.reduce((sum, x) => sum + x.serverCpuS, 0)
+  return responses ? round((cpuS * 1e6) / responses, 1) : null
 }
 
 /** Counts by name: what was added between two readings. */

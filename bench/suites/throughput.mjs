@@ -51,56 +51,66 @@ export async function throughput(cfg, log) {
   const user = await benchUser()
   const tasks = await startUpstream({ name: 'tasks-upstream' })
   const auth = await startUpstream({ name: 'auth-upstream' })
-  let bare
-  let gw
-  let redis
-  let gwRedis
-  let gwMany
+  const started = [] // every proxy process, stopped at the end
+  const redises = []
   let sink
-  let traced1
-  let traced100
   let runs
+  // Each proxy contender as cfg.instances processes started alike (see measureSideBySide): a figure that is
+  // one process's luck would otherwise decide a 5 % target.
+  const instances = async (start) => {
+    const list = []
+    for (let i = 0; i < cfg.instances; i++) {
+      const s = await start()
+      started.push(s.proc)
+      list.push(s)
+    }
+    return list
+  }
+  const asTarget = (key, list, more = {}) => ({
+    key,
+    label: LABELS[key],
+    instances: list.map((s) => ({ url: s.url + user.tasksPath, pid: s.proc.pid, ...(more.perInstance ? more.perInstance(s) : {}) })),
+    otherPid: tasks.proc.pid,
+    ...more.shared,
+  })
   try {
     // Every proxy stays up on CPU 1; only the one under load does any work.
-    bare = await startBareProxy({ upstreamUrl: tasks.url })
-    // Memory mode even when the caller's environment names a Redis.
-    gw = await startGateway({ tasksUrl: tasks.url, authUrl: auth.url, env: { REDIS_URL: undefined } })
+    const gateway = (env) => () => startGateway({ tasksUrl: tasks.url, authUrl: auth.url, env: { REDIS_URL: undefined, ...env }, readyTimeoutMs: 60_000 })
     const targets = [
       { key: 'a', label: LABELS.a, url: tasks.url + user.tasksPath, pid: tasks.proc.pid },
-      { key: 'b', label: LABELS.b, url: bare.url + user.tasksPath, pid: bare.proc.pid, otherPid: tasks.proc.pid },
-      { key: 'c', label: LABELS.c, url: gw.url + user.tasksPath, pid: gw.proc.pid, otherPid: tasks.proc.pid },
+      asTarget('b', await instances(() => startBareProxy({ upstreamUrl: tasks.url }))),
+      // Memory mode even when the caller's environment names a Redis.
+      asTarget('c', await instances(gateway({}))),
     ]
     // The same gateway with the route table grown to 1,000 entries: what a large file costs per request.
     const many = routesFile(MANY_ROUTES)
-    gwMany = await startGateway({ tasksUrl: tasks.url, authUrl: auth.url, env: { REDIS_URL: undefined, GATEWAY_CONFIG: many.file }, readyTimeoutMs: 60_000 })
-    targets.push({ key: 'c1k', label: LABELS.c1k, url: gwMany.url + user.tasksPath, pid: gwMany.proc.pid, otherPid: tasks.proc.pid })
+    targets.push(asTarget('c1k', await instances(gateway({ GATEWAY_CONFIG: many.file }))))
     if (!missingRedis) {
-      redis = await startRedis()
-      gwRedis = await startGateway({ tasksUrl: tasks.url, authUrl: auth.url, env: { REDIS_URL: redis.url } })
-      const countOps = () => redisCommandCounts(redis.port)
-      // Where the gateway counted (its readiness says): a Redis command that timed out sends it to memory.
-      const state = () => countersBackend(gwRedis.adminUrl)
-      await untilCountingInRedis(gwRedis.url + user.tasksPath, user.headers, countOps)
-      targets.push({ key: 'cr', label: LABELS.cr, url: gwRedis.url + user.tasksPath, pid: gwRedis.proc.pid, otherPid: tasks.proc.pid, countOps, state })
+      // Each instance its own private redis-server, so the commands counted in a slice are that instance's alone.
+      const list = await instances(async () => {
+        const r = await startRedis()
+        redises.push(r)
+        const gw = await gateway({ REDIS_URL: r.url })()
+        const countOps = () => redisCommandCounts(r.port)
+        await untilCountingInRedis(gw.url + user.tasksPath, user.headers, countOps)
+        // Where the gateway counted (its readiness says): a Redis command that timed out sends it to memory.
+        return Object.assign(gw, { countOps, state: () => countersBackend(gw.adminUrl) })
+      })
+      targets.push(asTarget('cr', list, { perInstance: (gw) => ({ countOps: gw.countOps, state: gw.state }) }))
     }
     if (cfg.tracing) {
       const port = await freePort()
       sink = await startNode({ name: 'otlp-sink', args: [new URL('../lib/otlp-sink.mjs', import.meta.url).pathname], env: { PORT: String(port) }, cpu: CPU_LOAD, readyLine: 'listening' })
       const sinkUrl = `http://127.0.0.1:${port}`
-      traced1 = await startGateway({ tasksUrl: tasks.url, authUrl: auth.url, env: { REDIS_URL: undefined, ...tracingEnv(sinkUrl, 0.01) } })
-      traced100 = await startGateway({ tasksUrl: tasks.url, authUrl: auth.url, env: { REDIS_URL: undefined, ...tracingEnv(sinkUrl, 1) } })
-      targets.push(
-        { key: 'ct1', label: LABELS.ct1, url: traced1.url + user.tasksPath, pid: traced1.proc.pid, otherPid: tasks.proc.pid },
-        { key: 'ct100', label: LABELS.ct100, url: traced100.url + user.tasksPath, pid: traced100.proc.pid, otherPid: tasks.proc.pid },
-      )
+      targets.push(asTarget('ct1', await instances(gateway(tracingEnv(sinkUrl, 0.01)))), asTarget('ct100', await instances(gateway(tracingEnv(sinkUrl, 1)))))
     }
-    for (const t of targets) await expectStatus(t.url, { headers: user.headers })
-    log(`side by side with ${tools.join(' and ')}: ${cfg.warmupS}s warm-up per target and tool, then ${cfg.durationS}s each in ${cfg.rounds} rounds`)
+    for (const t of targets) for (const { url } of t.instances ?? [t]) await expectStatus(url, { headers: user.headers })
+    log(`side by side with ${tools.join(' and ')}: ${cfg.instances} instance(s) of each proxy, ${cfg.warmupS}s warm-up per instance and tool, then ${cfg.durationS}s each in ${cfg.rounds} rounds`)
     runs = await measureSideBySide(targets, { headers: user.headers, connections: cfg.connections, warmupS: cfg.warmupS, durationS: cfg.durationS, rounds: cfg.rounds, tools, log })
   } finally {
-    await Promise.all([stop(gw?.proc), stop(gwRedis?.proc), stop(gwMany?.proc), stop(bare?.proc), stop(traced1?.proc), stop(traced100?.proc)])
+    await Promise.all(started.map((proc) => stop(proc)))
     await stop(sink?.proc)
-    await Promise.all([stop(tasks.proc), stop(auth.proc), stop(redis?.proc)])
+    await Promise.all([stop(tasks.proc), stop(auth.proc), ...redises.map((r) => stop(r.proc))])
   }
 
   const byTool = {}
@@ -116,6 +126,9 @@ export async function throughput(cfg, log) {
       cpu_per_request_b_over_c: ratio(b.serverCpuUsPerRequest, c.serverCpuUsPerRequest),
       cpu_per_request_c_over_b: ratio(c.serverCpuUsPerRequest, b.serverCpuUsPerRequest),
       cpu_per_request_b_over_c_per_round: perRound(b, c),
+      // Highest / lowest CPU per request among one target's processes: what the same build measures apart.
+      cpu_per_request_c_instance_spread: spread(c),
+      cpu_per_request_b_instance_spread: spread(b),
     }
     if (c1k) {
       Object.assign(ratios, {
@@ -179,6 +192,7 @@ export async function throughput(cfg, log) {
       warmupS: cfg.warmupS,
       durationS: cfg.durationS,
       rounds: cfg.rounds,
+      instances: cfg.instances,
       tools,
       path: 'GET /api/:user/tasks (5 tasks, ~1 KB)',
       wrk: tools.includes('wrk') ? '1 thread, keep-alive, Lua script for the headers (bench/lib/wrk-load.lua)' : undefined,
@@ -189,6 +203,11 @@ export async function throughput(cfg, log) {
     byTool,
     checks,
   }
+}
+
+function spread(x) {
+  const figures = (x.cpuUsPerRequestByInstance ?? []).filter((v) => v !== null)
+  return figures.length > 1 ? round(Math.max(...figures) / Math.min(...figures), 3) : null
 }
 
 /** Per round: (x's CPU per request) / (y's), from the slices the two took in the same round. */
