@@ -12,7 +12,8 @@
  *                                  exporting OTLP/HTTP to a local sink (bench/lib/otlp-sink.mjs, on the load CPU)
  * Throughput rows: (a) upstream, (b) bare http-proxy, (c) gateway, (c+redis) gateway with a private redis-server;
  * each with req/s, latency and server CPU us/request (user+sys of the whole process, /proc). wrk: apt-get install -y wrk.
- * Durations: BENCH_WARMUP_S, BENCH_DURATION_S, BENCH_CONNECTIONS, BENCH_SOAK_S, BENCH_SIGNIN_DURATION_S,
+ * Durations: BENCH_WARMUP_S, BENCH_DURATION_S, BENCH_ROUNDS, BENCH_INSTANCES (processes per proxy contender),
+ * BENCH_CONNECTIONS, BENCH_SOAK_S, BENCH_SIGNIN_DURATION_S,
  * BENCH_FAULT_DURATION_S, BENCH_SETTLE_S, ... (bench/lib/config.mjs). Results: bench/results/latest.{json,md}.
  * Sign-in and the write ledger need PostgreSQL: BENCH_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/test).
  * Other variables in the environment reach the servers it starts (e.g. BCRYPT_MAX_CONCURRENCY=1).
