@@ -66,12 +66,12 @@ export async function throughput(cfg, log) {
     }
     return list
   }
-  const asTarget = (key, list, more = {}) => ({
+  // A process's own countOps and state (c+redis) go with it.
+  const asTarget = (key, list) => ({
     key,
     label: LABELS[key],
-    instances: list.map((s) => ({ url: s.url + user.tasksPath, pid: s.proc.pid, ...(more.perInstance ? more.perInstance(s) : {}) })),
+    instances: list.map((s) => ({ url: s.url + user.tasksPath, pid: s.proc.pid, countOps: s.countOps, state: s.state })),
     otherPid: tasks.proc.pid,
-    ...more.shared,
   })
   try {
     // Every proxy stays up on CPU 1; only the one under load does any work.
@@ -96,7 +96,7 @@ export async function throughput(cfg, log) {
         // Where the gateway counted (its readiness says): a Redis command that timed out sends it to memory.
         return Object.assign(gw, { countOps, state: () => countersBackend(gw.adminUrl) })
       })
-      targets.push(asTarget('cr', list, { perInstance: (gw) => ({ countOps: gw.countOps, state: gw.state }) }))
+      targets.push(asTarget('cr', list))
     }
     if (cfg.tracing) {
       const port = await freePort()

@@ -6,7 +6,7 @@
  */
 import { randomUUID } from 'node:crypto'
 import type { FastifyBaseLogger } from 'fastify'
-import { REQUEST_ID_HEADER, type Tracing } from '@tollgate/common'
+import { REQUEST_ID_HEADER, REQUEST_ID_LOG_LABEL, type Tracing } from '@tollgate/common'
 import { AccountPurge } from '@tollgate/common/contracts'
 import { traceDelivery } from './delivery-tracing.js'
 import type { OutboxMessage, OutboxRepository } from './outbox-repository.js'
@@ -48,7 +48,7 @@ export function createPurgeDelivery(opts: DeliveryOptions) {
     })
     await res.arrayBuffer().catch(() => undefined)
     if (!res.ok) throw new Error(`purge answered ${res.status}`)
-    opts.log.info({ reqId: requestId, userId, attempts: message.attempts + 1, ...traced?.logFields() }, 'account purge delivered')
+    opts.log.info({ [REQUEST_ID_LOG_LABEL]: requestId, userId, attempts: message.attempts + 1, ...traced?.logFields() }, 'account purge delivered')
   }
 
   const traced = opts.tracing ? traceDelivery(opts.tracing) : null
