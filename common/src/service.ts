@@ -22,7 +22,7 @@ import { clientErrorResponse, installErrorEnvelope, toEnvelope } from './errors.
 import { readinessHandler } from './readiness.js'
 import { installJsonBodyParser } from './json-body.js'
 import { lingerOnRefusal } from './refused-upload.js'
-import { accessLine, genReqId, loggerOptions, REQUEST_ID_HEADER, REQUEST_ID_LOG_LABEL, stdoutDestination, type AccessLogExtension } from './logging.js'
+import { accessLine, writeAccessLine, genReqId, loggerOptions, REQUEST_ID_HEADER, REQUEST_ID_LOG_LABEL, stdoutDestination, type AccessLogExtension } from './logging.js'
 import { installMetrics, type MetricsKit } from './metrics.js'
 import { installTracing, type Tracing } from './tracing.js'
 
@@ -146,7 +146,7 @@ export function createService(opts: ServiceOptions): App {
   app.addHook('onResponse', (request, reply, done) => {
     const line = accessLine(request, reply)
     if (accessLog !== undefined) accessLog(request, reply, line)
-    request.log.info(line, 'request completed')
+    writeAccessLine(request.log, line)
     done()
   })
 
