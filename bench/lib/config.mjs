@@ -47,11 +47,11 @@ export function readConfig(argv = process.argv.slice(2), env = process.env) {
     outName: quick ? 'quick' : 'latest',
     connections: num('BENCH_CONNECTIONS', 50, 50),
     warmupS: num('BENCH_WARMUP_S', 6, 2),
-    durationS: num('BENCH_DURATION_S', 40, 6),
+    durationS: num('BENCH_DURATION_S', 64, 6),
     // The measured time per target is taken in this many interleaved slices (a, b, c, then c, b, a...).
-    rounds: Math.max(1, Math.round(num('BENCH_ROUNDS', 8, 2))),
+    rounds: Math.max(1, Math.round(num('BENCH_ROUNDS', 16, 2))),
     // Throughput: each proxy contender runs as this many processes, taking the rounds in turn.
-    instances: Math.max(1, Math.round(num('BENCH_INSTANCES', 2, 1))),
+    instances: Math.max(1, Math.round(num('BENCH_INSTANCES', 3, 1))),
     soakS: num('BENCH_SOAK_S', 300, 60),
     soakSampleS: num('BENCH_SOAK_SAMPLE_S', 5, 5),
     profileS: num('BENCH_PROFILE_S', 15, 5),

@@ -28,6 +28,9 @@ export const LABELS = {
   ct100: '(c+trace100%) the same, tracing on, sampling 100 %',
 }
 
+/** The order of the targets in a round (reversed every other round): (b) and (c+trace1%) next to (c), (c 1k routes) and (c+redis) one away. */
+export const SLICE_ORDER = ['a', 'ct100', 'c1k', 'b', 'c', 'ct1', 'cr']
+
 /** Declared routes of the (c 1k routes) row's generated file (issue 15 item 8). */
 export const MANY_ROUTES = 1000
 
@@ -55,6 +58,7 @@ export async function throughput(cfg, log) {
   const redises = []
   let sink
   let runs
+  let targetOrder
   // Each proxy contender as cfg.instances processes started alike (see measureSideBySide): a figure that is
   // one process's luck would otherwise decide a 5 % target.
   const instances = async (start) => {
@@ -104,6 +108,10 @@ export async function throughput(cfg, log) {
       const sinkUrl = `http://127.0.0.1:${port}`
       targets.push(asTarget('ct1', await instances(gateway(tracingEnv(sinkUrl, 0.01)))), asTarget('ct100', await instances(gateway(tracingEnv(sinkUrl, 1)))))
     }
+    // (c) in the middle of each round, every contender compared with it next to it or one slice away: the
+    // machine's speed swings within seconds, and a neighbouring slice shares most of (c)'s.
+    targets.sort((x, y) => SLICE_ORDER.indexOf(x.key) - SLICE_ORDER.indexOf(y.key))
+    targetOrder = targets.map((t) => t.key)
     for (const t of targets) for (const { url } of t.instances ?? [t]) await expectStatus(url, { headers: user.headers })
     log(`side by side with ${tools.join(' and ')}: ${cfg.instances} instance(s) of each proxy, ${cfg.warmupS}s warm-up per instance and tool, then ${cfg.durationS}s each in ${cfg.rounds} rounds`)
     runs = await measureSideBySide(targets, { headers: user.headers, connections: cfg.connections, warmupS: cfg.warmupS, durationS: cfg.durationS, rounds: cfg.rounds, tools, log })
@@ -193,6 +201,7 @@ export async function throughput(cfg, log) {
       durationS: cfg.durationS,
       rounds: cfg.rounds,
       instances: cfg.instances,
+      order: targetOrder,
       tools,
       path: 'GET /api/:user/tasks (5 tasks, ~1 KB)',
       wrk: tools.includes('wrk') ? '1 thread, keep-alive, Lua script for the headers (bench/lib/wrk-load.lua)' : undefined,
