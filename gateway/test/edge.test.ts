@@ -53,7 +53,7 @@ t.test('a slow upstream is a 504 at the configured timeout, not before', async (
   // backstop (a second past it, on the real clock) cannot answer first on a busy machine.
   const clock = createClock()
   const timeoutMs = 60_000
-  const gw = await buildGateway(t, { TASK_SERVICE_URL: up.url, UPSTREAM_TIMEOUT_MS: timeoutMs }, { timers: clock })
+  const gw = await buildGateway(t, { TASK_SERVICE_URL: up.url, UPSTREAM_TIMEOUT_MS: timeoutMs }, { timers: { setTimeout: clock.setTimeout, clearTimeout: clock.clearTimeout, now: () => clock.now } })
   const jwt = await token()
   let answered = false
   const pending = gw.inject({ url: `/api/${subOf(jwt)}/tasks`, headers: { authorization: `Bearer ${jwt}` } }).finally(() => (answered = true))

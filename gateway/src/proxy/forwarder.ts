@@ -5,8 +5,9 @@
  *   - small answers (the API's JSON) are collected and sent in one write;
  *     larger or unbounded ones are streamed with backpressure;
  *   - the upstream has UPSTREAM_TIMEOUT_MS to start answering, enforced by a
- *     timer of our own (undici checks its timeouts on a ~0.5 s tick), then the
- *     same again between body chunks (undici's bodyTimeout);
+ *     timer of our own (undici checks its timeouts on a ~0.5 s tick; one timer
+ *     per forwarder, deadlines.ts), then the same again between body chunks
+ *     (undici's bodyTimeout);
  *   - a client that goes away cancels its upstream request; a request that
  *     was answered (504) or abandoned while it waited for a pooled
  *     connection is never written to the upstream;
@@ -49,6 +50,9 @@ declare module 'fastify' {
 import type { CloseReason, LiveStream } from '../streams/registry.js'
 import type { Tracer } from '@opentelemetry/api'
 import { tracedExchange, type ExchangeBase } from './forwarder-tracing.js'
+import { Deadlines, type DeadlineTimers, type Due } from './deadlines.js'
+
+export type { DeadlineTimers } from './deadlines.js'
 
 /** Answers up to this size are buffered and written at once; beyond it they stream. */
 export const MAX_BUFFERED_BYTES = 64 * 1024
@@ -99,14 +103,6 @@ export interface ForwarderOptions {
   /** The clock the upstream's deadline runs on; default Node's timers (tests: a controlled clock). */
   timers?: DeadlineTimers
 }
-
-/** Timers as Node's globals have them; @sinonjs/fake-timers' createClock() is one too. */
-export interface DeadlineTimers {
-  setTimeout(callback: () => void, ms: number): unknown
-  clearTimeout(handle: unknown): void
-}
-
-const NODE_TIMERS = { setTimeout, clearTimeout } as DeadlineTimers
 
 export interface Outgoing {
   method: string
@@ -173,10 +169,10 @@ const NOT_SENT = Object.assign(new Error('request settled while queued: not sent
 
 export function createForwarder(opts: ForwarderOptions): Forward {
   const { pool, timeoutMs, name, countError } = opts
-  const timers = opts.timers ?? NODE_TIMERS
+  const deadlines = new Deadlines(timeoutMs, opts.timers)
 
   /** One upstream exchange, as an undici dispatch handler (legacy callbacks: undici 7). */
-  class Exchange implements Dispatcher.DispatchHandler, ExchangeBase {
+  class Exchange implements Dispatcher.DispatchHandler, ExchangeBase, Due {
     /** For the access line: the upstream's name, the target the last attempt went to (set by Upstream.dispatch). */
     readonly upstream = name
     target: Member | null = null
@@ -187,7 +183,11 @@ export function createForwarder(opts: ForwarderOptions): Forward {
     private dispatchedAt = 0
     private state = QUEUED
     private abortUpstream: ((err?: Error) => void) | null = null
-    private timer: unknown = null
+    /** The upstream's deadline (Due, kept by `deadlines`): until the answer's head. */
+    dueAt = 0
+    prevDue: Due | null = null
+    nextDue: Due | null = null
+    waiting = false
     private status = 0
     private chunks: Buffer[] = []
     private size = 0
@@ -218,11 +218,16 @@ export function createForwarder(opts: ForwarderOptions): Forward {
         this.outgoing.live?.release()
         return
       }
-      this.timer = timers.setTimeout(() => this.abort(new UpstreamTimeout('upstream did not answer in time')), timeoutMs)
+      deadlines.add(this)
       // on, not once: a response closes once, and finish() takes the listener off (once() would wrap it per request).
       this.reply.raw.on('close', this.onClientClose)
       this.dispatch()
       this.outgoing.live?.bind((reason) => this.closeLive(reason))
+    }
+
+    /** The upstream did not start answering in time. */
+    expire(): void {
+      this.abort(new UpstreamTimeout('upstream did not answer in time'))
     }
 
     /** The edge ends a live stream: a final event at an event boundary, or, before the answer flows, the refusal. */
@@ -261,7 +266,7 @@ export function createForwarder(opts: ForwarderOptions): Forward {
 
     finish(): void {
       this.state = DONE
-      if (this.timer !== null) timers.clearTimeout(this.timer)
+      deadlines.remove(this)
       this.reply.raw.removeListener('close', this.onClientClose)
       this.outgoing.live?.release()
     }
@@ -281,10 +286,7 @@ export function createForwarder(opts: ForwarderOptions): Forward {
         this.abort(new BadStatus('invalid upstream status'))
         return false
       }
-      if (this.timer !== null) {
-        timers.clearTimeout(this.timer)
-        this.timer = null
-      }
+      deadlines.remove(this)
       const ms = performance.now() - this.dispatchedAt
       this.upstreamMs = Math.round(ms * 10) / 10
       this.target?.latency?.observe(ms / 1000)
