@@ -48,7 +48,7 @@ export function readConfig(argv = process.argv.slice(2), env = process.env) {
     connections: num('BENCH_CONNECTIONS', 50, 50),
     warmupS: num('BENCH_WARMUP_S', 6, 2),
     durationS: num('BENCH_DURATION_S', 64, 6),
-    // The measured time per target is taken in this many interleaved slices (a, b, c, then c, b, a...).
+    // The measured time per target is taken in this many interleaved rounds (each target in turn, the order reversed every other round).
     rounds: Math.max(1, Math.round(num('BENCH_ROUNDS', 16, 2))),
     // Throughput: each proxy contender runs as this many processes, taking the rounds in turn.
     instances: Math.max(1, Math.round(num('BENCH_INSTANCES', 3, 1))),

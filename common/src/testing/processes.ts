@@ -4,6 +4,7 @@
  * still alive, stop it. And a CLI run to its exit code and output.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
+import { ACCESS_MESSAGE } from '../logging.js'
 
 export interface ServiceProcess {
   /** e.g. http://127.0.0.1:41234 */
@@ -109,7 +110,7 @@ export function runNodeScript(entry: string, env: Record<string, string>, timeou
 export function loggedStatuses(stdout: string): number[] {
   const statuses: number[] = []
   for (const line of stdout.split('\n')) {
-    if (!line.includes('"request completed"')) continue
+    if (!line.includes(`"${ACCESS_MESSAGE}"`)) continue
     try {
       // The service's access line carries `status`; Fastify's own carries `res.statusCode`.
       const entry = JSON.parse(line) as { status?: number; res?: { statusCode?: number } }

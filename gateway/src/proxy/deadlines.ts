@@ -77,7 +77,7 @@ export class Deadlines {
     }
   }
 
-  /** Requests waiting (tests, metrics). */
+  /** Requests waiting, counted by walking the list (tests). */
   get size(): number {
     let n = 0
     for (let d = this.first; d !== null; d = d.nextDue) n++
