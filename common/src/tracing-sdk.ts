@@ -1,8 +1,9 @@
 /**
  * The OpenTelemetry SDK behind startTracing (tracing.ts), imported only when
  * tracing is on: a tracer provider with the configured sampler and a batch
- * processor exporting OTLP/HTTP (JSON), the AsyncLocalStorage context manager
- * and the W3C trace-context propagator (registered once per process).
+ * processor exporting OTLP/HTTP (JSON) from a worker thread (trace-export.ts),
+ * the AsyncLocalStorage context manager and the W3C trace-context propagator
+ * (registered once per process).
  */
 import { context, propagation, ROOT_CONTEXT, SamplingDecision, SpanKind, trace, TraceFlags } from '@opentelemetry/api'
 import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks'
@@ -19,8 +20,8 @@ import {
   type IdGenerator,
   type Sampler,
 } from '@opentelemetry/sdk-trace'
-import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http'
 import { extractContext, type Tracing, type TracingSettings } from './tracing.js'
+import { WorkerSpanExporter } from './trace-export.js'
 
 let registered = false
 
@@ -39,7 +40,7 @@ export function createTracing(config: TracingSettings, url: string, serviceName:
     idGenerator: ids,
     sampler: sampler(samplerName, ratio),
     spanProcessors: [
-      new BatchSpanProcessor({ exporter: new OTLPTraceExporter({ url }), scheduledDelayMillis: config.OTEL_BSP_SCHEDULE_DELAY ?? 5000 }),
+      new BatchSpanProcessor({ exporter: new WorkerSpanExporter(url), scheduledDelayMillis: config.OTEL_BSP_SCHEDULE_DELAY ?? 5000 }),
     ],
   })
   const tracer = provider.getTracer('tollgate')
