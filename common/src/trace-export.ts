@@ -41,7 +41,8 @@ export class WorkerSpanExporter implements SpanExporter {
   private readonly worker: Worker
   private readonly pending = new Map<number, (result: ExportResult) => void>()
   private nextId = 1
-  private closed = false
+  /** Why batches are refused now: the shutdown, or the worker's death. */
+  private stopped: Error | null = null
   private idle: (() => void)[] = []
 
   constructor(url: string) {
@@ -49,7 +50,7 @@ export class WorkerSpanExporter implements SpanExporter {
     this.worker.on('message', (outcome: ExportOutcome) => this.settle(outcome.id, outcome.ok ? { code: ExportResultCode.SUCCESS } : { code: ExportResultCode.FAILED, error: failure(outcome) }))
     // The worker died (it should not): every batch it held fails, and later ones fail at once.
     const lost = (err: Error) => {
-      this.closed = true
+      this.stopped ??= err
       for (const id of [...this.pending.keys()]) this.settle(id, { code: ExportResultCode.FAILED, error: err })
     }
     this.worker.on('error', lost)
@@ -60,7 +61,7 @@ export class WorkerSpanExporter implements SpanExporter {
   }
 
   export(spans: ReadableSpan[], resultCallback: (result: ExportResult) => void): void {
-    if (this.closed) return resultCallback({ code: ExportResultCode.FAILED, error: new Error('the trace exporter is shut down') })
+    if (this.stopped !== null) return resultCallback({ code: ExportResultCode.FAILED, error: this.stopped })
     const body = JsonTraceSerializer.serializeRequest(spans)
     if (body === undefined) return resultCallback({ code: ExportResultCode.FAILED, error: new Error('spans could not be serialised') })
     const id = this.nextId++
@@ -75,14 +76,14 @@ export class WorkerSpanExporter implements SpanExporter {
     // Waited for (a flush, the shutdown): the worker holds the process open until it answers.
     this.worker.ref()
     return new Promise<void>((resolve) => this.idle.push(resolve)).then(() => {
-      if (!this.closed) this.worker.unref()
+      if (this.stopped === null) this.worker.unref()
     })
   }
 
   async shutdown(): Promise<void> {
-    if (this.closed) return
+    if (this.stopped !== null) return
     await this.forceFlush()
-    this.closed = true
+    this.stopped = new Error('the trace exporter is shut down')
     await this.worker.terminate()
   }
 

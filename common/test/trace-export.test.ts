@@ -107,6 +107,8 @@ t.test('a worker that dies fails the batches it held, and every later one', asyn
   const result = await pending
   t.equal(result.code, ExportResultCode.FAILED)
   t.match(result.error?.message, /exited/)
-  t.equal((await exported(exporter, spans('after'))).code, ExportResultCode.FAILED)
+  const after = await exported(exporter, spans('after'))
+  t.equal(after.code, ExportResultCode.FAILED)
+  t.match(after.error?.message, /exited/, 'the reason: the worker is gone')
   await exporter.shutdown()
 })
