@@ -4,6 +4,8 @@
  *   npm run bench -- --quick       the same, short (about 2 min smoke); writes results/quick.*
  *   npm run bench -- --soak        5 min of (c), gateway RSS every 5 s
  *   npm run bench -- --profile     CPU profiles of (b) and (c) under the same load: what the gateway adds per request
+ *   npm run bench -- --instructions   instructions per request of (b) and (c) under valgrind's callgrind (the same count
+ *                                  whatever the machine's speed; with --tracing also c+trace1%); BENCH_INSTR_WARMUP, BENCH_INSTR_REQUESTS
  *   npm run bench -- --streams     BENCH_STREAMS (1000) live SSE streams: RSS per stream, fan-out latency, sign-out close time
  *   npm run bench -- --only=throughput,signin,faults,ledger,hostile
  *                                  (hostile: fault (v), nested-JSON bodies while /health is probed)
@@ -30,10 +32,11 @@ import { signin } from './suites/signin.mjs'
 import { faults } from './suites/faults.mjs'
 import { ledger } from './suites/ledger.mjs'
 import { profile } from './suites/profile.mjs'
+import { instructions } from './suites/instructions.mjs'
 import { hostileBodies } from './suites/fault-hostile-bodies.mjs'
 import { streams } from './suites/streams.mjs'
 
-const SUITES = { throughput, soak, signin, faults, ledger, profile, hostile: hostileBodies, streams }
+const SUITES = { throughput, soak, signin, faults, ledger, profile, instructions, hostile: hostileBodies, streams }
 const started = performance.now()
 const log = (msg) => {
   const s = Math.round((performance.now() - started) / 1000)

@@ -4,6 +4,7 @@
  *   --quick    the same with short durations (about 2 min smoke); writes quick.*
  *   --soak     5 minutes of (c), sampling the gateway's RSS
  *   --profile  CPU profiles of (b) and (c) under the same load: what the gateway adds per request
+ *   --instructions  instructions per request of (b) and (c) (and c+trace1% with --tracing) under callgrind
  *   --streams  live SSE streams through the gateway: memory per stream, fan-out latency, sign-out close time
  *   --only=throughput,signin,faults,ledger,hostile   a subset (combinable with --quick)
  *   --tool=autocannon|wrk|both   load generator(s) of the throughput suite (default both)
@@ -16,7 +17,7 @@ export function readConfig(argv = process.argv.slice(2), env = process.env) {
   const flags = new Set(argv.filter((a) => a.startsWith('--') && !a.includes('=')))
   const only = argv.find((a) => a.startsWith('--only='))?.slice(7).split(',').filter(Boolean)
   const tool = argv.find((a) => a.startsWith('--tool='))?.slice(7) ?? 'both'
-  const unknown = [...flags].filter((f) => !['--quick', '--soak', '--profile', '--streams', '--help', '--tracing'].includes(f))
+  const unknown = [...flags].filter((f) => !['--quick', '--soak', '--profile', '--instructions', '--streams', '--help', '--tracing'].includes(f))
   const badValued = argv.filter((a) => a.startsWith('--') && a.includes('=') && !a.startsWith('--only=') && !a.startsWith('--tool='))
   if (unknown.length || badValued.length || (only && only.some((s) => !SUITES.includes(s)))) {
     throw new Error(`unknown option ${[...unknown, ...badValued].join(' ') || `--only=${only}`}; see bench/lib/config.mjs`)
@@ -35,6 +36,7 @@ export function readConfig(argv = process.argv.slice(2), env = process.env) {
   let suites = only ?? SUITES
   if (flags.has('--soak')) suites = ['soak']
   if (flags.has('--profile')) suites = ['profile']
+  if (flags.has('--instructions')) suites = ['instructions']
   if (flags.has('--streams')) suites = ['streams']
   return {
     help: flags.has('--help'),
@@ -55,6 +57,9 @@ export function readConfig(argv = process.argv.slice(2), env = process.env) {
     soakS: num('BENCH_SOAK_S', 300, 60),
     soakSampleS: num('BENCH_SOAK_SAMPLE_S', 5, 5),
     profileS: num('BENCH_PROFILE_S', 15, 5),
+    // Requests before and during callgrind's count (--instructions).
+    instrWarmup: Math.round(num('BENCH_INSTR_WARMUP', 30000, 3000)),
+    instrRequests: Math.max(1, Math.round(num('BENCH_INSTR_REQUESTS', 10000, 1000))),
     streams: Math.max(10, Math.round(num('BENCH_STREAMS', 5000, 200))),
     signinS: num('BENCH_SIGNIN_DURATION_S', 20, 5),
     signinConnections: num('BENCH_SIGNIN_CONNECTIONS', 16, 16),

@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url'
 import { pinning } from './procs.mjs'
 
 const DIR = fileURLToPath(new URL('../results/', import.meta.url))
-const SECTIONS = ['throughput', 'soak', 'signin', 'faults', 'ledger', 'hostile', 'profile', 'streams']
+const SECTIONS = ['throughput', 'soak', 'signin', 'faults', 'ledger', 'hostile', 'profile', 'instructions', 'streams']
 
 /** Which code was measured: the gateway changes, figures must say of which version they are. */
 export function sourceInfo() {
@@ -107,6 +107,7 @@ export function renderMarkdown(r) {
   if (r.ledger) out.push(...ledgerMd(r.ledger))
   if (r.hostile) out.push(...hostileMd(r.hostile))
   if (r.profile) out.push(...profileMd(r.profile))
+  if (r.instructions) out.push(...instructionsMd(r.instructions))
   if (r.streams) out.push(...streamsMd(r.streams))
   return `${out.join('\n')}\n`
 }
@@ -274,6 +275,19 @@ function hostileMd(h) {
       ['nested-body answers', 'their latency p50 / max ms', '/health probes', '/health p50 / p99 / max ms', 'idle /health p99 ms'],
       [[codes(h.hostile.statusCounts), `${h.hostile.latencyMs.p50} / ${h.hostile.latencyMs.max}`, h.probe.samples, `${l.p50} / ${l.p99} / ${l.max}`, h.probeIdle.latencyMs.p99]],
     ),
+    '',
+  ]
+}
+
+function instructionsMd(x) {
+  return [
+    `## Instructions per request, callgrind (${stamp(x)})`,
+    '',
+    `Every thread of each server counted by valgrind's callgrind over ${x.countedRequests} requests after ${x.warmupRequests} of warm-up (${x.connections} connections, the contenders at the same time): the same count for the same work whatever the machine's speed. A guide for code on the path, not a target: it counts instructions, not what they cost.`,
+    '',
+    table(['contender', 'instructions/request', 'non-200 answers'], Object.values(x.rows).map((r) => [r.label, r.instructionsPerRequest, r.non200])),
+    '',
+    `(c)/(b): **${x.ratios.c_over_b}**${x.ratios.trace1_over_c === undefined ? '' : `; (c+trace1%)/(c): **${x.ratios.trace1_over_c}**`}`,
     '',
   ]
 }
