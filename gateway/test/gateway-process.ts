@@ -31,8 +31,23 @@ const adminReady = async (gw: GatewayProcess) => (await fetch(`${gw.adminUrl}/re
 /**
  * Starts the process and waits for `ready`. The deadline is a liveness bound
  * only: a loaded 2-core machine starts several gateway processes at once in 10-30 s.
+ * A free port can be taken by someone else (another test's outgoing
+ * connection, from the same ephemeral range) before the process binds it: a
+ * start that fails with EADDRINUSE is tried again on new ports, twice at most.
  */
 export async function spawnGateway(t: Tap, env: Record<string, string>, opts: GatewayProcessOptions = {}): Promise<GatewayProcess> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await spawnOnce(t, env, opts)
+    } catch (err) {
+      if (!(err instanceof PortTaken) || attempt === 3) throw err
+    }
+  }
+}
+
+class PortTaken extends Error {}
+
+async function spawnOnce(t: Tap, env: Record<string, string>, opts: GatewayProcessOptions): Promise<GatewayProcess> {
   const [port, internalPort, adminPort] = [await freePort(), await freePort(), await freePort()]
   const proc = spawn(process.execPath, [gatewayEntry], {
     env: {
@@ -47,7 +62,13 @@ export async function spawnGateway(t: Tap, env: Record<string, string>, opts: Ga
       ADMIN_PORT: String(adminPort),
       ...env,
     },
-    stdio: ['ignore', opts.captureLog ? 'pipe' : 'ignore', 'inherit'],
+    stdio: ['ignore', opts.captureLog ? 'pipe' : 'ignore', 'pipe'],
+  })
+  // Passed on as it comes; its tail kept to tell a taken port from any other failure.
+  let stderr = ''
+  proc.stderr!.setEncoding('utf8').on('data', (chunk: string) => {
+    process.stderr.write(chunk)
+    stderr = (stderr + chunk).slice(-4000)
   })
   const lines: string[] = []
   if (opts.captureLog) {
@@ -58,7 +79,8 @@ export async function spawnGateway(t: Tap, env: Record<string, string>, opts: Ga
       lines.push(...parts.filter(Boolean))
     })
   }
-  const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)))
+  // On close, not exit: by then its stderr has been read whole.
+  const exited = new Promise<number | null>((resolve) => proc.once('close', (code) => resolve(code)))
   t.teardown(async () => {
     proc.kill('SIGTERM')
     await exited
@@ -77,7 +99,10 @@ export async function spawnGateway(t: Tap, env: Record<string, string>, opts: Ga
   const deadline = Date.now() + 90_000
   for (;;) {
     if (await ready(gw).catch(() => false)) return gw
-    if (gone) throw new Error(`gateway process exited before it was ready (code ${proc.exitCode})`)
+    if (gone) {
+      const message = `gateway process exited before it was ready (code ${proc.exitCode})`
+      throw /EADDRINUSE/.test(stderr) ? new PortTaken(message) : new Error(message)
+    }
     if (Date.now() > deadline) throw new Error('gateway process did not become ready')
     await new Promise((r) => setTimeout(r, 100))
   }
