@@ -80,24 +80,29 @@ export async function startGateway({ tasksUrl, authUrl, env = {}, nodeArgs = [],
   const proc = await startNode({
     name: 'gateway',
     args: [...nodeFlags('gateway'), ...nodeArgs, `${ROOT}gateway/dist/server.js`],
-    env: {
-      HOST: '127.0.0.1',
-      PORT: String(port),
-      INTERNAL_PORT: '0', // the internal listener on a free port: runs never collide on 8001
-      ADMIN_PORT: String(adminPort), // the admin listener (/ready, /metrics) likewise
-      TASK_SERVICE_URL: tasksUrl,
-      AUTH_SERVICE_URL: authUrl,
-      BETTER_AUTH_SECRET: SECRET,
-      LOG_LEVEL: 'info',
-      NODE_ENV: 'production',
-      RATE_LIMIT_IP_MAX: HIGH,
-      RATE_LIMIT_USER_MAX: HIGH,
-      ...env,
-    },
+    env: gatewayEnv({ port, adminPort, tasksUrl, authUrl, env }),
     cpu: CPU_PROXY,
   })
   await waitHttp(proc, waitReady ? `${base(adminPort)}/ready` : `${base(port)}/health`, readyTimeoutMs ? { timeoutMs: readyTimeoutMs } : {})
   return { proc, port, url: base(port), adminUrl: base(adminPort) }
+}
+
+/** The environment of a bench gateway on `port` (admin listener on `adminPort`): everything on, limits out of reach; `env` overrides. */
+export function gatewayEnv({ port, adminPort, tasksUrl, authUrl, env = {} }) {
+  return {
+    HOST: '127.0.0.1',
+    PORT: String(port),
+    INTERNAL_PORT: '0', // the internal listener on a free port: runs never collide on 8001
+    ADMIN_PORT: String(adminPort), // the admin listener (/ready, /metrics) likewise
+    TASK_SERVICE_URL: tasksUrl,
+    AUTH_SERVICE_URL: authUrl,
+    BETTER_AUTH_SECRET: SECRET,
+    LOG_LEVEL: 'info',
+    NODE_ENV: 'production',
+    RATE_LIMIT_IP_MAX: HIGH,
+    RATE_LIMIT_USER_MAX: HIGH,
+    ...env,
+  }
 }
 
 /**

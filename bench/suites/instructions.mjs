@@ -16,8 +16,8 @@ import { readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Pool } from 'undici'
-import { CPU_LOAD, CPU_PROXY, ROOT, SECRET, nodeFlags, startUpstream } from '../lib/stack.mjs'
-import { freePort, startNode, startProgram, stop } from '../lib/procs.mjs'
+import { CPU_LOAD, CPU_PROXY, ROOT, gatewayEnv, nodeFlags, startUpstream } from '../lib/stack.mjs'
+import { freePort, startNode, startProgram, stop, waitHttp } from '../lib/procs.mjs'
 import { benchUser } from '../lib/scenario.mjs'
 import { round } from '../lib/proc-stats.mjs'
 
@@ -43,30 +43,17 @@ export async function instructions(cfg, log) {
   const started = []
   let sink
   try {
-    const gatewayEnv = async (extra) => ({
-      HOST: '127.0.0.1',
-      PORT: String(await freePort()),
-      INTERNAL_PORT: '0',
-      ADMIN_PORT: String(await freePort()),
-      TASK_SERVICE_URL: tasks.url,
-      AUTH_SERVICE_URL: auth.url,
-      BETTER_AUTH_SECRET: SECRET,
-      LOG_LEVEL: 'info',
-      NODE_ENV: 'production',
-      RATE_LIMIT_IP_MAX: '1000000000',
-      RATE_LIMIT_USER_MAX: '1000000000',
-      REDIS_URL: '',
-      ...extra,
-    })
+    // Memory mode even when the caller's environment names a Redis (as throughput's (c)).
+    const gateway = async (env) => gatewayEnv({ port: await freePort(), adminPort: await freePort(), tasksUrl: tasks.url, authUrl: auth.url, env: { REDIS_URL: '', ...env } })
     const contenders = [
       { key: 'b', label: '(b) bare @fastify/http-proxy', script: [`${ROOT}bench/lib/bare-proxy.mjs`], env: { PORT: String(await freePort()), UPSTREAM: tasks.url } },
-      { key: 'c', label: '(c) Tollgate gateway, everything on', script: [...nodeFlags('gateway'), `${ROOT}gateway/dist/server.js`], env: await gatewayEnv({}) },
+      { key: 'c', label: '(c) Tollgate gateway, everything on', script: [...nodeFlags('gateway'), `${ROOT}gateway/dist/server.js`], env: await gateway({}) },
     ]
     if (cfg.tracing) {
       const port = await freePort()
       sink = await startNode({ name: 'otlp-sink', args: [new URL('../lib/otlp-sink.mjs', import.meta.url).pathname], env: { PORT: String(port) }, cpu: CPU_LOAD, readyLine: 'listening' })
       const tracing = { OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${port}`, OTEL_TRACES_SAMPLER: 'parentbased_traceidratio', OTEL_TRACES_SAMPLER_ARG: '0.01' }
-      contenders.push({ key: 'ct1', label: '(c+trace1%) the same, tracing on, sampling 1 %', script: [...nodeFlags('gateway'), `${ROOT}gateway/dist/server.js`], env: await gatewayEnv(tracing) })
+      contenders.push({ key: 'ct1', label: '(c+trace1%) the same, tracing on, sampling 1 %', script: [...nodeFlags('gateway'), `${ROOT}gateway/dist/server.js`], env: await gateway(tracing) })
     }
     log(`callgrind: ${contenders.map((c) => c.key).join(', ')} at once, ${cfg.instrWarmup} requests of warm-up, then ${cfg.instrRequests} counted, ${CONNECTIONS} connections (several minutes)`)
     const results = await Promise.all(
@@ -84,7 +71,8 @@ export async function instructions(cfg, log) {
         const control = (...args) => execFileSync('callgrind_control', [...args, String(proc.pid)], { env: controlEnv, stdio: 'ignore' })
         const pool = new Pool(`http://127.0.0.1:${c.env.PORT}`, { connections: CONNECTIONS })
         try {
-          await untilUp(pool, proc)
+          // Slow to start under valgrind.
+          await waitHttp(proc, `http://127.0.0.1:${c.env.PORT}/health`, { timeoutMs: 300_000, intervalMs: 500 })
           const warm = await requests(pool, user, cfg.instrWarmup)
           control('-i', 'on')
           const counted = await requests(pool, user, cfg.instrRequests)
@@ -110,23 +98,6 @@ export async function instructions(cfg, log) {
     await Promise.all(started.map((p) => stop(p)))
     await stop(sink?.proc)
     await Promise.all([stop(tasks.proc), stop(auth.proc)])
-  }
-}
-
-/** Polls /health until the server (slow to start under valgrind) answers. */
-async function untilUp(pool, proc) {
-  const deadline = Date.now() + 300_000
-  for (;;) {
-    if (proc.exited) throw new Error(`${proc.name} exited: ${proc.stderr.slice(-5).join(' | ')}`)
-    try {
-      const res = await pool.request({ path: '/health', method: 'GET' })
-      await res.body.dump()
-      if (res.statusCode === 200) return
-    } catch {
-      // not listening yet
-    }
-    if (Date.now() > deadline) throw new Error(`${proc.name} did not answer /health in 300 s`)
-    await new Promise((r) => setTimeout(r, 500))
   }
 }
 
