@@ -2,7 +2,7 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import { SECRET } from './helper.js'
-import { freePort } from './redis-server.js'
+import { freePorts } from './redis-server.js'
 
 const gatewayEntry = fileURLToPath(new URL('../dist/server.js', import.meta.url))
 
@@ -48,7 +48,7 @@ export async function spawnGateway(t: Tap, env: Record<string, string>, opts: Ga
 class PortTaken extends Error {}
 
 async function spawnOnce(t: Tap, env: Record<string, string>, opts: GatewayProcessOptions): Promise<GatewayProcess> {
-  const [port, internalPort, adminPort] = [await freePort(), await freePort(), await freePort()]
+  const [port, internalPort, adminPort] = await freePorts(3)
   const proc = spawn(process.execPath, [gatewayEntry], {
     env: {
       PATH: process.env.PATH ?? '',

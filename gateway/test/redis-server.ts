@@ -7,9 +7,9 @@ import { Redis } from 'ioredis'
 
 type Tap = { teardown(fn: () => unknown): void }
 
-import { freePort } from '../../infra/src/processes.js'
+import { freePort, freePorts } from '../../infra/src/processes.js'
 
-export { freePort }
+export { freePort, freePorts }
 
 export interface PrivateRedis {
   url: string

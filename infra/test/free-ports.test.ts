@@ -6,7 +6,7 @@
  */
 import t from 'tap'
 import { createServer } from 'node:net'
-import { freePorts } from '../src/processes.js'
+import { freePort, freePorts } from '../src/processes.js'
 
 t.test('distinct ports, each free to listen on', async (t) => {
   const ports = await freePorts(200)
@@ -28,4 +28,14 @@ t.test('never a port to avoid', async (t) => {
     const more = await freePorts(100, '127.0.0.1', given)
     t.same(more.filter((p) => given.includes(p)), [], `round ${i}: none of the given ports`)
   }
+})
+
+t.test('ports taken one at a time are distinct too (tests ask for a gateway\'s three ports in turn)', async (t) => {
+  // Each bind is released before the next: the kernel may hand the same port out again (CI saw a gateway's public
+  // and admin listeners given one port). 1,000 draws from ~28,000 ephemeral ports repeat with near certainty.
+  const ports: number[] = []
+  for (let i = 0; i < 1000; i++) ports.push(await freePort())
+  t.equal(new Set(ports).size, ports.length, '1,000 distinct ports')
+  const more = await freePorts(50)
+  t.same(more.filter((p) => ports.includes(p)), [], 'freePorts never returns a port freePort gave')
 })

@@ -16,7 +16,7 @@ export interface Cluster {
   stop(signal?: NodeJS.Signals): Promise<number | null>
 }
 
-import { freePort } from '../../infra/src/processes.js'
+import { freePort, freePorts } from '../../infra/src/processes.js'
 
 export { freePort }
 
@@ -35,8 +35,20 @@ export function runLauncher(env: Record<string, string>): { proc: ChildProcess; 
 
 /** Resolves once the launcher says Tollgate is up; the deadline is a liveness bound (a loaded 2-core machine). */
 export async function startCluster(t: Tap, env: Record<string, string>, timeoutMs = 180_000): Promise<Cluster> {
-  const port = await freePort()
-  const adminPort = await freePort()
+  // A free port can still be taken by another test's process before the launcher binds it: then new ports, twice at most.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startClusterOnce(t, env, timeoutMs)
+    } catch (err) {
+      if (!(err instanceof PortTaken) || attempt === 3) throw err
+    }
+  }
+}
+
+class PortTaken extends Error {}
+
+async function startClusterOnce(t: Tap, env: Record<string, string>, timeoutMs: number): Promise<Cluster> {
+  const [port, adminPort] = await freePorts(2)
   const { proc, output, exited } = runLauncher({
     BETTER_AUTH_SECRET: SECRET,
     LOG_LEVEL: 'warn',
@@ -56,7 +68,10 @@ export async function startCluster(t: Tap, env: Record<string, string>, timeoutM
   t.teardown(() => stop())
   const deadline = Date.now() + timeoutMs
   while (!/Tollgate is up at/.test(output())) {
-    if (proc.exitCode !== null) throw new Error(`launcher exited early (${proc.exitCode}):\n${output()}`)
+    if (proc.exitCode !== null) {
+      const message = `launcher exited early (${proc.exitCode}):\n${output()}`
+      throw /EADDRINUSE/.test(output()) ? new PortTaken(message) : new Error(message)
+    }
     if (Date.now() > deadline) throw new Error(`launcher did not come up:\n${output()}`)
     await new Promise((r) => setTimeout(r, 100))
   }
@@ -92,8 +107,7 @@ export function serviceUrls(output: string): { auth: string; tasks: string } {
 
 /** One more gateway process in front of the same services: a second replica. */
 export async function startGateway(t: Tap, env: Record<string, string>): Promise<Cluster> {
-  const port = await freePort()
-  const adminPort = await freePort()
+  const [port, adminPort] = await freePorts(2)
   let out = ''
   const proc = spawn(process.execPath, ['gateway/dist/server.js'], {
     cwd: repoRoot,
