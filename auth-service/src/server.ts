@@ -2,7 +2,7 @@
  * The auth-service process: validate config, migrate if asked, listen.
  * Every failure before listening is one line on stderr and exit code 1.
  */
-import { ConfigError, configOrExit, describeDatabaseError, listen } from '@tollgate/common'
+import { ConfigError, configOrExit, describeDatabaseError, describeError, listen } from '@tollgate/common'
 import { buildApp } from './app.js'
 import { configSchema } from './config.js'
 import { runMigrations } from './migrations.js'
@@ -24,4 +24,7 @@ const app = await buildApp(config).catch((err) => {
   process.stderr.write(`auth-service: invalid configuration: ${err.message}\n`)
   process.exit(1)
 })
-await listen(app, { host: config.HOST, port: config.PORT, graceMs: config.SHUTDOWN_GRACE_MS })
+await listen(app, { host: config.HOST, port: config.PORT, graceMs: config.SHUTDOWN_GRACE_MS }).catch((err: unknown) => {
+  process.stderr.write(`auth-service: cannot listen: ${describeError(err)}\n`)
+  process.exit(1)
+})
