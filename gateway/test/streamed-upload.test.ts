@@ -8,8 +8,10 @@
  */
 import t from 'tap'
 import http from 'node:http'
+import net from 'node:net'
+import { LINGER_MAX_MS } from '@tollgate/common'
 import { MAX_BUFFERED_BYTES } from '../src/proxy/forwarder.js'
-import { buildGateway, startUpstream, subOf, token } from './helper.js'
+import { buildGateway, startUpstream, subOf, token, until } from './helper.js'
 
 const LIMIT = 16 * 1024
 const STARTED = `${'s'.repeat(MAX_BUFFERED_BYTES)}\n`
@@ -98,4 +100,79 @@ t.test('over the limit once the answer has begun: the service request aborted mi
   const seen = await tasks.received[1]!
   t.equal(seen.complete, false, "the service's request was aborted mid-body")
   t.ok(seen.bytes <= LIMIT, `the service got at most the limit (${seen.bytes} bytes)`)
+})
+
+/** A service that reads a few KB of an upload, then drops the connection. */
+async function droppingMidBody(t: Parameters<typeof buildGateway>[0]) {
+  const server = http.createServer((req, res) => {
+    if (req.method !== 'POST') {
+      res.writeHead(404).end()
+      return
+    }
+    let bytes = 0
+    req.on('data', (chunk: Buffer) => {
+      bytes += chunk.length
+      if (bytes > 8 * 1024) req.socket.destroy()
+    })
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => {
+    server.closeAllConnections()
+    return new Promise<void>((resolve) => server.close(() => resolve()))
+  })
+  return `http://127.0.0.1:${(server.address() as { port: number }).port}`
+}
+
+/** A raw keep-alive connection: what it has received, and when it closed. */
+function rawConnection(port: number) {
+  const socket = net.connect(port, '127.0.0.1')
+  const started = Date.now()
+  const state = { received: '', closedAfterMs: -1 }
+  socket.setEncoding('utf8').on('data', (d: string) => (state.received += d))
+  socket.on('error', () => {})
+  const closed = new Promise<void>((resolve) => socket.once('close', () => {
+    state.closedAfterMs = Date.now() - started
+    resolve()
+  }))
+  return { socket, state, closed }
+}
+
+t.test('the service drops an upload mid-body, the client stops sending: 502 at once, the connection cut within the linger bound', async (t) => {
+  const auth = await startUpstream(t)
+  const gw = await buildGateway(t, { AUTH_SERVICE_URL: auth.url, TASK_SERVICE_URL: await droppingMidBody(t) })
+  await gw.listen({ port: 0, host: '127.0.0.1' })
+  const port = (gw.server.address() as { port: number }).port
+  const jwt = await token()
+  const path = `/api/${subOf(jwt)}/tasks`
+  const c = rawConnection(port)
+  t.teardown(() => c.socket.destroy())
+  c.socket.write(`POST ${path} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${jwt}\r\ncontent-type: application/octet-stream\r\ncontent-length: 100000\r\n\r\n`)
+  c.socket.write(Buffer.alloc(20_000, 'a'))
+  await until(() => c.state.received.includes('\r\n\r\n'), 'the answer')
+  t.match(c.state.received, /^HTTP\/1\.1 502 /, 'the broken upload is a 502')
+  // The client gives up on its body and asks again on the same connection: those bytes are still body to the gateway,
+  // so no answer can come; the connection must be cut at the linger bound (it was held for the 72 s keep-alive).
+  c.socket.write(`GET ${path} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${jwt}\r\n\r\n`)
+  await c.closed
+  t.ok(c.state.closedAfterMs < LINGER_MAX_MS + 3000, `cut after ${c.state.closedAfterMs} ms (bound ${LINGER_MAX_MS} ms)`)
+  t.equal(c.state.received.match(/HTTP\/1\.1 /g)?.length, 1, 'one answer: the 502')
+})
+
+t.test('the service drops an upload mid-body, the client finishes sending: the connection stays usable', async (t) => {
+  const auth = await startUpstream(t)
+  const gw = await buildGateway(t, { AUTH_SERVICE_URL: auth.url, TASK_SERVICE_URL: await droppingMidBody(t) })
+  await gw.listen({ port: 0, host: '127.0.0.1' })
+  const port = (gw.server.address() as { port: number }).port
+  const jwt = await token()
+  const c = rawConnection(port)
+  t.teardown(() => c.socket.destroy())
+  c.socket.write(`POST /api/${subOf(jwt)}/tasks HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${jwt}\r\ncontent-type: application/octet-stream\r\ncontent-length: 100000\r\n\r\n`)
+  c.socket.write(Buffer.alloc(20_000, 'a'))
+  await until(() => c.state.received.includes('\r\n\r\n'), 'the answer')
+  t.match(c.state.received, /^HTTP\/1\.1 502 /)
+  c.socket.write(Buffer.alloc(80_000, 'a'))
+  c.socket.write('GET /health HTTP/1.1\r\nhost: x\r\n\r\n')
+  await until(() => (c.state.received.match(/HTTP\/1\.1 /g)?.length ?? 0) === 2, 'the second answer')
+  t.match(c.state.received, /HTTP\/1\.1 200 /, 'the next request on the connection is answered')
+  t.equal(c.state.closedAfterMs, -1, 'the connection is still open')
 })
