@@ -22,12 +22,25 @@ const BEARER = /^Bearer +([^\s]+) *$/i
 /** The token from `Authorization: Bearer <t>`; a missing or non-Bearer header is "no credentials". */
 export function bearerToken(header: string | undefined): string | HttpError {
   if (!header) return errors.unauthorized()
+  // "Bearer <visible ASCII>", what nearly every request sends, is the regex's own answer without a regex run (about
+  // 4,500 of a proxied request's ~330,000 instructions under callgrind); anything else takes the full rule.
+  if (header.startsWith('Bearer ') && visibleAsciiFrom(header, 7)) return header.slice(7)
   const m = BEARER.exec(header)
   if (!m) {
     // "Bearer" with no or a malformed token is a bad token; another scheme is no token for us.
     return /^bearer\b/i.test(header) ? errors.invalidToken() : errors.unauthorized()
   }
   return m[1]!
+}
+
+/** Whether `s` has at least one character from `from` on, each visible ASCII (0x21-0x7e: none is whitespace). */
+function visibleAsciiFrom(s: string, from: number): boolean {
+  if (s.length <= from) return false
+  for (let i = from; i < s.length; i++) {
+    const c = s.charCodeAt(i)
+    if (c < 0x21 || c > 0x7e) return false
+  }
+  return true
 }
 
 /**
