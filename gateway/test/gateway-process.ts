@@ -2,7 +2,7 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import { SECRET } from './helper.js'
-import { freePorts } from './redis-server.js'
+import { exitedEarly, freePorts, retryWhilePortTaken } from './redis-server.js'
 
 const gatewayEntry = fileURLToPath(new URL('../dist/server.js', import.meta.url))
 
@@ -35,17 +35,9 @@ const adminReady = async (gw: GatewayProcess) => (await fetch(`${gw.adminUrl}/re
  * connection, from the same ephemeral range) before the process binds it: a
  * start that fails with EADDRINUSE is tried again on new ports, twice at most.
  */
-export async function spawnGateway(t: Tap, env: Record<string, string>, opts: GatewayProcessOptions = {}): Promise<GatewayProcess> {
-  for (let attempt = 1; ; attempt++) {
-    try {
-      return await spawnOnce(t, env, opts)
-    } catch (err) {
-      if (!(err instanceof PortTaken) || attempt === 3) throw err
-    }
-  }
+export function spawnGateway(t: Tap, env: Record<string, string>, opts: GatewayProcessOptions = {}): Promise<GatewayProcess> {
+  return retryWhilePortTaken(() => spawnOnce(t, env, opts))
 }
-
-class PortTaken extends Error {}
 
 async function spawnOnce(t: Tap, env: Record<string, string>, opts: GatewayProcessOptions): Promise<GatewayProcess> {
   const [port, internalPort, adminPort] = await freePorts(3)
@@ -101,7 +93,7 @@ async function spawnOnce(t: Tap, env: Record<string, string>, opts: GatewayProce
     if (await ready(gw).catch(() => false)) return gw
     if (gone) {
       const message = `gateway process exited before it was ready (code ${proc.exitCode})`
-      throw /EADDRINUSE/.test(stderr) ? new PortTaken(message) : new Error(message)
+      throw exitedEarly(message, stderr)
     }
     if (Date.now() > deadline) throw new Error('gateway process did not become ready')
     await new Promise((r) => setTimeout(r, 100))

@@ -7,9 +7,9 @@ import { Redis } from 'ioredis'
 
 type Tap = { teardown(fn: () => unknown): void }
 
-import { freePort, freePorts } from '../../infra/src/processes.js'
+import { exitedEarly, freePort, freePorts, retryWhilePortTaken } from '../../infra/src/processes.js'
 
-export { freePort, freePorts }
+export { exitedEarly, freePort, freePorts, retryWhilePortTaken }
 
 export interface PrivateRedis {
   url: string

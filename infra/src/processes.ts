@@ -78,6 +78,29 @@ export async function freePorts(count: number, host = '127.0.0.1', avoid: Iterab
   }
 }
 
+/** A start that failed because a port found free was bound by another process first (EADDRINUSE in its output). */
+export class PortTaken extends Error {}
+
+/** The error for a process that exited before it was up: PortTaken when its output says a port was taken. */
+export function exitedEarly(message: string, output: string): Error {
+  return /EADDRINUSE/.test(output) ? new PortTaken(message) : new Error(message)
+}
+
+/**
+ * A free port can be taken by someone else (another test's process, an outgoing connection from the same
+ * ephemeral range) before the process given it binds it: `start` (which takes new ports each time) is tried
+ * again when it fails with PortTaken, `attempts` times in all.
+ */
+export async function retryWhilePortTaken<T>(start: () => Promise<T>, attempts = 3): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await start()
+    } catch (err) {
+      if (!(err instanceof PortTaken) || attempt >= attempts) throw err
+    }
+  }
+}
+
 /** One free port, never one this process has handed out before. */
 export async function freePort(host = '127.0.0.1'): Promise<number> {
   const [port] = await freePorts(1, host)

@@ -6,7 +6,7 @@
  */
 import t from 'tap'
 import { createServer } from 'node:net'
-import { freePort, freePorts } from '../src/processes.js'
+import { exitedEarly, freePort, freePorts, PortTaken, retryWhilePortTaken } from '../src/processes.js'
 
 t.test('distinct ports, each free to listen on', async (t) => {
   const ports = await freePorts(200)
@@ -38,4 +38,28 @@ t.test('ports taken one at a time are distinct too (tests ask for a gateway\'s t
   t.equal(new Set(ports).size, ports.length, '1,000 distinct ports')
   const more = await freePorts(50)
   t.same(more.filter((p) => ports.includes(p)), [], 'freePorts never returns a port freePort gave')
+})
+
+t.test('a start whose port was taken is tried again, three times in all; any other failure at once', async (t) => {
+  let calls = 0
+  const takenTwice = () => (++calls <= 2 ? Promise.reject(exitedEarly('exited', 'listen EADDRINUSE: address already in use')) : Promise.resolve('up'))
+  t.equal(await retryWhilePortTaken(takenTwice), 'up')
+  t.equal(calls, 3, 'two taken ports, then up')
+
+  calls = 0
+  const alwaysTaken = () => {
+    calls++
+    return Promise.reject(exitedEarly('exited', 'EADDRINUSE'))
+  }
+  t.ok((await retryWhilePortTaken(alwaysTaken).catch((err: unknown) => err)) instanceof PortTaken, 'the last PortTaken is thrown')
+  t.equal(calls, 3, 'given up after three')
+
+  calls = 0
+  const broken = () => {
+    calls++
+    return Promise.reject(exitedEarly('exited (1): bad config', 'invalid configuration'))
+  }
+  await t.rejects(retryWhilePortTaken(broken), { message: 'exited (1): bad config' })
+  t.equal(calls, 1, 'not a taken port: no second try')
+  t.notOk(exitedEarly('x', 'invalid configuration') instanceof PortTaken)
 })

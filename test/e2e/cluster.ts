@@ -16,7 +16,7 @@ export interface Cluster {
   stop(signal?: NodeJS.Signals): Promise<number | null>
 }
 
-import { freePort, freePorts } from '../../infra/src/processes.js'
+import { exitedEarly, freePort, freePorts, retryWhilePortTaken } from '../../infra/src/processes.js'
 
 export { freePort }
 
@@ -34,18 +34,10 @@ export function runLauncher(env: Record<string, string>): { proc: ChildProcess; 
 }
 
 /** Resolves once the launcher says Tollgate is up; the deadline is a liveness bound (a loaded 2-core machine). */
-export async function startCluster(t: Tap, env: Record<string, string>, timeoutMs = 180_000): Promise<Cluster> {
-  // A free port can still be taken by another test's process before the launcher binds it: then new ports, twice at most.
-  for (let attempt = 1; ; attempt++) {
-    try {
-      return await startClusterOnce(t, env, timeoutMs)
-    } catch (err) {
-      if (!(err instanceof PortTaken) || attempt === 3) throw err
-    }
-  }
+export function startCluster(t: Tap, env: Record<string, string>, timeoutMs = 180_000): Promise<Cluster> {
+  // A free port can still be taken by another test's process before the launcher binds it: then new ports.
+  return retryWhilePortTaken(() => startClusterOnce(t, env, timeoutMs))
 }
-
-class PortTaken extends Error {}
 
 async function startClusterOnce(t: Tap, env: Record<string, string>, timeoutMs: number): Promise<Cluster> {
   const [port, adminPort] = await freePorts(2)
@@ -69,8 +61,7 @@ async function startClusterOnce(t: Tap, env: Record<string, string>, timeoutMs: 
   const deadline = Date.now() + timeoutMs
   while (!/Tollgate is up at/.test(output())) {
     if (proc.exitCode !== null) {
-      const message = `launcher exited early (${proc.exitCode}):\n${output()}`
-      throw /EADDRINUSE/.test(output()) ? new PortTaken(message) : new Error(message)
+      throw exitedEarly(`launcher exited early (${proc.exitCode}):\n${output()}`, output())
     }
     if (Date.now() > deadline) throw new Error(`launcher did not come up:\n${output()}`)
     await new Promise((r) => setTimeout(r, 100))
