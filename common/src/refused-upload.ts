@@ -22,7 +22,8 @@ export const LINGER_MAX_MS = 5000
  */
 export function lingerOnRefusal(request: FastifyRequest, reply: FastifyReply): void {
   const raw = request.raw
-  const socket = raw.socket
+  // undici unsets the socket of a request body it destroys (to keep the connection): the response still names it.
+  const socket = raw.socket ?? reply.raw.socket
   // The body is still arriving on a live connection (its stream may already be destroyed: see onClose).
   if (raw.complete !== false || !socket || socket.destroyed) return
   // Already draining from an earlier answer on this request.
