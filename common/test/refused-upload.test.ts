@@ -9,9 +9,9 @@
  * other order (the refusal answered first, the body destroyed after).
  */
 import t from 'tap'
-import net from 'node:net'
 import type { IncomingMessage } from 'node:http'
 import { BadGateway, createService, LINGER_MAX_MS } from '../src/index.js'
+import { answerCount as answers, rawConnection, waitUntil } from '../src/testing/index.js'
 
 /** undici's util.destroy for an IncomingMessage: the connection is left alone, the body stream ends. */
 function destroyAsUndiciDoes(raw: IncomingMessage): void {
@@ -33,32 +33,6 @@ async function service(t: { teardown(fn: () => unknown): void }) {
   return (app.server.address() as { port: number }).port
 }
 
-/** A raw keep-alive connection: what it has received, and when it closed. */
-function rawConnection(port: number) {
-  const socket = net.connect(port, '127.0.0.1')
-  const started = Date.now()
-  const state = { received: '', closedAfterMs: -1 }
-  socket.setEncoding('utf8').on('data', (d: string) => (state.received += d))
-  socket.on('error', () => {})
-  const closed = new Promise<void>((resolve) =>
-    socket.once('close', () => {
-      state.closedAfterMs = Date.now() - started
-      resolve()
-    }),
-  )
-  return { socket, state, closed }
-}
-
-async function until(check: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
-  const end = Date.now() + timeoutMs
-  while (!check()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((r) => setTimeout(r, 10))
-  }
-}
-
-const answers = (received: string) => received.match(/HTTP\/1\.1 \d{3} /g)?.length ?? 0
-
 const UPLOAD_HEAD = 'POST /upload HTTP/1.1\r\nhost: x\r\ncontent-type: application/octet-stream\r\ncontent-length: 100000\r\n\r\n'
 
 t.test('body destroyed before the refusal, the client stops sending: answered, then cut at the linger bound', async (t) => {
@@ -66,7 +40,7 @@ t.test('body destroyed before the refusal, the client stops sending: answered, t
   t.teardown(() => c.socket.destroy())
   c.socket.write(UPLOAD_HEAD)
   c.socket.write(Buffer.alloc(20_000, 'a'))
-  await until(() => c.state.received.includes('\r\n\r\n'), 'the answer')
+  await waitUntil(async () => c.state.received.includes('\r\n\r\n'), { what: 'the answer', intervalMs: 10 })
   t.match(c.state.received, /^HTTP\/1\.1 502 /, 'the refusal is answered')
   // What it sends next is still body to the server: no answer can come, and the connection must not sit open
   // until the keep-alive timeout (72 s).
@@ -82,11 +56,11 @@ t.test('body destroyed before the refusal, the client finishes its body: the con
   t.teardown(() => c.socket.destroy())
   c.socket.write(UPLOAD_HEAD)
   c.socket.write(Buffer.alloc(20_000, 'a'))
-  await until(() => c.state.received.includes('\r\n\r\n'), 'the answer')
+  await waitUntil(async () => c.state.received.includes('\r\n\r\n'), { what: 'the answer', intervalMs: 10 })
   t.match(c.state.received, /^HTTP\/1\.1 502 /)
   c.socket.write(Buffer.alloc(80_000, 'a'))
   c.socket.write('GET /health HTTP/1.1\r\nhost: x\r\n\r\n')
-  await until(() => answers(c.state.received) === 2, 'the second answer')
+  await waitUntil(async () => answers(c.state.received) === 2, { what: 'the second answer', intervalMs: 10 })
   t.match(c.state.received, /HTTP\/1\.1 200 /, 'the next request on the connection is answered')
   t.equal(c.state.closedAfterMs, -1, 'the connection is still open')
 })

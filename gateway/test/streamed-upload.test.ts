@@ -8,8 +8,8 @@
  */
 import t from 'tap'
 import http from 'node:http'
-import net from 'node:net'
 import { LINGER_MAX_MS } from '@tollgate/common'
+import { rawConnection } from '@tollgate/common/testing'
 import { MAX_BUFFERED_BYTES } from '../src/proxy/forwarder.js'
 import { buildGateway, startUpstream, subOf, token, until } from './helper.js'
 
@@ -121,20 +121,6 @@ async function droppingMidBody(t: Parameters<typeof buildGateway>[0]) {
     return new Promise<void>((resolve) => server.close(() => resolve()))
   })
   return `http://127.0.0.1:${(server.address() as { port: number }).port}`
-}
-
-/** A raw keep-alive connection: what it has received, and when it closed. */
-function rawConnection(port: number) {
-  const socket = net.connect(port, '127.0.0.1')
-  const started = Date.now()
-  const state = { received: '', closedAfterMs: -1 }
-  socket.setEncoding('utf8').on('data', (d: string) => (state.received += d))
-  socket.on('error', () => {})
-  const closed = new Promise<void>((resolve) => socket.once('close', () => {
-    state.closedAfterMs = Date.now() - started
-    resolve()
-  }))
-  return { socket, state, closed }
 }
 
 t.test('the service drops an upload mid-body, the client stops sending: 502 at once, the connection cut within the linger bound', async (t) => {
