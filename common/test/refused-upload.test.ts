@@ -35,12 +35,18 @@ async function service(t: { teardown(fn: () => unknown): void }) {
 
 const UPLOAD_HEAD = 'POST /upload HTTP/1.1\r\nhost: x\r\ncontent-type: application/octet-stream\r\ncontent-length: 100000\r\n\r\n'
 
-t.test('body destroyed before the refusal, the client stops sending: answered, then cut at the linger bound', async (t) => {
+/** A connection that sent the head and 20 of 100 KB of an upload, once its answer has arrived. */
+async function refusedMidUpload(t: { teardown(fn: () => unknown): void }) {
   const c = rawConnection(await service(t))
   t.teardown(() => c.socket.destroy())
   c.socket.write(UPLOAD_HEAD)
   c.socket.write(Buffer.alloc(20_000, 'a'))
   await waitUntil(async () => c.state.received.includes('\r\n\r\n'), { what: 'the answer', intervalMs: 10 })
+  return c
+}
+
+t.test('body destroyed before the refusal, the client stops sending: answered, then cut at the linger bound', async (t) => {
+  const c = await refusedMidUpload(t)
   t.match(c.state.received, /^HTTP\/1\.1 502 /, 'the refusal is answered')
   // What it sends next is still body to the server: no answer can come, and the connection must not sit open
   // until the keep-alive timeout (72 s).
@@ -52,11 +58,7 @@ t.test('body destroyed before the refusal, the client stops sending: answered, t
 })
 
 t.test('body destroyed before the refusal, the client finishes its body: the connection stays usable', async (t) => {
-  const c = rawConnection(await service(t))
-  t.teardown(() => c.socket.destroy())
-  c.socket.write(UPLOAD_HEAD)
-  c.socket.write(Buffer.alloc(20_000, 'a'))
-  await waitUntil(async () => c.state.received.includes('\r\n\r\n'), { what: 'the answer', intervalMs: 10 })
+  const c = await refusedMidUpload(t)
   t.match(c.state.received, /^HTTP\/1\.1 502 /)
   c.socket.write(Buffer.alloc(80_000, 'a'))
   c.socket.write('GET /health HTTP/1.1\r\nhost: x\r\n\r\n')
