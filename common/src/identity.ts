@@ -5,10 +5,11 @@
  * A client cannot forge it, and a header the client sends cannot replace it:
  * the gateway strips every reserved header before adding its own.
  */
-import { createHmac, hkdfSync, timingSafeEqual } from 'node:crypto'
+import { hkdfSync, timingSafeEqual } from 'node:crypto'
 import type { IncomingHttpHeaders } from 'node:http'
 import type { FastifyRequest } from 'fastify'
 import { Unauthorized } from './errors.js'
+import { HmacSha256 } from './hmac.js'
 
 import { IdentityHeader } from './contracts.js'
 
@@ -42,9 +43,20 @@ export function proofKey(betterAuthSecret: string, explicit?: string): Buffer {
 function mac(key: Buffer, id: Identity, method: string, url: string, requestId: string, ts: string): string {
   const q = url.indexOf('?')
   const path = q === -1 ? url : url.slice(0, q)
-  return createHmac('sha256', key)
-    .update(`v1\n${id.caller}\n${id.userId}\n${method.toUpperCase()}\n${path}\n${requestId}\n${ts}`)
-    .digest('base64url')
+  return macOf(key).base64url(`v1\n${id.caller}\n${id.userId}\n${method.toUpperCase()}\n${path}\n${requestId}\n${ts}`)
+}
+
+/** Each key's padded HMAC state, made once (a process holds one or two keys: the proof key, a test's). */
+const macs = new WeakMap<Buffer, HmacSha256>()
+let lastKey: Buffer | null = null
+let lastMac: HmacSha256 | null = null
+function macOf(key: Buffer): HmacSha256 {
+  if (key === lastKey) return lastMac!
+  let m = macs.get(key)
+  if (m === undefined) macs.set(key, (m = new HmacSha256(key)))
+  lastKey = key
+  lastMac = m
+  return m
 }
 
 /** What the proof signs: the caller and user, the request's method, path and id, and the time (ms). */

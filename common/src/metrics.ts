@@ -22,15 +22,19 @@ declare module 'fastify' {
  */
 export interface MetricsKit {
   registry: Registry
-  onSend: (request: FastifyRequest, reply: FastifyReply, payload: unknown, done: (err: null, payload: unknown) => void) => void
-  onResponse: (request: FastifyRequest, reply: FastifyReply, done: () => void) => void
+  /** An answer about to be sent: an error one is counted by its envelope's error_code (call from onSend). */
+  countAnswer: (reply: FastifyReply, payload: unknown) => void
+  /** An answer sent: its count and latency by route (call from onResponse). */
+  observe: (request: FastifyRequest, reply: FastifyReply) => void
 }
 
-/** `route: false`: the registry is served elsewhere (the gateway's admin listener), not at this app's /metrics. */
-export function installMetrics(app: FastifyInstance, service: string, kit: MetricsKit = createMetricsKit(service), route = true): void {
+/**
+ * The registry on `app` (and at its /metrics unless `route` is false: the gateway serves it on its admin listener).
+ * The kit's countAnswer and observe are called from createService's own onSend and onResponse hooks: a hook of
+ * their own each would cost every request two more steps of Fastify's hook runner.
+ */
+export function installMetrics(app: FastifyInstance, kit: MetricsKit, route = true): void {
   app.decorate('metrics', kit.registry)
-  app.addHook('onSend', kit.onSend)
-  app.addHook('onResponse', kit.onResponse)
   if (route) app.get('/metrics', { logLevel: 'warn' }, metricsHandler(kit.registry))
 }
 
@@ -72,21 +76,19 @@ export function createMetricsKit(service: string): MetricsKit {
     registers: [registry],
   })
   const errorSeries = new Map<string, { inc(): void }>()
-  const onSend: MetricsKit['onSend'] = (_request, reply, payload, done) => {
+  const countAnswer: MetricsKit['countAnswer'] = (reply, payload) => {
     const status = reply.statusCode
-    if (status >= 400) {
-      const code = errorCodeOf(payload)
-      const key = `${status} ${code}`
-      let child = errorSeries.get(key)
-      if (child === undefined) errorSeries.set(key, (child = errors.labels({ status: String(status), code })))
-      child.inc()
-    }
-    done(null, payload)
+    if (status < 400) return
+    const code = errorCodeOf(payload)
+    const key = `${status} ${code}`
+    let child = errorSeries.get(key)
+    if (child === undefined) errorSeries.set(key, (child = errors.labels({ status: String(status), code })))
+    child.inc()
   }
 
   // Series found by route, method and status (strings the router and parser reuse, a number): no key built per request.
   const byRoute = new Map<string, Map<string, Map<number, Series>>>()
-  const onResponse: MetricsKit['onResponse'] = (request, reply, done) => {
+  const observe: MetricsKit['observe'] = (request, reply) => {
     // The route pattern, never the raw URL: bounded label cardinality.
     const route = request.routeOptions.url ?? 'unmatched'
     const method = request.method
@@ -103,9 +105,8 @@ export function createMetricsKit(service: string): MetricsKit {
     }
     s.count.inc()
     s.time.observe(reply.elapsedTime / 1000)
-    done()
   }
-  return { registry, onSend, onResponse }
+  return { registry, countAnswer, observe }
 }
 
 /** Pool state at scrape time: connections in use, idle, and requests waiting for one. */

@@ -23,7 +23,7 @@ import { readinessHandler } from './readiness.js'
 import { installJsonBodyParser } from './json-body.js'
 import { lingerOnRefusal } from './refused-upload.js'
 import { accessLine, writeAccessLine, genReqId, loggerOptions, REQUEST_ID_HEADER, REQUEST_ID_LOG_LABEL, stdoutDestination, type AccessLogExtension } from './logging.js'
-import { installMetrics, type MetricsKit } from './metrics.js'
+import { createMetricsKit, installMetrics, type MetricsKit } from './metrics.js'
 import { installTracing, type Tracing } from './tracing.js'
 
 export type App = FastifyInstance<
@@ -54,6 +54,11 @@ export interface ServiceOptions {
   probes?: boolean
   /** A registry kept across instances (the gateway's reload); default: a new one. */
   metrics?: MetricsKit
+  /**
+   * A check every request passes first, right after the response headers and request id are set: an error it
+   * returns is the answer (the gateway's URL and declared body length). Part of the service's own onRequest hook.
+   */
+  admit?: (request: FastifyRequest) => Error | undefined
   /** Publish the routes' OpenAPI document at /openapi.json (default true). */
   openapi?: boolean
   /** Headers every answer carries, framework errors included (the gateway's security headers). */
@@ -120,14 +125,17 @@ export function createService(opts: ServiceOptions): App {
   installErrorEnvelope(app as unknown as FastifyInstance)
   installJsonBodyParser(app as unknown as FastifyInstance)
   app.decorate('tracing', opts.tracing ?? null)
-  if (opts.tracing) installTracing(app as unknown as FastifyInstance, opts.tracing, opts.tracingShared !== true)
+  const tracing = opts.tracing ? installTracing(app as unknown as FastifyInstance, opts.tracing, opts.tracingShared !== true) : null
 
-  // Callback-style hooks on the hot path: cheaper than async ones.
+  // Callback-style hooks on the hot path, cheaper than async ones, and one per phase: each hook is a step of
+  // Fastify's hook runner for every request.
   const hasResponseHeaders = Object.keys(responseHeaders).length > 0
+  const admit = opts.admit
   app.addHook('onRequest', (request, reply, done) => {
+    if (tracing !== null) tracing.begin(request, reply)
     if (hasResponseHeaders) reply.headers(responseHeaders)
     reply.header(REQUEST_ID_HEADER, request.id)
-    done()
+    done(admit === undefined ? undefined : admit(request))
   })
   // Draining: answers to requests still in flight tell the client to close the
   // connection, so keep-alive sockets do not hold the shutdown open.
@@ -135,8 +143,10 @@ export function createService(opts: ServiceOptions): App {
   app.addHook('preClose', async () => {
     draining = true
   })
+  const metrics = opts.metrics ?? createMetricsKit(opts.name)
   app.addHook('onSend', (_request, reply, payload, done) => {
     if (draining) reply.header('connection', 'close')
+    metrics.countAnswer(reply, payload)
     done(null, payload)
   })
 
@@ -144,14 +154,15 @@ export function createService(opts: ServiceOptions): App {
   // Routes declared with logLevel 'warn' (probes, polls) stay quiet.
   const accessLog = opts.accessLog
   app.addHook('onResponse', (request, reply, done) => {
+    if (tracing !== null) tracing.end(request, reply)
     const line = accessLine(request, reply)
     if (accessLog !== undefined) accessLog(request, reply, line)
     writeAccessLine(request.log, line)
+    metrics.observe(request, reply)
     done()
   })
 
-
-  installMetrics(app as unknown as FastifyInstance, opts.name, opts.metrics, opts.probes !== false)
+  installMetrics(app as unknown as FastifyInstance, metrics, opts.probes !== false)
 
   // The OpenAPI document of this service's routes, generated from their schemas.
   // The gateway reads it to publish /docs; internal routes are left out.

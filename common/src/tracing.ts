@@ -147,6 +147,12 @@ declare module 'fastify' {
   }
 }
 
+/** The request span's two ends, called by createService's own onRequest and onResponse hooks (no hook of their own). */
+export interface RequestTracing {
+  begin(request: FastifyRequest, reply: FastifyReply): void
+  end(request: FastifyRequest, reply: FastifyReply): void
+}
+
 /**
  * The server span of every request: its parent is the client's traceparent,
  * its name the route. When the trace is sampled, its trace and span ids go on
@@ -154,11 +160,11 @@ declare module 'fastify' {
  * become its children); when it is not, the span only carries the ids on.
  */
 /** `shutdownOnClose: false` when the tracing outlives the app (the gateway's runtime, across reloads). */
-export function installTracing(app: FastifyInstance, tracing: Tracing, shutdownOnClose = true): void {
+export function installTracing(app: FastifyInstance, tracing: Tracing, shutdownOnClose = true): RequestTracing {
   routeDiagnostics(app.log)
   const appLog = app.log
   app.decorateRequest('traceSpan', null)
-  app.addHook('onRequest', (request, reply, done) => {
+  const begin = (request: FastifyRequest, reply: FastifyReply): void => {
     const span = tracing.requestSpan(request.headers, () => spanName(request))
     request.traceSpan = span
     // A trace not sampled (OTEL_TRACES_SAMPLER_ARG) costs no more: its span only carries the ids upstream.
@@ -179,12 +185,7 @@ export function installTracing(app: FastifyInstance, tracing: Tracing, shutdownO
         if (request.traceSpan === span && !reply.raw.writableFinished) abortServerSpan(request)
       })
     }
-    done()
-  })
-  app.addHook('onResponse', (request, reply, done) => {
-    endServerSpan(request, reply)
-    done()
-  })
+  }
   // Handlers run with the request's span active: what they call (queries, fetches) is its child.
   app.addHook('onRoute', (route) => {
     const handler = route.handler
@@ -199,6 +200,7 @@ export function installTracing(app: FastifyInstance, tracing: Tracing, shutdownO
       await tracing.shutdown()
     })
   }
+  return { begin, end: endServerSpan }
 }
 
 function spanName(request: FastifyRequest): string {

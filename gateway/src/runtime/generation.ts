@@ -9,7 +9,7 @@
 import cors from '@fastify/cors'
 import swagger from '@fastify/swagger'
 import swaggerUi from '@fastify/swagger-ui'
-import type { FastifyServerOptions } from 'fastify'
+import type { FastifyRequest, FastifyServerOptions } from 'fastify'
 import { ACCESS_TOKEN_TYP, ConfigError, createService, PayloadTooLarge, UriTooLong, type App, type ReadinessChecks } from '@tollgate/common'
 import { docsEnabled } from '../admin/admin-app.js'
 import { gatewayAccessFields } from '../access-log.js'
@@ -73,6 +73,17 @@ async function build(
   const { revocations, counters } = runtime
   // With a serverFactory the shared listener terminates TLS; the instance only routes.
   const https = opts.fastify?.serverFactory ? undefined : tlsOptions(config)
+  // Before any other work: URLs are bounded well below Node's header limit;
+  // bodies are streamed to the service, not parsed here, so an oversized one
+  // is refused up front when it declares its length (a chunked one is counted
+  // as it streams).
+  const bodyLimit = config.BODY_LIMIT_BYTES
+  const admit = (request: FastifyRequest): Error | undefined => {
+    if (request.url.length > MAX_URL_LENGTH) return new UriTooLong()
+    const length = request.headers['content-length']
+    if (length !== undefined && Number(length) > bodyLimit) return new PayloadTooLarge()
+    return undefined
+  }
   const app = createService({
     // Browser-facing hardening headers (helmet's, computed once) on every answer, router errors included.
     responseHeaders: securityHeaders(),
@@ -89,6 +100,7 @@ async function build(
     // /ready and /metrics are served on the admin listener (admin/admin-app.ts), never on the public one.
     probes: false,
     accessLog: gatewayAccessFields,
+    admit,
     fastify: { trustProxy: trustProxy(config) as never, ...(https ? { https } : {}), ...opts.fastify },
   })
   app.decorateRequest('auth', null)
@@ -149,18 +161,6 @@ async function build(
   const verifier = createTokenVerifier({ sources, clockToleranceS: config.JWT_CLOCK_TOLERANCE_S, cacheSize: config.TOKEN_CACHE_SIZE, now: opts.now })
   const policies = policySteps(counters.newStore, (policy) => runtime.rejections.inc({ policy }), runtime.stores)
   app.decorateRequest('rateLimitFields', null)
-
-  // Before any other work: URLs are bounded well below Node's header limit;
-  // bodies are streamed to the service, not parsed here, so an oversized one
-  // is refused up front when it declares its length (a chunked one is counted
-  // as it streams). The security headers are set by createService.
-  const bodyLimit = config.BODY_LIMIT_BYTES
-  app.addHook('onRequest', (request, _reply, done) => {
-    if (request.url.length > MAX_URL_LENGTH) return done(new UriTooLong())
-    const length = request.headers['content-length']
-    if (length !== undefined && Number(length) > bodyLimit) return done(new PayloadTooLarge())
-    done()
-  })
 
   await app.register(cors, {
     origin: definition.cors.origins,
