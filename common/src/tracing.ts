@@ -53,12 +53,12 @@ export interface Tracing {
   tracer: Tracer
   serviceName: string
   /**
-   * The span of a request with these headers: the SDK's when its trace is
-   * sampled (`name` is asked for then only), else a non-recording one made
-   * without the SDK, carrying the ids on (the client's context unchanged, or
-   * a new unsampled trace).
+   * The trace of a request with these headers: the SDK's (recording) span
+   * when it is sampled (`name` is asked for then only); else, made without the
+   * SDK and without a span object, the `traceparent` to pass on (the client's
+   * context unchanged, or a new unsampled trace's ids).
    */
-  requestSpan(headers: Record<string, unknown>, name: () => string): Span
+  requestSpan(headers: Record<string, unknown>, name: () => string): Span | string
   /** Export what is pending (tests, shutdown). */
   flush(): Promise<void>
   shutdown(): Promise<void>
@@ -83,16 +83,6 @@ export function extractContext(headers: Record<string, unknown>): Context {
 /** Write the span's `traceparent` (and the trace state it carries) into outgoing headers. */
 export function injectContext(span: Span, headers: Record<string, unknown>): void {
   propagation.inject(trace.setSpan(ROOT_CONTEXT, span), headers)
-}
-
-/**
- * An unsampled span's traceparent, written as is: what injectContext would
- * write, without the context it builds for that (the client's tracestate,
- * forwarded with its other headers, goes on untouched).
- */
-export function injectUnsampled(span: Span, headers: Record<string, unknown>): void {
-  const ids = span.spanContext()
-  headers.traceparent = `00-${ids.traceId}-${ids.spanId}-00`
 }
 
 /** The headers carrying the active span's context (outgoing calls made outside a request: the outbox). */
@@ -142,8 +132,14 @@ declare module 'fastify' {
     tracing: Tracing | null
   }
   interface FastifyRequest {
-    /** The request's server span when tracing is on; null otherwise. */
+    /** The request's server span when its trace is sampled (recording); null otherwise (tracing off, or not sampled). */
     traceSpan: Span | null
+    /**
+     * Tracing on and the trace not sampled: the `traceparent` calls made for this request carry on (flags 00, so
+     * the next hop does not sample it either); null otherwise. A string, not a span: such a request makes no
+     * object for its trace.
+     */
+    unsampledTraceparent: string | null
   }
 }
 
@@ -157,41 +153,44 @@ export interface RequestTracing {
  * The server span of every request: its parent is the client's traceparent,
  * its name the route. When the trace is sampled, its trace and span ids go on
  * every log line of the request and route handlers run inside it (so queries
- * become its children); when it is not, the span only carries the ids on.
+ * become its children); when it is not, only its traceparent is kept, to pass on.
  */
 /** `shutdownOnClose: false` when the tracing outlives the app (the gateway's runtime, across reloads). */
 export function installTracing(app: FastifyInstance, tracing: Tracing, shutdownOnClose = true): RequestTracing {
   routeDiagnostics(app.log)
   const appLog = app.log
   app.decorateRequest('traceSpan', null)
+  app.decorateRequest('unsampledTraceparent', null)
   const begin = (request: FastifyRequest, reply: FastifyReply): void => {
     const span = tracing.requestSpan(request.headers, () => spanName(request))
-    request.traceSpan = span
-    // A trace not sampled (OTEL_TRACES_SAMPLER_ARG) costs no more: its span only carries the ids upstream.
-    if (span.isRecording()) {
-      const route = request.routeOptions.url
-      span.setAttribute('http.request.method', request.method)
-      span.setAttribute('url.path', pathOf(request.url))
-      if (route !== undefined) span.setAttribute('http.route', route)
-      const ids = span.spanContext()
-      // A child of the app's logger, as Fastify made the request's own (not a child of that one): a logger one level
-      // deeper has another shape, and 1 % of requests carrying one made every logging call site polymorphic, which
-      // cost all requests about 5 % of their CPU (lab A/B, both load tools). The reply's logger too: Fastify's
-      // error handler logs through it.
-      reply.log = request.log = appLog.child({ [REQUEST_ID_LOG_LABEL]: request.id, trace_id: ids.traceId, span_id: ids.spanId }, { level: request.log.level })
-      // A client that leaves before the answer ends the span too (onResponse never runs then); only sampled
-      // requests listen (an onRequestAbort hook would cost every request a listener and a closure).
-      reply.raw.once('close', () => {
-        if (request.traceSpan === span && !reply.raw.writableFinished) abortServerSpan(request)
-      })
+    // A trace not sampled (OTEL_TRACES_SAMPLER_ARG) costs no more: only its traceparent goes on upstream.
+    if (typeof span === 'string') {
+      request.unsampledTraceparent = span
+      return
     }
+    request.traceSpan = span
+    const route = request.routeOptions.url
+    span.setAttribute('http.request.method', request.method)
+    span.setAttribute('url.path', pathOf(request.url))
+    if (route !== undefined) span.setAttribute('http.route', route)
+    const ids = span.spanContext()
+    // A child of the app's logger, as Fastify made the request's own (not a child of that one): a logger one level
+    // deeper has another shape, and 1 % of requests carrying one made every logging call site polymorphic, which
+    // cost all requests about 5 % of their CPU (lab A/B, both load tools). The reply's logger too: Fastify's
+    // error handler logs through it.
+    reply.log = request.log = appLog.child({ [REQUEST_ID_LOG_LABEL]: request.id, trace_id: ids.traceId, span_id: ids.spanId }, { level: request.log.level })
+    // A client that leaves before the answer ends the span too (onResponse never runs then); only sampled
+    // requests listen (an onRequestAbort hook would cost every request a listener and a closure).
+    reply.raw.once('close', () => {
+      if (request.traceSpan === span && !reply.raw.writableFinished) abortServerSpan(request)
+    })
   }
   // Handlers run with the request's span active: what they call (queries, fetches) is its child.
   app.addHook('onRoute', (route) => {
     const handler = route.handler
     route.handler = function traced(this: FastifyInstance, request: FastifyRequest, reply: FastifyReply) {
       const span = request.traceSpan
-      if (span === null || !span.isRecording()) return handler.call(this, request, reply)
+      if (span === null) return handler.call(this, request, reply)
       return context.with(trace.setSpan(ROOT_CONTEXT, span), handler, this, request, reply)
     } as typeof handler
   })
@@ -220,7 +219,6 @@ function endServerSpan(request: FastifyRequest, reply: FastifyReply): void {
   const span = request.traceSpan
   if (span === null) return
   request.traceSpan = null
-  if (!span.isRecording()) return
   const status = reply.statusCode
   span.setAttribute('http.response.status_code', status)
   if (status >= 500) span.setStatus({ code: SpanStatusCode.ERROR })

@@ -1,46 +1,77 @@
 /**
  * The head decision (tracing-sdk.ts): a request's sampling is decided before
- * any span exists, so an unsampled one costs no SDK call. It must be the
- * configured sampler's decision exactly, for every sampler and ratio, and a
+ * any span exists, so an unsampled one costs no SDK call and no span object.
+ * It must be the configured sampler's decision exactly, for every sampler and
+ * ratio (a new trace's decided from its id's words, not its text), and a
  * sampled new trace must be started under the very id that was decided on.
  */
 import t from 'tap'
 import { randomBytes } from 'node:crypto'
-import { ROOT_CONTEXT, SamplingDecision, SpanKind, trace, TraceFlags } from '@opentelemetry/api'
+import { ROOT_CONTEXT, SamplingDecision, SpanKind, trace, TraceFlags, type Context, type Span } from '@opentelemetry/api'
 import { Type } from 'typebox'
 import { loadConfig, startTracing, TRACES_SAMPLERS, tracingConfig } from '../src/index.js'
-import { headDecision, sampler } from '../src/tracing-sdk.js'
+import { headDecision, hex32, sampler } from '../src/tracing-sdk.js'
 
 const schema = Type.Object(tracingConfig)
 const hex = (bytes: number) => randomBytes(bytes).toString('hex')
 
+/** What TraceIdRatioBasedSampler accumulates from an id's text: its four 8-digit words XORed. */
+const accumulated = (traceId: string) =>
+  [0, 8, 16, 24].reduce((acc, i) => (acc ^ Number.parseInt(traceId.slice(i, i + 8), 16)) >>> 0, 0)
+const idOf = (words: number[]) => words.map(hex32).join('')
+const traceIdOf = (span: Span | string) => (typeof span === 'string' ? span.split('-')[1]! : span.spanContext().traceId)
+
 t.test("the head decision is the SDK sampler's, for every sampler, ratio and parent", async (t) => {
   let compared = 0
+  const ratios = [0, 1e-9, 0.01, 0.5, 0.999999, 1]
   for (const name of TRACES_SAMPLERS) {
-    for (const ratio of [0, 0.01, 0.5, 1]) {
+    for (const ratio of ratios) {
       const decide = headDecision(name, ratio)
       const sdk = sampler(name, ratio)
-      for (let i = 0; i < 500; i++) {
-        const traceId = hex(16)
-        for (const parent of [null, true, false]) {
-          const context =
-            parent === null
-              ? ROOT_CONTEXT
-              : trace.setSpanContext(ROOT_CONTEXT, { traceId, spanId: hex(8), traceFlags: parent ? TraceFlags.SAMPLED : TraceFlags.NONE, isRemote: true })
-          const expected = sdk.shouldSample(context, traceId, 'GET /x', SpanKind.SERVER, {}, []).decision === SamplingDecision.RECORD_AND_SAMPLED
-          if (decide(traceId, parent) !== expected) {
-            t.fail(`${name} ${ratio}, parent ${parent}: head says ${!expected}, the SDK ${expected}`)
+      const says = (traceId: string, context: Context) =>
+        sdk.shouldSample(context, traceId, 'GET /x', SpanKind.SERVER, {}, []).decision === SamplingDecision.RECORD_AND_SAMPLED
+      // Random ids, and ids whose accumulation sits on either side of the ratio's threshold.
+      const bound = Math.floor(ratio * 0xffffffff)
+      const edges = [bound - 1, bound, bound + 1].filter((b) => b >= 0 && b <= 0xffffffff)
+      const ids = [
+        ...Array.from({ length: 500 }, () => hex(16)),
+        ...edges.flatMap((b) => [idOf([b, 0, 0, 0]), idOf([0, 0, 0, b]), idOf([(b ^ 0xdeadbeef) >>> 0, 0xdeadbeef, 0x12345678, 0x12345678])]),
+        idOf([0xffffffff, 0, 0, 0]),
+        idOf([0, 0, 0, 1]),
+      ].filter((id) => id !== '0'.repeat(32)) // never made (a new trace's all-zero id gets a last byte of 1), never a parent
+      for (const traceId of ids) {
+        if (decide.root(accumulated(traceId)) !== says(traceId, ROOT_CONTEXT)) {
+          t.fail(`${name} ${ratio}, no parent, ${traceId}: head says ${!says(traceId, ROOT_CONTEXT)}`)
+          return
+        }
+        for (const parent of [true, false]) {
+          const context = trace.setSpanContext(ROOT_CONTEXT, { traceId, spanId: hex(8), traceFlags: parent ? TraceFlags.SAMPLED : TraceFlags.NONE, isRemote: true })
+          if (decide.withParent(traceId, parent) !== says(traceId, context)) {
+            t.fail(`${name} ${ratio}, parent ${parent}, ${traceId}: head says ${!says(traceId, context)}`)
             return
           }
-          compared++
         }
+        compared++
       }
     }
   }
-  t.equal(compared, TRACES_SAMPLERS.length * 4 * 500 * 3)
+  t.ok(compared > TRACES_SAMPLERS.length * ratios.length * 500, `${compared} ids compared, each without a parent and under both kinds of parent`)
 })
 
-t.test('a request span: sampled ones from the SDK under the decided id, others non-recording with their ids', async (t) => {
+t.test("an id's words as text: what Buffer's hex encoding writes", async (t) => {
+  const words = [0, 1, 0xf, 0x10, 0xff, 0x100, 0x7fffffff, 0x80000000, 0xfffffffe, 0xffffffff, ...Array.from({ length: 2000 }, () => randomBytes(4).readUInt32BE(0))]
+  for (const w of words) {
+    const b = Buffer.alloc(4)
+    b.writeUInt32BE(w)
+    if (hex32(w) !== b.toString('hex')) {
+      t.fail(`${w}: ${hex32(w)} against ${b.toString('hex')}`)
+      return
+    }
+  }
+  t.pass(`${words.length} words`)
+})
+
+t.test('a request span: sampled ones from the SDK under the decided id, others only a traceparent with their ids', async (t) => {
   const tracing = (await startTracing(
     loadConfig(schema, { OTEL_EXPORTER_OTLP_ENDPOINT: 'http://127.0.0.1:1', OTEL_TRACES_SAMPLER: 'parentbased_traceidratio', OTEL_TRACES_SAMPLER_ARG: '0.5' }),
     'test',
@@ -53,39 +84,45 @@ t.test('a request span: sampled ones from the SDK under the decided id, others n
     return 'GET /x'
   }
   let sampledRoots = 0
-  let unsampledRoots = 0
-  for (let i = 0; i < 200; i++) {
+  const unsampledIds = new Set<string>()
+  for (let i = 0; i < 400; i++) {
     const span = tracing.requestSpan({}, name)
-    const ids = span.spanContext()
-    t.ok(trace.isSpanContextValid(ids), 'valid ids')
-    t.equal(decide(ids.traceId, null), span.isRecording(), 'recorded exactly when its trace id is sampled')
-    t.equal(ids.traceFlags, span.isRecording() ? TraceFlags.SAMPLED : TraceFlags.NONE)
-    if (span.isRecording()) sampledRoots++
-    else unsampledRoots++
+    const traceId = traceIdOf(span)
+    t.equal(decide.root(accumulated(traceId)), typeof span !== 'string', 'a span exactly when its trace id is sampled')
+    if (typeof span === 'string') {
+      t.match(span, /^00-[0-9a-f]{32}-[0-9a-f]{16}-00$/, 'a traceparent, not sampled')
+      const [, tid, sid] = span.split('-')
+      t.ok(trace.isSpanContextValid({ traceId: tid!, spanId: sid!, traceFlags: TraceFlags.NONE }), 'valid ids')
+      unsampledIds.add(tid!)
+      continue
+    }
+    t.ok(span.isRecording(), 'recorded')
+    t.equal(span.spanContext().traceFlags, TraceFlags.SAMPLED)
+    sampledRoots++
     span.end()
   }
-  t.ok(sampledRoots > 50 && unsampledRoots > 50, `about half sampled (${sampledRoots} of 200)`)
+  t.ok(sampledRoots > 120 && sampledRoots < 280, `about half sampled (${sampledRoots} of 400)`)
+  t.equal(unsampledIds.size, 400 - sampledRoots, 'every new trace its own id')
   t.equal(named, sampledRoots, 'the name is asked for only when a span is recorded')
 
   // After a sampled new trace, an unrelated span gets an id of its own.
   let root = tracing.requestSpan({}, name)
-  while (!root.isRecording()) root = tracing.requestSpan({}, name)
+  while (typeof root === 'string') root = tracing.requestSpan({}, name)
   const other = tracing.tracer.startSpan('other', {}, ROOT_CONTEXT)
   t.not(other.spanContext().traceId, root.spanContext().traceId)
 
   // The client's context: an unsampled one passes on unchanged, a sampled one is the parent of a recorded span.
   const traceId = hex(16)
   const spanId = hex(8)
-  const unsampled = tracing.requestSpan({ traceparent: `00-${traceId}-${spanId}-00` }, name)
-  t.notOk(unsampled.isRecording())
-  t.same([unsampled.spanContext().traceId, unsampled.spanContext().spanId, unsampled.spanContext().traceFlags], [traceId, spanId, TraceFlags.NONE])
+  t.equal(tracing.requestSpan({ traceparent: `00-${traceId}-${spanId}-00` }, name), `00-${traceId}-${spanId}-00`)
   const sampled = tracing.requestSpan({ traceparent: [`00-${traceId}-${spanId}-01`, 'ignored'], tracestate: 'vendor=1' }, name)
+  if (typeof sampled === 'string') throw new Error('a sampled parent gave no span')
   t.ok(sampled.isRecording())
   t.equal(sampled.spanContext().traceId, traceId)
   t.equal((sampled as unknown as { parentSpanContext?: { spanId: string } }).parentSpanContext?.spanId, spanId, "the client's span is the parent")
   t.equal(sampled.spanContext().traceState?.get('vendor'), '1', 'tracestate kept')
   // What the W3C propagator would not read is no parent: a new trace.
   for (const bad of ['00-' + '0'.repeat(32) + '-' + spanId + '-01', 'ff-' + traceId + '-' + spanId + '-01', `00-${traceId}-${spanId}-01-extra`, 'garbage']) {
-    t.not(tracing.requestSpan({ traceparent: bad }, name).spanContext().traceId, traceId, `not a parent: ${bad}`)
+    t.not(traceIdOf(tracing.requestSpan({ traceparent: bad }, name)), traceId, `not a parent: ${bad}`)
   }
 })

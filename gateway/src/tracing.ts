@@ -11,7 +11,7 @@ import type { Step } from './hook-steps.js'
 export function tracedStep(tracer: Tracer, name: string, attributes: Attributes, step: Step): Step {
   return (request, reply, done) => {
     const parent = request.traceSpan
-    if (parent === null || !parent.isRecording()) return step(request, reply, done)
+    if (parent === null) return step(request, reply, done) // tracing off, or the trace not sampled
     const span = tracer.startSpan(name, { attributes }, trace.setSpan(ROOT_CONTEXT, parent))
     const previous = current
     current = span

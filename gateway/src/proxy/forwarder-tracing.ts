@@ -7,7 +7,7 @@
  */
 import { performance } from 'node:perf_hooks'
 import { ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, type Span, type Tracer } from '@opentelemetry/api'
-import { failSpan, injectContext, injectUnsampled } from '@tollgate/common'
+import { failSpan, injectContext } from '@tollgate/common'
 import type { FastifyReply } from 'fastify'
 import type { Outgoing } from './forwarder.js'
 
@@ -32,11 +32,13 @@ export function tracedExchange<C extends ExchangeClass>(Base: C, tracer: Tracer,
     startedAt = 0
 
     override start(): void {
-      const parent = this.reply.request.traceSpan
-      if (parent !== null && !parent.isRecording()) {
-        // Not sampled: the upstream continues the trace from the request's span, unsampled too.
-        injectUnsampled(parent, this.outgoing.headers as Record<string, unknown>)
-      } else if (parent !== null && !this.reply.raw.destroyed) {
+      const request = this.reply.request
+      const parent = request.traceSpan
+      if (parent === null) {
+        // Not sampled: the upstream continues the trace, unsampled too (the client's tracestate passes on as it came).
+        const traceparent = request.unsampledTraceparent
+        if (traceparent !== null) (this.outgoing.headers as Record<string, unknown>).traceparent = traceparent
+      } else if (!this.reply.raw.destroyed) {
         const o = this.outgoing
         const q = o.path.indexOf('?')
         const span = tracer.startSpan(
