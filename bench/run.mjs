@@ -5,13 +5,14 @@
  *   npm run bench -- --soak        5 min of (c), gateway RSS every 5 s
  *   npm run bench -- --profile     CPU profiles of (b) and (c) under the same load: what the gateway adds per request
  *   npm run bench -- --instructions   instructions per request of (b) and (c) under valgrind's callgrind (the same count
- *                                  whatever the machine's speed; with --tracing also c+trace1%); BENCH_INSTR_WARMUP, BENCH_INSTR_REQUESTS
+ *                                  whatever the machine's speed; with --tracing also c+trace1% and before tracing); BENCH_INSTR_WARMUP, BENCH_INSTR_REQUESTS
  *   npm run bench -- --streams     BENCH_STREAMS (1000) live SSE streams: RSS per stream, fan-out latency, sign-out close time
  *   npm run bench -- --only=throughput,signin,faults,ledger,hostile
  *                                  (hostile: fault (v), nested-JSON bodies while /health is probed)
  *   npm run bench -- --only=throughput --tool=autocannon|wrk|both   load tool(s) for throughput (default both)
  *   npm run bench -- --only=throughput --tracing   also (c) with OpenTelemetry tracing on, sampling 1 % and 100 %,
- *                                  exporting OTLP/HTTP to a local sink (bench/lib/otlp-sink.mjs, on the load CPU)
+ *                                  exporting OTLP/HTTP to a local sink (bench/lib/otlp-sink.mjs, on the load CPU), and
+ *                                  the gateway of the last commit before tracing (built once, bench/lib/baseline.mjs)
  * Throughput rows: (a) upstream, (b) bare http-proxy, (c) gateway, (c+redis) gateway with a private redis-server;
  * each with req/s, latency and server CPU us/request (user+sys of the whole process, /proc). wrk: apt-get install -y wrk.
  * Durations: BENCH_WARMUP_S, BENCH_DURATION_S, BENCH_ROUNDS, BENCH_INSTANCES (processes per proxy contender),

@@ -8,7 +8,8 @@
  *   --streams  live SSE streams through the gateway: memory per stream, fan-out latency, sign-out close time
  *   --only=throughput,signin,faults,ledger,hostile   a subset (combinable with --quick)
  *   --tool=autocannon|wrk|both   load generator(s) of the throughput suite (default both)
- *   --tracing  throughput also with tracing on, sampling 1 % and 100 % (rows c+trace1%, c+trace100%)
+ *   --tracing  throughput also with tracing on, sampling 1 % and 100 % (rows c+trace1%, c+trace100%), and
+ *              the gateway before tracing existed (row c before tracing, built from its commit: bench/lib/baseline.mjs)
  */
 const SUITES = ['throughput', 'signin', 'faults', 'ledger', 'hostile']
 const TOOLS = { autocannon: ['autocannon'], wrk: ['wrk'], both: ['autocannon', 'wrk'] }

@@ -19,6 +19,7 @@ import { Pool } from 'undici'
 import { CPU_LOAD, CPU_PROXY, ROOT, gatewayEnv, nodeFlags, startUpstream } from '../lib/stack.mjs'
 import { freePort, startNode, startProgram, stop, waitHttp } from '../lib/procs.mjs'
 import { benchUser } from '../lib/scenario.mjs'
+import { BEFORE_TRACING, baselineMissing, buildBaseline } from '../lib/baseline.mjs'
 import { round } from '../lib/proc-stats.mjs'
 
 const CONNECTIONS = 10
@@ -54,6 +55,12 @@ export async function instructions(cfg, log) {
       sink = await startNode({ name: 'otlp-sink', args: [new URL('../lib/otlp-sink.mjs', import.meta.url).pathname], env: { PORT: String(port) }, cpu: CPU_LOAD, readyLine: 'listening' })
       const tracing = { OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${port}`, OTEL_TRACES_SAMPLER: 'parentbased_traceidratio', OTEL_TRACES_SAMPLER_ARG: '0.01' }
       contenders.push({ key: 'ct1', label: '(c+trace1%) the same, tracing on, sampling 1 %', script: [...nodeFlags('gateway'), `${ROOT}gateway/dist/server.js`], env: await gateway(tracing) })
+      const missing = baselineMissing(BEFORE_TRACING.ref)
+      if (missing) log(`skipped: ${missing}`)
+      else {
+        const root = buildBaseline(BEFORE_TRACING.ref, log)
+        contenders.push({ key: 'cb', label: `(c before tracing) the gateway at ${BEFORE_TRACING.ref}, ${BEFORE_TRACING.what}`, script: [...nodeFlags('gateway', root), `${root}gateway/dist/server.js`], env: await gateway({}) })
+      }
     }
     log(`callgrind: ${contenders.map((c) => c.key).join(', ')} at once, ${cfg.instrWarmup} requests of warm-up, then ${cfg.instrRequests} counted, ${CONNECTIONS} connections (several minutes)`)
     const results = await Promise.all(
@@ -91,8 +98,14 @@ export async function instructions(cfg, log) {
     )
     const rows = Object.fromEntries(results)
     const per = (k) => rows[k]?.instructionsPerRequest ?? null
-    const ratios = { c_over_b: per('b') ? round(per('c') / per('b'), 3) : null, ...(rows.ct1 ? { trace1_over_c: round(per('ct1') / per('c'), 3) } : {}) }
-    log(`instructions/request: ${Object.entries(rows).map(([k, r]) => `${k} ${r.instructionsPerRequest}`).join(', ')}; (c)/(b) ${ratios.c_over_b}${rows.ct1 ? `, (c+trace1%)/(c) ${ratios.trace1_over_c}` : ''}`)
+    const ratios = {
+      c_over_b: per('b') ? round(per('c') / per('b'), 3) : null,
+      ...(rows.ct1 ? { trace1_over_c: round(per('ct1') / per('c'), 3) } : {}),
+      ...(rows.cb ? { c_over_before_tracing: round(per('c') / per('cb'), 3) } : {}),
+    }
+    log(
+      `instructions/request: ${Object.entries(rows).map(([k, r]) => `${k} ${r.instructionsPerRequest}`).join(', ')}; (c)/(b) ${ratios.c_over_b}${rows.ct1 ? `, (c+trace1%)/(c) ${ratios.trace1_over_c}` : ''}${rows.cb ? `, (c)/(c before tracing) ${ratios.c_over_before_tracing}` : ''}`,
+    )
     return { measuredAt: new Date().toISOString(), warmupRequests: cfg.instrWarmup, countedRequests: cfg.instrRequests, connections: CONNECTIONS, rows, ratios, checks: [] }
   } finally {
     await Promise.all(started.map((p) => stop(p)))

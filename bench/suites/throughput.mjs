@@ -15,8 +15,9 @@ import { wrkMissing } from '../lib/wrk.mjs'
 import { benchUser, check, expectStatus, measureSideBySide, ratio } from '../lib/scenario.mjs'
 import { round } from '../lib/proc-stats.mjs'
 import { routesFile } from '../lib/routes-file.mjs'
+import { BEFORE_TRACING, baselineMissing, buildBaseline } from '../lib/baseline.mjs'
 
-export const TARGETS = { rpsRatio: 0.9, p99Ratio: 1.2, rssMB: 150, cpuRatio: 0.95, redisCpuRatio: 0.95, redisOpsPerRequest: 0.1, tracedCpuRatio: 1.05 }
+export const TARGETS = { rpsRatio: 0.9, p99Ratio: 1.2, rssMB: 150, cpuRatio: 0.95, redisCpuRatio: 0.95, redisOpsPerRequest: 0.1, tracedCpuRatio: 1.05, untracedCpuRatio: 1.02 }
 
 export const LABELS = {
   a: '(a) upstream direct',
@@ -26,10 +27,14 @@ export const LABELS = {
   c1k: '(c 1k routes) the same, 1,000 declared routes (generated file)',
   ct1: '(c+trace1%) the same, tracing on, sampling 1 % (OTLP/HTTP to a local sink)',
   ct100: '(c+trace100%) the same, tracing on, sampling 100 %',
+  cb: `(c before tracing) the gateway at ${BEFORE_TRACING.ref}, ${BEFORE_TRACING.what}, everything else as (c)`,
 }
 
-/** The order of the targets in a round (reversed every other round): (b) and (c+trace1%) next to (c), (c 1k routes) and (c+redis) one away. */
-export const SLICE_ORDER = ['a', 'ct100', 'c1k', 'b', 'c', 'ct1', 'cr']
+/**
+ * The order of the targets in a round (reversed every other round): (b) and (c before tracing) next to (c),
+ * (c+trace1%) and (c 1k routes) one away.
+ */
+export const SLICE_ORDER = ['a', 'ct100', 'c1k', 'b', 'c', 'cb', 'ct1', 'cr']
 
 /** Declared routes of the (c 1k routes) row's generated file (issue 15 item 8). */
 export const MANY_ROUTES = 1000
@@ -49,6 +54,8 @@ export async function throughput(cfg, log) {
   if (!tools.length) throw new Error(missingWrk)
   const missingRedis = redisMissing()
   if (missingRedis) skipped.redis = missingRedis
+  const missingBefore = cfg.tracing ? baselineMissing(BEFORE_TRACING.ref) : null
+  if (missingBefore) skipped.before = missingBefore
   for (const why of Object.values(skipped)) log(`skipped: ${why}`)
 
   const user = await benchUser()
@@ -107,6 +114,12 @@ export async function throughput(cfg, log) {
       sink = await startNode({ name: 'otlp-sink', args: [new URL('../lib/otlp-sink.mjs', import.meta.url).pathname], env: { PORT: String(port) }, cpu: CPU_LOAD, readyLine: 'listening' })
       const sinkUrl = `http://127.0.0.1:${port}`
       targets.push(asTarget('ct1', await instances(gateway(tracingEnv(sinkUrl, 0.01)))), asTarget('ct100', await instances(gateway(tracingEnv(sinkUrl, 1)))))
+      if (!missingBefore) {
+        // Tracing off against the gateway before tracing existed (issue 16: within 2 %), built from its commit.
+        const root = buildBaseline(BEFORE_TRACING.ref, log)
+        const before = () => startGateway({ tasksUrl: tasks.url, authUrl: auth.url, env: { REDIS_URL: undefined }, root, waitReady: false, readyTimeoutMs: 60_000 })
+        targets.push(asTarget('cb', await instances(before)))
+      }
     }
     // (c) in the middle of each round, every contender compared with it next to it or one slice away: the
     // machine's speed swings within seconds, and a neighbouring slice shares most of (c)'s.
@@ -124,7 +137,7 @@ export async function throughput(cfg, log) {
   const byTool = {}
   const checks = []
   for (const tool of tools) {
-    const { a, b, c, cr, c1k, ct1, ct100 } = runs[tool]
+    const { a, b, c, cr, c1k, ct1, ct100, cb } = runs[tool]
     const ratios = {
       rps_c_over_a: ratio(c.rps, a.rps),
       rps_c_over_b: ratio(c.rps, b.rps),
@@ -168,6 +181,17 @@ export async function throughput(cfg, log) {
       )
       log(`${tool}: tracing, CPU/req over (c): 1 % ${ratios.cpu_per_request_trace1_over_c}, 100 % ${ratios.cpu_per_request_trace100_over_c}; req/s over (c): 1 % ${ratios.rps_trace1_over_c}, 100 % ${ratios.rps_trace100_over_c}`)
     }
+    if (cb) {
+      Object.assign(ratios, {
+        cpu_per_request_c_over_before: ratio(c.serverCpuUsPerRequest, cb.serverCpuUsPerRequest),
+        cpu_per_request_c_over_before_per_round: perRound(c, cb),
+        rps_c_over_before: ratio(c.rps, cb.rps),
+      })
+      checks.push(
+        check(`untraced-cpu:${tool}`, `(c) CPU per request, tracing off / the gateway before tracing (${BEFORE_TRACING.ref}), ${tool}`, `<= ${TARGETS.untracedCpuRatio}`, ratios.cpu_per_request_c_over_before, ratios.cpu_per_request_c_over_before <= TARGETS.untracedCpuRatio),
+      )
+      log(`${tool}: tracing off over before tracing (${BEFORE_TRACING.ref}), CPU/req ${ratios.cpu_per_request_c_over_before} (rounds ${ratios.cpu_per_request_c_over_before_per_round.join(', ')}), req/s ${ratios.rps_c_over_before}`)
+    }
     byTool[tool] = { runs: runs[tool], ratios }
     const on = `, ${tool}`
     checks.push(
@@ -207,6 +231,7 @@ export async function throughput(cfg, log) {
       wrk: tools.includes('wrk') ? '1 thread, keep-alive, Lua script for the headers (bench/lib/wrk-load.lua)' : undefined,
       redis: missingRedis ? undefined : 'private redis-server on a free 127.0.0.1 port, CPU 0, no persistence',
       tracing: cfg.tracing ? 'OTLP/HTTP JSON to bench/lib/otlp-sink.mjs on CPU 0; parentbased_traceidratio 0.01 and 1.0; batch span processor defaults' : undefined,
+      before: cfg.tracing && !missingBefore ? `${BEFORE_TRACING.ref} (${BEFORE_TRACING.what}), exported with git archive, npm ci, npm run build (bench/lib/baseline.mjs)` : undefined,
     },
     skipped,
     byTool,
