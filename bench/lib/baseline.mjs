@@ -8,7 +8,9 @@
  * from its own lockfile (`npm ci`, served by the npm cache) and built
  * (`npm run build`): about 30 s, once per commit; the folder is kept under
  * the temp directory for the next run. Its gateway runs with today's bench
- * environment (an older build ignores the variables it does not know).
+ * environment (an older build ignores the variables it does not know) and
+ * today's node flags (its own start script had a smaller young generation,
+ * --max-semi-space-size=8, which costs CPU per request): only the code differs.
  */
 import { execFileSync, spawnSync } from 'node:child_process'
 import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs'

@@ -62,8 +62,8 @@ export async function startBareProxy({ upstreamUrl, nodeArgs = [] }) {
 }
 
 /** The node flags of a workspace's `npm start` (V8 heap sizing), so the bench runs each process as users do. */
-export function nodeFlags(workspace = 'gateway', root = ROOT) {
-  const start = JSON.parse(readFileSync(`${root}${workspace}/package.json`, 'utf8')).scripts.start
+export function nodeFlags(workspace = 'gateway') {
+  const start = JSON.parse(readFileSync(`${ROOT}${workspace}/package.json`, 'utf8')).scripts.start
   const m = /^node((?: --[\w-]+(?:=\S+)?)*) dist\/server\.js$/.exec(start)
   if (!m) throw new Error(`${workspace}/package.json start script not understood: ${start}`)
   return m[1].trim().split(' ').filter(Boolean)
@@ -71,7 +71,8 @@ export function nodeFlags(workspace = 'gateway', root = ROOT) {
 
 /**
  * The gateway alone (node gateway/dist/server.js, with its `npm start` flags) with everything on, logs at
- * info to /dev/null. `env` overrides; `nodeArgs` e.g. --cpu-prof; `root` another built tree (baseline.mjs).
+ * info to /dev/null. `env` overrides; `nodeArgs` e.g. --cpu-prof; `root` another built tree (baseline.mjs),
+ * run with this tree's node flags.
  * Ready once the admin listener's /ready answers 200 (upstreams reachable, revocation list loaded); with
  * `waitReady: false` once the public /health does (a build older than the admin listener).
  */
@@ -80,7 +81,7 @@ export async function startGateway({ tasksUrl, authUrl, env = {}, nodeArgs = [],
   const adminPort = await freePort()
   const proc = await startNode({
     name: 'gateway',
-    args: [...nodeFlags('gateway', root), ...nodeArgs, `${root}gateway/dist/server.js`],
+    args: [...nodeFlags('gateway'), ...nodeArgs, `${root}gateway/dist/server.js`], // today's flags: only the code differs
     env: gatewayEnv({ port, adminPort, tasksUrl, authUrl, env }),
     cpu: CPU_PROXY,
   })

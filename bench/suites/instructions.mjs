@@ -59,7 +59,7 @@ export async function instructions(cfg, log) {
       if (missing) log(`skipped: ${missing}`)
       else {
         const root = buildBaseline(BEFORE_TRACING.ref, log)
-        contenders.push({ key: 'cb', label: `(c before tracing) the gateway at ${BEFORE_TRACING.ref}, ${BEFORE_TRACING.what}`, script: [...nodeFlags('gateway', root), `${root}gateway/dist/server.js`], env: await gateway({}) })
+        contenders.push({ key: 'cb', label: `(c before tracing) the gateway at ${BEFORE_TRACING.ref}, ${BEFORE_TRACING.what}`, script: [...nodeFlags('gateway'), `${root}gateway/dist/server.js`], env: await gateway({}) })
       }
     }
     log(`callgrind: ${contenders.map((c) => c.key).join(', ')} at once, ${cfg.instrWarmup} requests of warm-up, then ${cfg.instrRequests} counted, ${CONNECTIONS} connections (several minutes)`)
