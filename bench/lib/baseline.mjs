@@ -30,15 +30,22 @@ function commitOf(ref) {
   }
 }
 
-/** Why `ref` cannot be built here, or null. */
-export function baselineMissing(ref) {
-  return commitOf(ref) ? null : `commit ${ref} is not in this checkout (a shallow clone or an export): the row built from it is left out`
+/**
+ * The built tree of `ref` ({ root }, its path ending in /): exported, installed and built on first use,
+ * reused after; or { skipped } saying why not (the commit is not in this checkout, or its install or build
+ * failed), so the run goes on without the row built from it.
+ */
+export function baseline(ref, log) {
+  const commit = commitOf(ref)
+  if (!commit) return { skipped: `commit ${ref} is not in this checkout (a shallow clone or an export): the row built from it is left out` }
+  try {
+    return { root: build(ref, commit, log) }
+  } catch (err) {
+    return { skipped: `${err.message}: the row built from ${ref} is left out` }
+  }
 }
 
-/** The built tree of `ref` (its path, ending in /): exported, installed and built on first use, reused after. */
-export function buildBaseline(ref, log) {
-  const commit = commitOf(ref)
-  if (!commit) throw new Error(baselineMissing(ref))
+function build(ref, commit, log) {
   const dir = join(tmpdir(), `tollgate-bench-${commit.slice(0, 12)}`)
   const built = join(dir, '.bench-built')
   if (existsSync(built)) return `${dir}/`

@@ -19,7 +19,7 @@ import { Pool } from 'undici'
 import { CPU_LOAD, CPU_PROXY, ROOT, gatewayEnv, nodeFlags, startUpstream } from '../lib/stack.mjs'
 import { freePort, startNode, startProgram, stop, waitHttp } from '../lib/procs.mjs'
 import { benchUser } from '../lib/scenario.mjs'
-import { BEFORE_TRACING, baselineMissing, buildBaseline } from '../lib/baseline.mjs'
+import { BEFORE_TRACING, baseline } from '../lib/baseline.mjs'
 import { round } from '../lib/proc-stats.mjs'
 
 const CONNECTIONS = 10
@@ -55,10 +55,9 @@ export async function instructions(cfg, log) {
       sink = await startNode({ name: 'otlp-sink', args: [new URL('../lib/otlp-sink.mjs', import.meta.url).pathname], env: { PORT: String(port) }, cpu: CPU_LOAD, readyLine: 'listening' })
       const tracing = { OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${port}`, OTEL_TRACES_SAMPLER: 'parentbased_traceidratio', OTEL_TRACES_SAMPLER_ARG: '0.01' }
       contenders.push({ key: 'ct1', label: '(c+trace1%) the same, tracing on, sampling 1 %', script: [...nodeFlags('gateway'), `${ROOT}gateway/dist/server.js`], env: await gateway(tracing) })
-      const missing = baselineMissing(BEFORE_TRACING.ref)
-      if (missing) log(`skipped: ${missing}`)
+      const { root, skipped } = baseline(BEFORE_TRACING.ref, log)
+      if (skipped) log(`skipped: ${skipped}`)
       else {
-        const root = buildBaseline(BEFORE_TRACING.ref, log)
         contenders.push({ key: 'cb', label: `(c before tracing) the gateway at ${BEFORE_TRACING.ref}, ${BEFORE_TRACING.what}`, script: [...nodeFlags('gateway'), `${root}gateway/dist/server.js`], env: await gateway({}) })
       }
     }

@@ -15,7 +15,7 @@ import { wrkMissing } from '../lib/wrk.mjs'
 import { benchUser, check, expectStatus, measureSideBySide, ratio } from '../lib/scenario.mjs'
 import { round } from '../lib/proc-stats.mjs'
 import { routesFile } from '../lib/routes-file.mjs'
-import { BEFORE_TRACING, baselineMissing, buildBaseline } from '../lib/baseline.mjs'
+import { BEFORE_TRACING, baseline } from '../lib/baseline.mjs'
 
 export const TARGETS = { rpsRatio: 0.9, p99Ratio: 1.2, rssMB: 150, cpuRatio: 0.95, redisCpuRatio: 0.95, redisOpsPerRequest: 0.1, tracedCpuRatio: 1.05, untracedCpuRatio: 1.02 }
 
@@ -54,8 +54,6 @@ export async function throughput(cfg, log) {
   if (!tools.length) throw new Error(missingWrk)
   const missingRedis = redisMissing()
   if (missingRedis) skipped.redis = missingRedis
-  const missingBefore = cfg.tracing ? baselineMissing(BEFORE_TRACING.ref) : null
-  if (missingBefore) skipped.before = missingBefore
   for (const why of Object.values(skipped)) log(`skipped: ${why}`)
 
   const user = await benchUser()
@@ -114,9 +112,12 @@ export async function throughput(cfg, log) {
       sink = await startNode({ name: 'otlp-sink', args: [new URL('../lib/otlp-sink.mjs', import.meta.url).pathname], env: { PORT: String(port) }, cpu: CPU_LOAD, readyLine: 'listening' })
       const sinkUrl = `http://127.0.0.1:${port}`
       targets.push(asTarget('ct1', await instances(gateway(tracingEnv(sinkUrl, 0.01)))), asTarget('ct100', await instances(gateway(tracingEnv(sinkUrl, 1)))))
-      if (!missingBefore) {
-        // Tracing off against the gateway before tracing existed (issue 16: within 2 %), built from its commit.
-        const root = buildBaseline(BEFORE_TRACING.ref, log)
+      // Tracing off against the gateway before tracing existed (issue 16: within 2 %), built from its commit.
+      const { root, skipped: whyNot } = baseline(BEFORE_TRACING.ref, log)
+      if (whyNot) {
+        skipped.before = whyNot
+        log(`skipped: ${whyNot}`)
+      } else {
         const before = () => startGateway({ tasksUrl: tasks.url, authUrl: auth.url, env: { REDIS_URL: undefined }, root, waitReady: false, readyTimeoutMs: 60_000 })
         targets.push(asTarget('cb', await instances(before)))
       }
@@ -231,7 +232,7 @@ export async function throughput(cfg, log) {
       wrk: tools.includes('wrk') ? '1 thread, keep-alive, Lua script for the headers (bench/lib/wrk-load.lua)' : undefined,
       redis: missingRedis ? undefined : 'private redis-server on a free 127.0.0.1 port, CPU 0, no persistence',
       tracing: cfg.tracing ? 'OTLP/HTTP JSON to bench/lib/otlp-sink.mjs on CPU 0; parentbased_traceidratio 0.01 and 1.0; batch span processor defaults' : undefined,
-      before: cfg.tracing && !missingBefore ? `${BEFORE_TRACING.ref} (${BEFORE_TRACING.what}), exported with git archive, npm ci, npm run build (bench/lib/baseline.mjs)` : undefined,
+      before: cfg.tracing && !skipped.before ? `${BEFORE_TRACING.ref} (${BEFORE_TRACING.what}), exported with git archive, npm ci, npm run build (bench/lib/baseline.mjs)` : undefined,
     },
     skipped,
     byTool,
