@@ -6,7 +6,6 @@
  * Closing a generation stops what it started (JWKS refreshes, /docs polling)
  * and gives its upstream pools back.
  */
-import cors from '@fastify/cors'
 import swagger from '@fastify/swagger'
 import swaggerUi from '@fastify/swagger-ui'
 import type { FastifyRequest, FastifyServerOptions } from 'fastify'
@@ -15,6 +14,7 @@ import { docsEnabled } from '../admin/admin-app.js'
 import { gatewayAccessFields } from '../access-log.js'
 import { openApiDocument } from '../docs/openapi.js'
 import { securityHeaders } from '../security-headers.js'
+import { corsEveryAnswer, corsOptionsOf, installCors } from '../cors.js'
 import { buildInternalApp } from '../internal/internal-app.js'
 import { readPem, tlsOptions, trustedIssuers, trustProxy, type Config } from '../config.js'
 import { installLiveStreams, liveUpstream } from '../streams/install.js'
@@ -84,9 +84,10 @@ async function build(
     if (length !== undefined && Number(length) > bodyLimit) return new PayloadTooLarge()
     return undefined
   }
+  const cors = corsOptionsOf(definition.cors)
   const app = createService({
-    // Browser-facing hardening headers (helmet's, computed once) on every answer, router errors included.
-    responseHeaders: securityHeaders(),
+    // Browser-facing hardening headers (helmet's, computed once) and CORS's constant fields on every answer, router errors included.
+    responseHeaders: { ...securityHeaders(), ...corsEveryAnswer(cors) },
     name: 'gateway',
     logLevel: config.LOG_LEVEL,
     logStream: opts.logStream,
@@ -162,16 +163,7 @@ async function build(
   const policies = policySteps(counters.newStore, (policy) => runtime.rejections.inc({ policy }), runtime.stores)
   app.decorateRequest('rateLimitFields', null)
 
-  await app.register(cors, {
-    origin: definition.cors.origins,
-    methods: definition.cors.methods ?? ['GET', 'POST', 'PUT', 'PATCH', 'DELETE'],
-    allowedHeaders: definition.cors.allowedHeaders ?? ['Authorization', 'Content-Type', 'X-Request-Id', 'Last-Event-ID'],
-    exposedHeaders: definition.cors.exposedHeaders ?? ['X-Request-Id', 'WWW-Authenticate', 'Retry-After', 'RateLimit', 'RateLimit-Policy'],
-    credentials: false,
-    maxAge: definition.cors.maxAgeS ?? 600,
-    // An OPTIONS without Origin is no preflight: answered 204 too, never a text/plain 400 outside the envelope.
-    strictPreflight: false,
-  })
+  installCors(app, cors)
 
   // /docs: the public contract, generated from the services' route schemas.
   const docs = openApiDocument(
