@@ -15,7 +15,7 @@ import { fileURLToPath } from 'node:url'
 import Fastify from 'fastify'
 import fastifyCors from '@fastify/cors'
 import { Pool } from 'undici'
-import { corsEveryAnswer, corsOptionsOf, installCors } from '../../gateway/dist/cors.js'
+import { corsEveryAnswer, corsOptionsOf, installCors, pluginOptionsOf } from '../../gateway/dist/cors.js'
 import { securityHeaders } from '../../gateway/dist/security-headers.js'
 
 const CONNECTIONS = 10
@@ -29,17 +29,7 @@ async function serve(mode, port) {
     done()
   })
   if (mode === 'ours') installCors(app, o)
-  else {
-    await app.register(fastifyCors, {
-      origin: o.origins,
-      methods: o.methods,
-      allowedHeaders: o.allowedHeaders,
-      exposedHeaders: o.exposedHeaders,
-      credentials: false,
-      maxAge: o.maxAgeS,
-      strictPreflight: false,
-    })
-  }
+  else await app.register(fastifyCors, pluginOptionsOf(o))
   const body = JSON.stringify(Array.from({ length: 5 }, (_, i) => ({ id: i, title: 'x'.repeat(150) })))
   app.get('/api/:user_id/tasks', (_request, reply) => {
     reply.type('application/json').send(body)

@@ -44,6 +44,20 @@ export function corsOptionsOf(section: CorsSection): CorsOptions {
   }
 }
 
+/** The @fastify/cors options whose answers these are: the reference its differential test and lab compare against. */
+export function pluginOptionsOf(o: CorsOptions) {
+  return {
+    origin: o.origins,
+    methods: o.methods,
+    allowedHeaders: o.allowedHeaders,
+    exposedHeaders: o.exposedHeaders,
+    credentials: false,
+    maxAge: o.maxAgeS,
+    // An OPTIONS without Origin is answered 204 too, never a text/plain 400 outside the envelope.
+    strictPreflight: false,
+  }
+}
+
 /** The CORS fields every answer carries, whatever its request: merged into the constant response headers. */
 export function corsEveryAnswer(o: CorsOptions): Record<string, string> {
   const anyOrigin = o.origins.includes('*')

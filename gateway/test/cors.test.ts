@@ -11,7 +11,7 @@
 import t from 'tap'
 import Fastify, { type FastifyInstance } from 'fastify'
 import fastifyCors from '@fastify/cors'
-import { corsEveryAnswer, corsOptionsOf, installCors, type CorsOptions, type CorsSection } from '../src/cors.js'
+import { corsEveryAnswer, corsOptionsOf, installCors, pluginOptionsOf, type CorsOptions, type CorsSection } from '../src/cors.js'
 import { buildGateway, startUpstream, subOf, token } from './helper.js'
 
 const SECTIONS: Record<string, CorsSection> = {
@@ -82,15 +82,7 @@ async function ours(o: CorsOptions): Promise<FastifyInstance> {
 
 async function reference(o: CorsOptions): Promise<FastifyInstance> {
   const app = Fastify()
-  await app.register(fastifyCors, {
-    origin: o.origins,
-    methods: o.methods,
-    allowedHeaders: o.allowedHeaders,
-    exposedHeaders: o.exposedHeaders,
-    credentials: false,
-    maxAge: o.maxAgeS,
-    strictPreflight: false,
-  })
+  await app.register(fastifyCors, pluginOptionsOf(o))
   routes(app)
   await app.ready()
   return app
