@@ -12,9 +12,11 @@
  *
  * What never depends on the request (Vary: Origin, the exposed headers, the
  * '*' origin) joins the security headers each answer copies; the hook only
- * reflects a listed Origin and answers preflights. The one difference from
- * the plugin: answers refused before any hook (router errors, the size and
- * URL checks) carry those constant fields too.
+ * reflects a listed Origin and answers preflights. Differences from the
+ * plugin: only a genuine preflight is answered at the edge (the plugin's
+ * strictPreflight: false answered every OPTIONS, strict mode a text/plain
+ * 400); answers refused before any hook (router errors, the size and URL
+ * checks) carry the constant fields too.
  */
 import type { FastifyInstance } from 'fastify'
 
@@ -82,13 +84,19 @@ export function installCors(app: FastifyInstance, o: CorsOptions): void {
   const maxAge = String(o.maxAgeS)
   app.addHook('onRequest', (request, reply, done) => {
     const origin = request.headers.origin
-    if (origin !== undefined && !anyOrigin && listed.has(origin)) reply.header('access-control-allow-origin', origin)
-    if (request.raw.method !== 'OPTIONS') {
+    if (origin === undefined) {
       done()
       return
     }
-    // Any OPTIONS is answered as a preflight, with or without Origin: never a 404 or a
-    // text/plain 400 outside the envelope. An origin not listed gets no Allow-Origin, so the browser stops there.
+    if (!anyOrigin && listed.has(origin)) reply.header('access-control-allow-origin', origin)
+    // Only a genuine preflight (OPTIONS with Origin and Access-Control-Request-Method) skips the route's
+    // checks (SECURITY.md S-48): any other OPTIONS is a request like the rest, refused without a token on a
+    // protected path (optionsRoutes) and never answered as a preflight. An origin not listed gets no Allow-Origin,
+    // so the browser stops there.
+    if (request.raw.method !== 'OPTIONS' || request.headers['access-control-request-method'] === undefined) {
+      done()
+      return
+    }
     reply
       .header('access-control-allow-methods', allowMethods)
       .header('access-control-allow-headers', allowHeaders)
@@ -97,8 +105,10 @@ export function installCors(app: FastifyInstance, o: CorsOptions): void {
       .code(204)
       .send()
   })
-  // As the plugin does: OPTIONS on any path is a route of its own (the hook answers before its handler would run).
+  // As the plugin does: OPTIONS on any path is a route, so a preflight to any path reaches the hook; any
+  // other OPTIONS that reaches it (no route of its path declares OPTIONS or needs a token) is a 404 as an
+  // undeclared method is.
   app.options('*', { schema: { hide: true } }, (_request, reply) => {
-    reply.code(204).send()
+    reply.callNotFound()
   })
 }

@@ -108,6 +108,43 @@ t.test('request ids: a sane client id is kept, anything else replaced, and forwa
   t.match(none.headers['x-request-id'], /^[0-9a-f-]{36}$/, 'errors carry one too')
 })
 
+// SECURITY.md S-48: only a genuine preflight (OPTIONS + Origin + Access-Control-Request-Method) skips the
+// token check; any other OPTIONS is refused on a protected path and never proxied.
+t.test('S-48: only a genuine preflight skips the token check', async (t) => {
+  const up = await startUpstream(t)
+  const gw = await buildGateway(t, { TASK_SERVICE_URL: up.url, AUTH_SERVICE_URL: up.url, CORS_ORIGINS: 'https://app.example.com' })
+  const jwt = await token()
+  const sub = subOf(jwt)
+  const origin = 'https://app.example.com'
+  const cases: [string, string, Record<string, string>, number][] = [
+    ['genuine preflight', `/api/${sub}/tasks`, { origin, 'access-control-request-method': 'POST' }, 204],
+    ['genuine preflight, foreign origin', `/api/${sub}/tasks`, { origin: 'https://evil.example', 'access-control-request-method': 'GET' }, 204],
+    ['bare OPTIONS', `/api/${sub}/tasks`, {}, 401],
+    ['OPTIONS with Origin, no request method', `/api/${sub}/tasks`, { origin }, 401],
+    ['OPTIONS with a request method, no Origin', `/api/${sub}/tasks`, { 'access-control-request-method': 'GET' }, 401],
+    ['bare OPTIONS, one task', `/api/${sub}/tasks/1`, {}, 401],
+    ['bare OPTIONS, another user', '/api/someone-else/tasks', { authorization: `Bearer ${jwt}` }, 403],
+    ['bare OPTIONS with a token', `/api/${sub}/tasks`, { authorization: `Bearer ${jwt}` }, 404],
+    ['bare OPTIONS, me', '/api/auth/me', {}, 401],
+    ['bare OPTIONS, anonymous sign-in', '/api/auth/signin', {}, 404],
+    ['bare OPTIONS, unknown path', '/nope', {}, 404],
+    ['genuine preflight, unknown path', '/nope', { origin, 'access-control-request-method': 'GET' }, 204],
+  ]
+  for (const [name, url, headers, status] of cases) {
+    const res = await gw.inject({ method: 'OPTIONS', url, headers })
+    t.equal(res.statusCode, status, `${name}: ${status}`)
+    if (status === 204) {
+      t.equal(res.body, '', `${name}: no body`)
+      t.ok(res.headers['access-control-allow-methods'], `${name}: answered as a preflight`)
+    } else {
+      t.ok(isEnvelope(res.json(), status), `${name}: in the envelope`)
+      t.notOk(res.headers['access-control-allow-methods'], `${name}: not answered as a preflight`)
+    }
+    if (status === 401) t.match(String(res.headers['www-authenticate']), /^Bearer/, `${name}: the Bearer challenge`)
+  }
+  t.equal(up.seen.length, 0, 'no OPTIONS reached a service')
+})
+
 t.test('CORS: listed origins only; preflight answered at the edge', async (t) => {
   const up = await startUpstream(t)
   const gw = await buildGateway(t, { TASK_SERVICE_URL: up.url, CORS_ORIGINS: 'http://localhost:3000, https://app.example.com' })
@@ -127,9 +164,10 @@ t.test('CORS: listed origins only; preflight answered at the edge', async (t) =>
     headers: { origin: 'https://evil.example', 'access-control-request-method': 'GET' },
   })
   t.notOk(foreign.headers['access-control-allow-origin'], 'no ACAO for a foreign origin')
-  // An OPTIONS that is no preflight (no Origin): never an error outside the envelope.
+  // An OPTIONS that is no preflight (no Origin): a request like any other, refused without a token (S-48).
   const bare = await gw.inject({ method: 'OPTIONS', url })
-  t.equal(bare.statusCode, 204, 'a bare OPTIONS is answered, not refused in text/plain')
+  t.equal(bare.statusCode, 401, 'a bare OPTIONS is no preflight: the route checks its token')
+  t.ok(isEnvelope(bare.json(), 401))
   t.notOk(bare.headers['access-control-allow-origin'])
   const get = await gw.inject({ url, headers: { origin: 'https://app.example.com', authorization: `Bearer ${jwt}` } })
   t.equal(get.headers['access-control-allow-origin'], 'https://app.example.com')

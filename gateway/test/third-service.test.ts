@@ -138,3 +138,47 @@ routes:
   t.ok(up.holding > 0, 'answered while the upstream still held the request')
   up.behave.hold = false
 })
+
+t.test('OPTIONS: a route that declares it is proxied after its checks; on other protected paths the strictest route checks it, then 404', async (t) => {
+  const up = await startUpstream(t)
+  const dir = mkdtempSync(join(tmpdir(), 'tollgate-options-'))
+  const file = join(dir, 'gw.yaml')
+  writeFileSync(
+    file,
+    `issuers:
+  self: { issuer: tollgate, audience: tollgate-api, algorithms: [HS256], secret: "\${BETTER_AUTH_SECRET}" }
+upstreams:
+  auth: { targets: "\${AUTH_SERVICE_URL}" }
+cors:
+  origins: https://app.example.com
+routes:
+  - { methods: [GET, OPTIONS], path: /api/:user_id/files, upstream: auth, access: owner(user_id) }
+  - { methods: [GET], path: /api/:owner/albums, upstream: auth, access: anonymous }
+  - { methods: [POST], path: /api/:user_id/albums, upstream: auth, access: owner(user_id) }
+  - { methods: [PUT], path: /api/:id/albums, upstream: auth, access: user }
+`,
+  )
+  const gw = await buildApp(gatewayConfig({ GATEWAY_CONFIG: file, AUTH_SERVICE_URL: up.url }))
+  t.teardown(() => gw.close())
+  await gw.ready()
+  const jwt = await token()
+  const me = subOf(jwt)
+  const bearer = { authorization: `Bearer ${jwt}` }
+
+  t.equal((await gw.inject({ method: 'OPTIONS', url: `/api/${me}/files` })).statusCode, 401, 'declared OPTIONS: its token check first')
+  t.equal((await gw.inject({ method: 'OPTIONS', url: `/api/someone-else/files`, headers: bearer })).statusCode, 403, 'and its ownership')
+  const proxied = await gw.inject({ method: 'OPTIONS', url: `/api/${me}/files`, headers: bearer })
+  t.equal(proxied.statusCode, 200, 'then proxied, as declared')
+  t.equal(up.seen.at(-1)?.method, 'OPTIONS')
+  const preflight = await gw.inject({ method: 'OPTIONS', url: `/api/${me}/files`, headers: { origin: 'https://app.example.com', 'access-control-request-method': 'GET' } })
+  t.equal(preflight.statusCode, 204, 'a genuine preflight is still answered at the edge')
+  const seen = up.seen.length
+
+  // Three routes on one path shape (parameters named differently): the owner route's checks govern OPTIONS.
+  t.equal((await gw.inject({ method: 'OPTIONS', url: `/api/${me}/albums` })).statusCode, 401, 'no token: 401')
+  t.equal((await gw.inject({ method: 'OPTIONS', url: '/api/someone-else/albums', headers: bearer })).statusCode, 403, 'owner over user: 403')
+  const undeclared = await gw.inject({ method: 'OPTIONS', url: `/api/${me}/albums`, headers: bearer })
+  t.equal(undeclared.statusCode, 404, 'checks passed: 404, as any undeclared method')
+  t.equal(undeclared.json().status_code, 404)
+  t.equal(up.seen.length, seen, 'none of those reached the service')
+})

@@ -138,6 +138,41 @@ export async function registerRoutes(app: FastifyInstance, routes: ResolvedRoute
       for (const route of parsed) proxyRoute(scope, route, deps)
     })
   }
+  optionsRoutes(app, routes, deps)
+}
+
+/**
+ * OPTIONS on the path of a route that needs a token: that route's checks first, as for any request to
+ * the path, then a 404 as for any undeclared method, never proxied. Only a genuine preflight skips the
+ * checks (SECURITY.md S-48), answered by the CORS hook before any route. A path whose routes declare
+ * OPTIONS is theirs; one with several protected routes takes the strictest (owner over user).
+ */
+function optionsRoutes(app: FastifyInstance, routes: ResolvedRoute[], deps: PipelineDeps): void {
+  // find-my-way keeps one route per method and path shape, whatever its parameters are named.
+  const shapeOf = (path: string) => path.replace(/:[^/]+/g, ':')
+  const declared = new Set(routes.filter((r) => r.methods.includes('OPTIONS')).flatMap((r) => r.paths.map(shapeOf)))
+  const guarded = new Map<string, { path: string; route: ResolvedRoute }>()
+  for (const route of routes) {
+    if (route.access === 'anonymous') continue
+    for (const path of route.paths) {
+      const shape = shapeOf(path)
+      if (declared.has(shape)) continue
+      const prior = guarded.get(shape)
+      if (prior === undefined || (prior.route.access === 'user' && route.access === 'owner')) guarded.set(shape, { path, route })
+    }
+  }
+  for (const { path, route } of guarded.values()) {
+    const { onRequest } = routeHooks(route, deps)
+    app.route({
+      method: 'OPTIONS',
+      url: path,
+      schema: { hide: true },
+      ...(onRequest ? { onRequest } : {}),
+      handler: (_request, reply) => {
+        reply.callNotFound()
+      },
+    })
+  }
 }
 
 function proxyRoute(scope: FastifyInstance, route: ResolvedRoute, deps: PipelineDeps): void {
