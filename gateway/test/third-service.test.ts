@@ -39,6 +39,23 @@ async function gatewayForNotes(t: Test) {
   return { gw, notes }
 }
 
+/** A gateway on a file of the test's own: our issuer, an `auth` upstream at `authUrl`, then `rest`. */
+async function gatewayFromFile(t: Test, rest: string, authUrl: string) {
+  const file = join(mkdtempSync(join(tmpdir(), 'tollgate-file-')), 'gw.yaml')
+  writeFileSync(
+    file,
+    `issuers:
+  self: { issuer: tollgate, audience: tollgate-api, algorithms: [HS256], secret: "\${BETTER_AUTH_SECRET}" }
+upstreams:
+  auth: { targets: "\${AUTH_SERVICE_URL}" }
+${rest}`,
+  )
+  const gw = await buildApp(gatewayConfig({ GATEWAY_CONFIG: file, AUTH_SERVICE_URL: authUrl }))
+  t.teardown(() => gw.close())
+  await gw.ready()
+  return gw
+}
+
 t.test('a notes service declared in a file: authenticated, owner-checked, limited, proven', async (t) => {
   const { gw, notes } = await gatewayForNotes(t)
   const jwt = await token()
@@ -100,25 +117,17 @@ t.test('/docs merges the notes service’s OpenAPI, tagged by its upstream name'
 
 t.test('body handling comes from `body:` only; a route timeout overrides the upstream’s', async (t) => {
   const up = await startUpstream(t)
-  const dir = mkdtempSync(join(tmpdir(), 'tollgate-body-'))
-  const file = join(dir, 'gw.yaml')
-  writeFileSync(
-    file,
-    `issuers:
-  self: { issuer: tollgate, audience: tollgate-api, algorithms: [HS256], secret: "\${BETTER_AUTH_SECRET}" }
-upstreams:
-  auth: { targets: "\${AUTH_SERVICE_URL}" }
-policies:
+  const gw = await gatewayFromFile(
+    t,
+    `policies:
   ip: { key: address, limit: 1000, window_s: 60 }
 routes:
   - { methods: [POST], path: /limited-stream, upstream: auth, access: anonymous, policies: [ip] }
   - { methods: [POST], path: /parsed, upstream: auth, access: anonymous, body: json }
   - { methods: [GET], path: /slow, upstream: auth, access: anonymous, timeout_ms: 300 }
 `,
+    up.url,
   )
-  const gw = await buildApp(gatewayConfig({ GATEWAY_CONFIG: file, AUTH_SERVICE_URL: up.url }))
-  t.teardown(() => gw.close())
-  await gw.ready()
 
   const text = await gw.inject({ method: 'POST', url: '/limited-stream', headers: { 'content-type': 'text/plain' }, payload: 'not json {' })
   t.equal(text.statusCode, 200, 'a limited route still streams a body it cannot parse')
@@ -141,15 +150,9 @@ routes:
 
 t.test('OPTIONS: a route that declares it is proxied after its checks; on other protected paths the strictest route checks it, then 404', async (t) => {
   const up = await startUpstream(t)
-  const dir = mkdtempSync(join(tmpdir(), 'tollgate-options-'))
-  const file = join(dir, 'gw.yaml')
-  writeFileSync(
-    file,
-    `issuers:
-  self: { issuer: tollgate, audience: tollgate-api, algorithms: [HS256], secret: "\${BETTER_AUTH_SECRET}" }
-upstreams:
-  auth: { targets: "\${AUTH_SERVICE_URL}" }
-cors:
+  const gw = await gatewayFromFile(
+    t,
+    `cors:
   origins: https://app.example.com
 routes:
   - { methods: [GET, OPTIONS], path: /api/:user_id/files, upstream: auth, access: owner(user_id) }
@@ -157,10 +160,8 @@ routes:
   - { methods: [POST], path: /api/:user_id/albums, upstream: auth, access: owner(user_id) }
   - { methods: [PUT], path: /api/:id/albums, upstream: auth, access: user }
 `,
+    up.url,
   )
-  const gw = await buildApp(gatewayConfig({ GATEWAY_CONFIG: file, AUTH_SERVICE_URL: up.url }))
-  t.teardown(() => gw.close())
-  await gw.ready()
   const jwt = await token()
   const me = subOf(jwt)
   const bearer = { authorization: `Bearer ${jwt}` }
