@@ -84,16 +84,16 @@ export function installCors(app: FastifyInstance, o: CorsOptions): void {
   const maxAge = String(o.maxAgeS)
   app.addHook('onRequest', (request, reply, done) => {
     const origin = request.headers.origin
-    if (origin === undefined) {
+    if (!origin) {
       done()
       return
     }
     if (!anyOrigin && listed.has(origin)) reply.header('access-control-allow-origin', origin)
-    // Only a genuine preflight (OPTIONS with Origin and Access-Control-Request-Method) skips the route's
-    // checks (SECURITY.md S-48): any other OPTIONS is a request like the rest, refused without a token on a
-    // protected path (optionsRoutes) and never answered as a preflight. An origin not listed gets no Allow-Origin,
-    // so the browser stops there.
-    if (request.raw.method !== 'OPTIONS' || request.headers['access-control-request-method'] === undefined) {
+    // Only a genuine preflight (OPTIONS with a non-empty Origin and Access-Control-Request-Method, Envoy's
+    // jwt_authn test) skips the route's checks (SECURITY.md S-48): any other OPTIONS is a request like the
+    // rest, refused without a token on a protected path (optionsRoutes) and never answered as a preflight. An
+    // origin not listed gets no Allow-Origin, so the browser stops there.
+    if (request.raw.method !== 'OPTIONS' || !request.headers['access-control-request-method']) {
       done()
       return
     }

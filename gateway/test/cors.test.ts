@@ -86,9 +86,9 @@ interface Target {
   close(): Promise<unknown>
 }
 
-/** A genuine preflight: OPTIONS with Origin and Access-Control-Request-Method (Fetch standard, CORS-preflight request). */
+/** A genuine preflight: OPTIONS with a non-empty Origin and Access-Control-Request-Method (as Envoy's jwt_authn tells one). */
 const isPreflight = (r: { method: string; headers: Record<string, string> }) =>
-  r.method === 'OPTIONS' && r.headers.origin !== undefined && r.headers['access-control-request-method'] !== undefined
+  r.method === 'OPTIONS' && Boolean(r.headers.origin) && Boolean(r.headers['access-control-request-method'])
 
 /**
  * The plugin as the gateway now behaves: a genuine preflight answered at once (its `preflight: true`), any

@@ -122,6 +122,8 @@ t.test('S-48: only a genuine preflight skips the token check', async (t) => {
     ['bare OPTIONS', `/api/${sub}/tasks`, {}, 401],
     ['OPTIONS with Origin, no request method', `/api/${sub}/tasks`, { origin }, 401],
     ['OPTIONS with a request method, no Origin', `/api/${sub}/tasks`, { 'access-control-request-method': 'GET' }, 401],
+    ['OPTIONS with an empty Origin', `/api/${sub}/tasks`, { origin: '', 'access-control-request-method': 'GET' }, 401],
+    ['OPTIONS with an empty request method', `/api/${sub}/tasks`, { origin, 'access-control-request-method': '' }, 401],
     ['bare OPTIONS, one task', `/api/${sub}/tasks/1`, {}, 401],
     ['bare OPTIONS, another user', '/api/someone-else/tasks', { authorization: `Bearer ${jwt}` }, 403],
     ['bare OPTIONS with a token', `/api/${sub}/tasks`, { authorization: `Bearer ${jwt}` }, 404],
