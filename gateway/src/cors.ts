@@ -19,14 +19,10 @@
  * checks) carry the constant fields too.
  */
 import type { FastifyInstance } from 'fastify'
+import type { GatewayDefinition } from './gateway-config/load.js'
 
-export interface CorsSection {
-  origins: string[]
-  methods?: string[]
-  allowedHeaders?: string[]
-  exposedHeaders?: string[]
-  maxAgeS?: number
-}
+/** The gateway file's cors section, as the loader resolves it. */
+export type CorsSection = GatewayDefinition['cors']
 
 export interface CorsOptions {
   origins: string[]
@@ -56,7 +52,8 @@ export function pluginOptionsOf(o: CorsOptions) {
     exposedHeaders: o.exposedHeaders,
     credentials: false,
     maxAge: o.maxAgeS,
-    // An OPTIONS without Origin is answered 204 too, never a text/plain 400 outside the envelope.
+    // Its strict mode refuses a non-preflight OPTIONS in text/plain; the comparison sends those to the
+    // plugin with `preflight: false` instead (what the gateway does: leave them to the routes).
     strictPreflight: false,
   }
 }
