@@ -1,5 +1,6 @@
 /** The edge's own behaviour: envelope everywhere, upstream failures, limits, CORS, request ids. */
 import t from 'tap'
+import Fastify from 'fastify'
 import { createClock } from '@sinonjs/fake-timers'
 import { waitUntil } from '@tollgate/common/testing'
 import { buildGateway, startUpstream, subOf, token } from './helper.js'
@@ -195,4 +196,35 @@ t.test('authenticated responses are not cacheable', async (t) => {
   const jwt = await token()
   const res = await gw.inject({ url: `/api/${subOf(jwt)}/tasks`, headers: { authorization: `Bearer ${jwt}` } })
   t.equal(res.headers['cache-control'], 'no-store')
+})
+
+t.test("CORS is the gateway's: an upstream's Access-Control-* fields never reach the client (S-48)", async (t) => {
+  // A service that answers every origin, with credentials: behind the gateway, its fields must not widen the allowlist.
+  const up = Fastify()
+  up.all('/*', async (_request, reply) => {
+    reply.header('access-control-allow-origin', 'https://evil.example')
+    reply.header('access-control-allow-credentials', 'true')
+    reply.header('access-control-allow-methods', 'DELETE')
+    reply.header('access-control-allow-headers', 'x-anything')
+    reply.header('access-control-expose-headers', 'x-upstream-secret')
+    reply.header('access-control-max-age', '86400')
+    return { ok: true }
+  })
+  const upUrl = await up.listen({ port: 0, host: '127.0.0.1' })
+  t.teardown(() => up.close())
+  const jwt = await token()
+  const url = `/api/${subOf(jwt)}/tasks`
+  const upstreamFields = ['access-control-allow-credentials', 'access-control-allow-methods', 'access-control-allow-headers', 'access-control-max-age']
+  for (const CORS_ORIGINS of ['https://app.example.com', '']) {
+    const gw = await buildGateway(t, { TASK_SERVICE_URL: upUrl, CORS_ORIGINS })
+    for (const origin of ['https://evil.example', 'https://app.example.com', undefined]) {
+      const res = await gw.inject({ url, headers: { authorization: `Bearer ${jwt}`, ...(origin ? { origin } : {}) } })
+      const what = `CORS_ORIGINS '${CORS_ORIGINS}', Origin ${origin ?? 'none'}`
+      t.equal(res.statusCode, 200, what)
+      const listed = CORS_ORIGINS !== '' && origin === 'https://app.example.com'
+      t.equal(res.headers['access-control-allow-origin'], listed ? origin : undefined, `${what}: only the gateway's allowlist speaks`)
+      for (const name of upstreamFields) t.notOk(res.headers[name], `${what}: the upstream's ${name} dropped`)
+      t.notMatch(String(res.headers['access-control-expose-headers'] ?? ''), /x-upstream-secret/, `${what}: the gateway's exposed list only`)
+    }
+  }
 })

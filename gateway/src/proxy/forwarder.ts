@@ -71,6 +71,14 @@ const DROPPED_RESPONSE_HEADERS = new Set([
   'server',
   'x-powered-by',
   'x-request-id',
+  // CORS is the gateway's (cors.ts, its allowlist): a service's own fields would widen it (SECURITY.md S-48).
+  'access-control-allow-origin',
+  'access-control-allow-credentials',
+  'access-control-allow-methods',
+  'access-control-allow-headers',
+  'access-control-allow-private-network',
+  'access-control-expose-headers',
+  'access-control-max-age',
 ])
 
 /** Nothing reached the upstream's application: a broken pooled connection, or no connection at all. */
