@@ -45,6 +45,7 @@ export function createTracing(config: TracingSettings, url: string, serviceName:
   })
   const tracer = provider.getTracer('tollgate')
   const head = headDecision(samplerName, ratio)
+  const fresh = new NewTraces()
   return {
     tracer,
     serviceName,
@@ -55,16 +56,11 @@ export function createTracing(config: TracingSettings, url: string, serviceName:
         if (!head.withParent(parent.traceId, parent.sampled)) return `00-${parent.traceId}-${parent.spanId}-00`
         return tracer.startSpan(name(), SERVER, extractContext(headers))
       }
-      // A new trace: its id as four random words, decided on before any text or span is made.
-      const w0 = randomWord()
-      const w1 = randomWord()
-      const w2 = randomWord()
-      let w3 = randomWord()
-      if ((w0 | w1 | w2 | w3) === 0) w3 = 1 // never the invalid all-zero id (RandomIdGenerator's rule)
-      const traceId = hex32(w0) + hex32(w1) + hex32(w2) + hex32(w3)
-      if (!head.root((w0 ^ w1 ^ w2 ^ w3) >>> 0)) return `00-${traceId}-${randomSpanId()}-00`
+      // A new trace: its ids drawn ahead, with the decision's input, before any text or span is made for it.
+      const i = fresh.take()
+      if (!head.root(fresh.accumulated[i]!)) return fresh.traceparents[i]!
       // The SDK starts the trace with the id just decided on, so its sampler (the same one) agrees.
-      ids.next = traceId
+      ids.next = fresh.traceparents[i]!.slice(3, 35)
       try {
         return tracer.startSpan(name(), SERVER, ROOT_CONTEXT)
       } finally {
@@ -153,18 +149,58 @@ function ratioBound(ratio: number): number {
 }
 
 /**
- * Ids as RandomIdGenerator makes them (Math.random, 32 bits at a time), written as text by a table: its
- * Buffer and hex encoding took about twice as long (microbenchmark: 450 against 250 ns a new trace's
- * ids, decision and traceparent).
+ * New traces' ids, drawn BATCH at a time as RandomIdGenerator draws them (Math.random, 32 bits at a
+ * time), each kept as the traceparent a request sends on when its trace is not sampled
+ * (`00-<trace>-<span>-00`, one flat string written from a buffer) and as its trace id's four words
+ * XORed (what the ratio sampler decides on). Drawn when each request came, the ids, their text and the
+ * traceparent cost 1.7 % of an unsampled gateway request (lab: two gateways loaded at once, 14 rounds of
+ * 4 s, against a constant traceparent); drawn in a batch, the loop runs warm and a request only reads
+ * its slot.
  */
-const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, '0'))
+export class NewTraces {
+  static readonly BATCH = 64
+  readonly traceparents: string[] = new Array<string>(NewTraces.BATCH).fill('')
+  readonly accumulated = new Uint32Array(NewTraces.BATCH)
+  private readonly text = Buffer.from('00-' + '0'.repeat(32) + '-' + '0'.repeat(16) + '-00', 'latin1')
+  private next = NewTraces.BATCH
+
+  /** The slot of the next new trace. */
+  take(): number {
+    if (this.next === NewTraces.BATCH) this.draw()
+    return this.next++
+  }
+
+  private draw(): void {
+    const text = this.text
+    for (let i = 0; i < NewTraces.BATCH; i++) {
+      const w0 = randomWord()
+      const w1 = randomWord()
+      const w2 = randomWord()
+      let w3 = randomWord()
+      if ((w0 | w1 | w2 | w3) === 0) w3 = 1 // never the invalid all-zero id (RandomIdGenerator's rule)
+      const s0 = randomWord()
+      let s1 = randomWord()
+      if ((s0 | s1) === 0) s1 = 1
+      writeHex32(text, 3, w0)
+      writeHex32(text, 11, w1)
+      writeHex32(text, 19, w2)
+      writeHex32(text, 27, w3)
+      writeHex32(text, 36, s0)
+      writeHex32(text, 44, s1)
+      this.traceparents[i] = text.toString('latin1', 0, TRACEPARENT_LENGTH)
+      this.accumulated[i] = w0 ^ w1 ^ w2 ^ w3
+    }
+    this.next = 0
+  }
+}
+
+const TRACEPARENT_LENGTH = 55
 const randomWord = () => (Math.random() * 2 ** 32) >>> 0
-export const hex32 = (w: number): string => HEX[w >>> 24]! + HEX[(w >>> 16) & 255]! + HEX[(w >>> 8) & 255]! + HEX[w & 255]!
-function randomSpanId(): string {
-  const w0 = randomWord()
-  let w1 = randomWord()
-  if ((w0 | w1) === 0) w1 = 1
-  return hex32(w0) + hex32(w1)
+const HEX_DIGITS = Buffer.from('0123456789abcdef', 'latin1')
+
+/** A 32-bit word as 8 lower-case hex digits at `at`, as Buffer's hex encoding writes its bytes. */
+export function writeHex32(into: Buffer, at: number, w: number): void {
+  for (let shift = 28; shift >= 0; shift -= 4) into[at++] = HEX_DIGITS[(w >>> shift) & 15]!
 }
 
 /** The client's traceparent as the W3C propagator reads it (the first, when repeated), or null where it finds none. */

@@ -10,7 +10,7 @@ import { randomBytes } from 'node:crypto'
 import { ROOT_CONTEXT, SamplingDecision, SpanKind, trace, TraceFlags, type Context, type Span } from '@opentelemetry/api'
 import { Type } from 'typebox'
 import { loadConfig, startTracing, TRACES_SAMPLERS, tracingConfig } from '../src/index.js'
-import { headDecision, hex32, sampler } from '../src/tracing-sdk.js'
+import { headDecision, NewTraces, sampler, writeHex32 } from '../src/tracing-sdk.js'
 
 const schema = Type.Object(tracingConfig)
 const hex = (bytes: number) => randomBytes(bytes).toString('hex')
@@ -18,6 +18,12 @@ const hex = (bytes: number) => randomBytes(bytes).toString('hex')
 /** What TraceIdRatioBasedSampler accumulates from an id's text: its four 8-digit words XORed. */
 const accumulated = (traceId: string) =>
   [0, 8, 16, 24].reduce((acc, i) => (acc ^ Number.parseInt(traceId.slice(i, i + 8), 16)) >>> 0, 0)
+/** A word's 8 hex digits as Buffer writes them. */
+const hex32 = (w: number) => {
+  const b = Buffer.alloc(4)
+  b.writeUInt32BE(w)
+  return b.toString('hex')
+}
 const idOf = (words: number[]) => words.map(hex32).join('')
 const traceIdOf = (span: Span | string) => (typeof span === 'string' ? span.split('-')[1]! : span.spanContext().traceId)
 
@@ -60,15 +66,55 @@ t.test("the head decision is the SDK sampler's, for every sampler, ratio and par
 
 t.test("an id's words as text: what Buffer's hex encoding writes", async (t) => {
   const words = [0, 1, 0xf, 0x10, 0xff, 0x100, 0x7fffffff, 0x80000000, 0xfffffffe, 0xffffffff, ...Array.from({ length: 2000 }, () => randomBytes(4).readUInt32BE(0))]
+  const into = Buffer.from('xx' + '.'.repeat(8) + 'yy', 'latin1')
   for (const w of words) {
-    const b = Buffer.alloc(4)
-    b.writeUInt32BE(w)
-    if (hex32(w) !== b.toString('hex')) {
-      t.fail(`${w}: ${hex32(w)} against ${b.toString('hex')}`)
+    writeHex32(into, 2, w)
+    const text = into.toString('latin1')
+    if (text !== `xx${hex32(w)}yy`) {
+      t.fail(`${w}: ${text} against ${hex32(w)}`)
       return
     }
   }
-  t.pass(`${words.length} words`)
+  t.pass(`${words.length} words, nothing written outside their 8 digits`)
+})
+
+t.test('new traces drawn in batches: each its own valid ids, its slot holding its words XORed', async (t) => {
+  const fresh = new NewTraces()
+  const traceIds = new Set<string>()
+  const spanIds = new Set<string>()
+  const n = NewTraces.BATCH * 40 + 7 // several batches, and one begun
+  for (let k = 0; k < n; k++) {
+    const i = fresh.take()
+    const traceparent = fresh.traceparents[i]!
+    const [version, traceId, spanId, flags] = traceparent.split('-')
+    if (!/^00-[0-9a-f]{32}-[0-9a-f]{16}-00$/.test(traceparent) || version !== '00' || flags !== '00') {
+      t.fail(`not an unsampled traceparent: ${traceparent}`)
+      return
+    }
+    if (fresh.accumulated[i] !== accumulated(traceId!)) {
+      t.fail(`slot ${i}: ${fresh.accumulated[i]} against ${accumulated(traceId!)} for ${traceId}`)
+      return
+    }
+    if (!trace.isSpanContextValid({ traceId: traceId!, spanId: spanId!, traceFlags: TraceFlags.NONE })) {
+      t.fail(`invalid ids: ${traceparent}`)
+      return
+    }
+    traceIds.add(traceId!)
+    spanIds.add(spanId!)
+  }
+  t.equal(traceIds.size, n, 'every trace id new')
+  t.equal(spanIds.size, n, 'every span id new')
+  // Random words of zero (Math.random answering 0) still give valid ids: never the all-zero trace or span id.
+  const random = Math.random
+  Math.random = () => 0
+  try {
+    const zero = new NewTraces()
+    const i = zero.take()
+    t.equal(zero.traceparents[i], `00-${'0'.repeat(31)}1-${'0'.repeat(15)}1-00`, 'the last word 1, as RandomIdGenerator makes it')
+    t.equal(zero.accumulated[i], 1)
+  } finally {
+    Math.random = random
+  }
 })
 
 t.test('a request span: sampled ones from the SDK under the decided id, others only a traceparent with their ids', async (t) => {
