@@ -325,7 +325,12 @@ async function composeSuite({ host, started, ownEngine }: { host: string; starte
     for (const s of SERVICES) {
       t.equal(await inspect(ids[s]!, '{{.State.Status}} {{.State.ExitCode}}'), 'exited 0', `${s}: exited with code 0`)
       const logs = await docker(['logs', '--since', since, ids[s]!])
-      const errors = `${logs.stdout}\n${logs.stderr}`.split('\n').filter(isErrorLine)
+      // Docker runs the healthcheck until the container has exited: a pg_isready probe that lands while PostgreSQL
+      // shuts down is refused with this line (the services, stopped before it, make no connection then).
+      const errors = `${logs.stdout}\n${logs.stderr}`
+        .split('\n')
+        .filter(isErrorLine)
+        .filter((line) => !(s === 'postgres' && /FATAL: +the database system is shutting down$/.test(line)))
       t.same(errors, [], `${s}: no error line while stopping`)
     }
   })
