@@ -58,7 +58,8 @@ const TOOLS = {
 
 /**
  * Targets measured side by side: each warmed up (discarded) with every tool,
- * then the measured time split into `rounds` rounds; in each round every
+ * then the measured time split into `rounds` rounds (each slice after
+ * `sliceWarmupS` of discarded load on its instance); in each round every
  * tool loads every target in turn (autocannon a, b, c, then wrk a, b, c...),
  * the order reversed every other round, so background load on a shared
  * machine and any drift within a round fall on all of them alike and the two
@@ -78,7 +79,7 @@ const TOOLS = {
  * e.g. where the gateway counts) after it.
  * Returns { [tool]: { [target key]: run } }.
  */
-export async function measureSideBySide(targets, { headers, connections, warmupS, durationS, rounds, tools = ['autocannon'], log }) {
+export async function measureSideBySide(targets, { headers, connections, warmupS, sliceWarmupS = 0, durationS, rounds, tools = ['autocannon'], log }) {
   const machine = await waitQuiet(log)
   const instancesOf = (t) => t.instances ?? [{ url: t.url, pid: t.pid }]
   for (const tool of tools) {
@@ -104,6 +105,8 @@ export async function measureSideBySide(targets, { headers, connections, warmupS
         const instance = (r - 1) % instances.length
         const t = { ...target, ...instances[instance] }
         const a = acc[tool].get(t.key)
+        // The instance has idled since its last slice: warmed again first, so the slice measures it warm.
+        if (sliceWarmupS > 0) await TOOLS[tool].run({ url: t.url, headers, connections, durationS: sliceWarmupS }, TOOLS[tool].latencies())
         const ops0 = t.countOps ? await t.countOps() : null
         const rss = t.pid ? sampler(t.pid, 1000) : null
         const c0 = [cpuSeconds(t.pid), cpuSeconds(t.otherPid), performance.now(), mainThreadCpuSeconds(t.pid)]
