@@ -52,7 +52,7 @@ export function readConfig(argv = process.argv.slice(2), env = process.env) {
     warmupS: num('BENCH_WARMUP_S', 6, 2),
     // Throughput: each measured slice follows this much load of its own on the same process, discarded. An instance
     // idles for minutes between its slices (every other contender takes the rounds meanwhile), and its first seconds
-    // back cost all contenders 30-50 % more CPU per request (JIT and GC warming up again; lab, session 19).
+    // back cost all contenders 40-70 % more CPU per request (JIT and GC warming up again; lab, session 19, 4 min idle).
     sliceWarmupS: num('BENCH_SLICE_WARMUP_S', 2, 1),
     durationS: num('BENCH_DURATION_S', 64, 6),
     // The measured time per target is taken in this many interleaved rounds (each target in turn, the order reversed every other round).
