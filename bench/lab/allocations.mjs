@@ -11,10 +11,10 @@
  *
  *   node bench/lab/allocations.mjs      # BENCH_LAB_SECONDS (5) measured after as many warm-up, BENCH_LAB_TOP (30) rows
  */
-import { startBareProxy, startGateway, startUpstream } from '../lib/stack.mjs'
-import { benchUser } from '../lib/scenario.mjs'
-import { runWrk, wrkMissing } from '../lib/wrk.mjs'
-import { freePort, pinSelf, stopAll } from '../lib/procs.mjs'
+import { startBareProxy, startGateway } from '../lib/stack.mjs'
+import { runWrk } from '../lib/wrk.mjs'
+import { freePort } from '../lib/procs.mjs'
+import { withWrkLab } from './wrk-lab.mjs'
 
 const SECONDS = Number(process.env.BENCH_LAB_SECONDS ?? 5)
 const TOP = Number(process.env.BENCH_LAB_TOP ?? 30)
@@ -77,15 +77,7 @@ async function measure(label, start, path, headers) {
   }
 }
 
-const missing = wrkMissing()
-if (missing) throw new Error(missing)
-pinSelf()
-const user = await benchUser()
-try {
-  const tasks = await startUpstream({ name: 'tasks-upstream' })
-  const auth = await startUpstream({ name: 'auth-upstream' })
+await withWrkLab(async ({ user, tasks, auth }) => {
   await measure('(b) bare @fastify/http-proxy', (nodeArgs) => startBareProxy({ upstreamUrl: tasks.url, nodeArgs }), user.tasksPath, user.headers)
   await measure('(c) the gateway, everything on', (nodeArgs) => startGateway({ tasksUrl: tasks.url, authUrl: auth.url, nodeArgs }), user.tasksPath, user.headers)
-} finally {
-  await stopAll()
-}
+})

@@ -11,24 +11,17 @@
  *
  *   node bench/lab/idle-rewarm.mjs   # BENCH_LAB_INSTANCES (5), BENCH_LAB_ROUNDS (5), BENCH_LAB_SLICE_S (4)
  */
-import { startBareProxy, startGateway, startUpstream } from '../lib/stack.mjs'
-import { benchUser } from '../lib/scenario.mjs'
-import { runWrk, wrkMissing } from '../lib/wrk.mjs'
+import { startBareProxy, startGateway } from '../lib/stack.mjs'
+import { runWrk } from '../lib/wrk.mjs'
 import { cpuSeconds } from '../lib/proc-stats.mjs'
-import { pinSelf, stopAll } from '../lib/procs.mjs'
+import { withWrkLab } from './wrk-lab.mjs'
 
 const INSTANCES = Number(process.env.BENCH_LAB_INSTANCES ?? 5)
 const ROUNDS = Number(process.env.BENCH_LAB_ROUNDS ?? 5)
 const SLICE_S = Number(process.env.BENCH_LAB_SLICE_S ?? 4)
 const SLICES = ['A', 'B', 'C']
 
-const missing = wrkMissing()
-if (missing) throw new Error(missing)
-pinSelf()
-const user = await benchUser()
-try {
-  const tasks = await startUpstream({ name: 'tasks-upstream' })
-  const auth = await startUpstream({ name: 'auth-upstream' })
+await withWrkLab(async ({ user, tasks, auth }) => {
   const servers = []
   for (let i = 0; i < INSTANCES; i++) {
     servers.push({ key: 'b', ...(await startBareProxy({ upstreamUrl: tasks.url })) })
@@ -59,6 +52,4 @@ try {
   for (const slice of SLICES) {
     console.log(`slice ${slice}: (b) ${usPerRequest(`b${slice}`).toFixed(1)}, (c) ${usPerRequest(`c${slice}`).toFixed(1)} us/request, (b)/(c) ${(usPerRequest(`b${slice}`) / usPerRequest(`c${slice}`)).toFixed(3)}`)
   }
-} finally {
-  await stopAll()
-}
+})
