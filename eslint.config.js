@@ -27,6 +27,20 @@ export default tseslint.config(
     },
   },
   {
+    // TypeBox is loaded as one bundled module (common/src/typebox.ts): importing the package itself would
+    // load its ~680 modules again, 12 MB of heap a process.
+    files: ['*/src/**/*.ts'],
+    ignores: ['common/src/typebox.ts'],
+    rules: {
+      'no-restricted-imports': [
+        'error',
+        {
+          patterns: [{ regex: '^typebox(/|$)', message: "import TypeBox from '@tollgate/common/typebox' (one bundled module; './typebox.js' inside common)" }],
+        },
+      ],
+    },
+  },
+  {
     files: ['**/test/**', 'infra/compose-test/**', 'common/src/testing/**'],
     rules: {
       // Tests read parsed JSON bodies and a browser page's globals by path; the assertion is the type check.

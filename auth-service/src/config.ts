@@ -2,7 +2,7 @@
  * The auth-service configuration: common fragments plus what signing in needs.
  * Read once by server.ts / migrate-cli.ts; tests build their own.
  */
-import { Type, type Static } from 'typebox'
+import { Type, type Static } from '@tollgate/common/typebox'
 import { commonConfig, databaseConfig } from '@tollgate/common'
 
 export const configSchema = Type.Object({

@@ -2,7 +2,7 @@
  * Request and response schemas of /api/auth. Response schemas are per status
  * and list every field, so nothing else (a password hash) can be serialised.
  */
-import { Type } from 'typebox'
+import { Type } from '@tollgate/common/typebox'
 
 // The request bodies are shared with the gateway, which checks them first.
 export { SigninBody, SignupBody } from '@tollgate/common'

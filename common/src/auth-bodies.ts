@@ -4,7 +4,7 @@
  * so both refuse exactly the same inputs.
  */
 import type { FastifyRequest } from 'fastify'
-import { Type } from 'typebox'
+import { Type } from './typebox.js'
 
 // Emails arrive trimmed and lower-cased (normaliseEmail, a preValidation hook) before this runs.
 const Email = Type.String({ format: 'email', maxLength: 255 })

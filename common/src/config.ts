@@ -9,7 +9,7 @@ import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import envSchema from 'env-schema'
 import addFormats from 'ajv-formats'
-import { Type, type TObject, type Static } from 'typebox'
+import { Type, type TObject, type Static } from './typebox.js'
 import { TRACES_SAMPLERS, tracingConfig } from './tracing.js'
 import { describeError } from './errors.js'
 

@@ -7,7 +7,7 @@
  *
  * Imported as '@tollgate/common/contracts' (typebox only, no Fastify, no pg).
  */
-import { Type, type Static } from 'typebox'
+import { Type, type Static } from './typebox.js'
 
 /** The identity proof the gateway adds to every request it forwards (see identity.ts). */
 export const IdentityHeader = {

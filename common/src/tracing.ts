@@ -15,7 +15,7 @@
  * a loader flag, and the hand-made spans cost only what they record.
  */
 import { context, diag, DiagLogLevel, propagation, ROOT_CONTEXT, SpanStatusCode, trace, type Context, type Span, type Tracer } from '@opentelemetry/api'
-import { Type } from 'typebox'
+import { Type } from './typebox.js'
 import type { FastifyBaseLogger, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { REQUEST_ID_LOG_LABEL } from './logging.js'
 

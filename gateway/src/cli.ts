@@ -9,7 +9,7 @@
  * `${VAR}` references read the environment, with the gateway's defaults for
  * the variables it knows (as `npm start` would see them).
  */
-import { Value } from 'typebox/value'
+import { Value } from '@tollgate/common/typebox'
 import { configSchema } from './config.js'
 import { GatewayConfigError, loadGatewayFile, type GatewayDefinition } from './gateway-config/load.js'
 import { GatewayFileSchema } from './gateway-config/schema.js'

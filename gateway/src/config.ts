@@ -1,5 +1,5 @@
 /** The gateway's configuration, validated once at start (see README for each variable). */
-import { Type, type Static } from 'typebox'
+import { Type, type Static } from '@tollgate/common/typebox'
 import { readFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import { commonConfig, ConfigError } from '@tollgate/common'

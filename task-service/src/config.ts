@@ -2,7 +2,7 @@
  * The task-service's configuration: the shared fragments plus its own port and
  * whether it migrates its tables at start. Validated once by server.ts.
  */
-import { Type, type Static } from 'typebox'
+import { Type, type Static } from '@tollgate/common/typebox'
 import { commonConfig, databaseConfig } from '@tollgate/common'
 
 export const configSchema = Type.Object({

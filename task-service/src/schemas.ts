@@ -3,7 +3,7 @@
  * rules a JSON schema cannot state: a trimmed title length and characters
  * PostgreSQL cannot store.
  */
-import { Type, type Static } from 'typebox'
+import { Type, type Static } from '@tollgate/common/typebox'
 import { errors } from '@tollgate/common'
 
 export const TITLE_MAX = 200

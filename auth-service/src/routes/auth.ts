@@ -3,7 +3,7 @@
  * gateway: every route checks its signed identity proof first.
  */
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
-import { Type } from 'typebox'
+import { Type } from '@tollgate/common/typebox'
 import { errors, normaliseEmail, requireGatewayIdentity, type Identity } from '@tollgate/common'
 import type { UsersRepository } from '../repositories/users-repository.js'
 import type { RevocationsRepository } from '../repositories/revocations-repository.js'

@@ -11,7 +11,7 @@
  *   a Better Auth app whose JWTs carry no jti.
  */
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
-import { Type } from 'typebox'
+import { Type } from '@tollgate/common/typebox'
 import { errors, requireGatewayIdentity } from '@tollgate/common'
 import { RevocationFeed, ServiceTokenExchange, SubjectRevocation } from '@tollgate/common/contracts'
 import type { RevocationsRepository } from '../repositories/revocations-repository.js'

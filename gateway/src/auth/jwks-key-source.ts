@@ -19,7 +19,7 @@
  */
 import { importJWK, type JSONWebKeySet, type JWK, type JWSHeaderParameters } from 'jose'
 import type { FastifyBaseLogger } from 'fastify'
-import { Compile } from 'typebox/compile'
+import { Compile } from '@tollgate/common/typebox'
 import { Jwks } from '@tollgate/common/contracts'
 
 type CryptoKey = import('node:crypto').webcrypto.CryptoKey

@@ -1,7 +1,7 @@
 /** Reads the auth-service's revocation feed over the gateway's pooled connection, as the gateway itself. */
 import { randomUUID } from 'node:crypto'
 import type { Dispatcher } from 'undici'
-import { Compile } from 'typebox/compile'
+import { Compile } from '@tollgate/common/typebox'
 import { REQUEST_ID_HEADER, signIdentity } from '@tollgate/common'
 import { RevocationFeed, type RevocationPage } from '@tollgate/common/contracts'
 

@@ -8,7 +8,7 @@
  */
 import { readFileSync } from 'node:fs'
 import { isScalar, LineCounter, parseDocument, type Document } from 'yaml'
-import { Value } from 'typebox/value'
+import { Value } from '@tollgate/common/typebox'
 import { ConfigError, SigninBody, SignupBody } from '@tollgate/common'
 import { GatewayFileSchema, type GatewayFile, type IssuerDecl, type PolicyDecl, type RouteDecl } from './schema.js'
 

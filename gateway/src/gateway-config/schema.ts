@@ -5,7 +5,7 @@
  * so editors complete the file. Values may be `${VAR}` or `${VAR:-default}`
  * references, resolved before this schema is checked.
  */
-import { Type, type Static } from 'typebox'
+import { Type, type Static } from '@tollgate/common/typebox'
 
 const Name = Type.String({ pattern: '^[a-z][a-z0-9_-]*$', maxLength: 64, description: 'lower-case letters, digits, - and _' })
 const Method = Type.Union(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'].map((m) => Type.Literal(m)))

@@ -14,7 +14,7 @@ import { PassThrough } from 'node:stream'
 import type { FastifyRequest } from 'fastify'
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { WebSocket } from 'ws'
-import { Type } from 'typebox'
+import { Type } from '@tollgate/common/typebox'
 import { errors, ErrorCode, HttpError } from '@tollgate/common'
 import { errorResponses, TaskSchema, UserParams } from '../schemas.js'
 import {

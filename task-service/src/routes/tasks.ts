@@ -3,7 +3,7 @@
  * routes (signed identity proof), and only for the user named in the path.
  */
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
-import { Type } from 'typebox'
+import { Type } from '@tollgate/common/typebox'
 import { errors, requireGatewayIdentity, type Identity } from '@tollgate/common'
 import type { TaskChanges, TasksRepository } from '../repositories/tasks-repository.js'
 import type { TaskEventHub } from '../events/task-events.js'
