@@ -22,6 +22,7 @@ import { clientErrorResponse, installErrorEnvelope, toEnvelope } from './errors.
 import { readinessHandler } from './readiness.js'
 import { installJsonBodyParser } from './json-body.js'
 import { lingerOnRefusal } from './refused-upload.js'
+import { replyHeaderSetter } from './reply-headers.js'
 import { accessLine, writeAccessLine, genReqId, loggerOptions, REQUEST_ID_HEADER, REQUEST_ID_LOG_LABEL, stdoutDestination, type AccessLogExtension } from './logging.js'
 import { createMetricsKit, installMetrics, type MetricsKit } from './metrics.js'
 import { installTracing, type Tracing } from './tracing.js'
@@ -129,12 +130,11 @@ export function createService(opts: ServiceOptions): App {
 
   // Callback-style hooks on the hot path, cheaper than async ones, and one per phase: each hook is a step of
   // Fastify's hook runner for every request.
-  const hasResponseHeaders = Object.keys(responseHeaders).length > 0
+  const setResponseHeaders = replyHeaderSetter(responseHeaders, REQUEST_ID_HEADER)
   const admit = opts.admit
   app.addHook('onRequest', (request, reply, done) => {
+    setResponseHeaders(reply, request.id)
     if (tracing !== null) tracing.begin(request, reply)
-    if (hasResponseHeaders) reply.headers(responseHeaders)
-    reply.header(REQUEST_ID_HEADER, request.id)
     done(admit === undefined ? undefined : admit(request))
   })
   // Draining: answers to requests still in flight tell the client to close the

@@ -31,6 +31,7 @@ import type { Dispatcher } from 'undici'
 import type { FastifyReply } from 'fastify'
 import { errors } from '@tollgate/common'
 import { sendUpstreamFailure, type UpstreamErrorCounter } from './upstream.js'
+import { fieldName } from './field-names.js'
 import type { Member } from '../upstreams/member.js'
 
 /** What the access line reads of a forwarded request (see access-log.ts). */
@@ -305,7 +306,7 @@ export function createForwarder(opts: ForwarderOptions): Forward {
       const hopByHop = connectionFields(rawHeaders)
       const upstreamKeys = this.upstreamKeys
       for (let i = 0; i < rawHeaders.length; i += 2) {
-        const key = rawHeaders[i]!.toString('latin1').toLowerCase()
+        const key = fieldName(rawHeaders[i]!)
         if (key === 'content-length') {
           this.declaredLength = rawHeaders[i + 1]!.toString('latin1')
           continue
@@ -482,7 +483,7 @@ function isEventStream(value: unknown): boolean {
 function connectionFields(rawHeaders: Buffer[]): string[] | null {
   for (let i = 0; i < rawHeaders.length; i += 2) {
     const key = rawHeaders[i]!
-    if (key.length !== 10 || key.toString('latin1').toLowerCase() !== 'connection') continue
+    if (key.length !== 10 || fieldName(key) !== 'connection') continue
     const value = rawHeaders[i + 1]!.toString('latin1').toLowerCase()
     if (value === 'keep-alive' || value === 'close') return null
     return value.split(',').map((f) => f.trim())
