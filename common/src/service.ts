@@ -81,7 +81,8 @@ export const ONE_MIB = 1024 * 1024
 
 export function createService(opts: ServiceOptions): App {
   const logger = loggerOptions(opts.logLevel, opts.name)
-  const responseHeaders = opts.responseHeaders ?? {}
+  // The fields every answer carries and its request id, on a route's answer and on the router's refusals alike.
+  const setResponseHeaders = replyHeaderSetter(opts.responseHeaders ?? {}, REQUEST_ID_HEADER)
   const app = Fastify({
     logger: { ...(logger as object), stream: opts.logStream ?? stdoutDestination() },
     genReqId,
@@ -112,8 +113,7 @@ export function createService(opts: ServiceOptions): App {
     // maxParamLength) skip every hook: answer them in the envelope here, without the input.
     frameworkErrors(error: Error, request: FastifyRequest, reply: FastifyReply) {
       const { status, body } = toEnvelope(error)
-      reply.headers(responseHeaders)
-      reply.header(REQUEST_ID_HEADER, request.id)
+      setResponseHeaders(reply, request.id)
       request.log.info({ method: request.method, code: body.error_code, status }, 'request rejected by the router')
       lingerOnRefusal(request, reply)
       reply.code(status).type('application/json; charset=utf-8').send(body)
@@ -130,7 +130,6 @@ export function createService(opts: ServiceOptions): App {
 
   // Callback-style hooks on the hot path, cheaper than async ones, and one per phase: each hook is a step of
   // Fastify's hook runner for every request.
-  const setResponseHeaders = replyHeaderSetter(responseHeaders, REQUEST_ID_HEADER)
   const admit = opts.admit
   app.addHook('onRequest', (request, reply, done) => {
     setResponseHeaders(reply, request.id)

@@ -1,12 +1,12 @@
 /**
- * The forwarder's field names (src/proxy/field-names.ts): whatever bytes an
+ * The forwarder's field names (src/proxy/field-names.ts, with its dropped fields): whatever bytes an
  * upstream sends as a name, the result is exactly what
  * `buf.toString('latin1').toLowerCase()` gives, and a common name comes back as
  * the same constant string whatever its case.
  */
 import t from 'tap'
 import { randomInt } from 'node:crypto'
-import { fieldName } from '../src/proxy/field-names.js'
+import { fieldName } from '../src/proxy/forwarder.js'
 
 const reference = (raw: Buffer) => raw.toString('latin1').toLowerCase()
 const COMMON = ['content-type', 'content-length', 'date', 'connection', 'keep-alive', 'cache-control', 'vary', 'set-cookie', 'etag', 'x-request-id', 'access-control-allow-origin', 'transfer-encoding', 'te', 'ratelimit-policy']

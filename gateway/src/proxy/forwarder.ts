@@ -31,7 +31,7 @@ import type { Dispatcher } from 'undici'
 import type { FastifyReply } from 'fastify'
 import { errors } from '@tollgate/common'
 import { sendUpstreamFailure, type UpstreamErrorCounter } from './upstream.js'
-import { fieldName } from './field-names.js'
+import { COMMON_ANSWER_FIELDS, fieldNameReader } from './field-names.js'
 import type { Member } from '../upstreams/member.js'
 
 /** What the access line reads of a forwarded request (see access-log.ts). */
@@ -81,6 +81,9 @@ const DROPPED_RESPONSE_HEADERS = new Set([
   'access-control-expose-headers',
   'access-control-max-age',
 ])
+
+/** An answer's field names in lower case, the dropped and the common ones as constant strings (field-names.ts). */
+export const fieldName = fieldNameReader([...DROPPED_RESPONSE_HEADERS, ...COMMON_ANSWER_FIELDS])
 
 /** Nothing reached the upstream's application: a broken pooled connection, or no connection at all. */
 const RETRYABLE = new Set(['UND_ERR_SOCKET', 'ECONNRESET', 'ECONNREFUSED', 'UND_ERR_CONNECT_TIMEOUT'])
