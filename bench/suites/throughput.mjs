@@ -17,7 +17,7 @@ import { round } from '../lib/proc-stats.mjs'
 import { routesFile } from '../lib/routes-file.mjs'
 import { BEFORE_TRACING, baseline } from '../lib/baseline.mjs'
 
-export const TARGETS = { rpsRatio: 0.9, p99Ratio: 1.2, rssMB: 150, cpuRatio: 0.95, redisCpuRatio: 0.95, redisOpsPerRequest: 0.1, tracedCpuRatio: 1.05, untracedCpuRatio: 1.02 }
+export const TARGETS = { rpsRatio: 0.9, p99Ratio: 1.2, rssMB: 150, cpuRatio: 0.95, redisCpuRatio: 0.95, redisOpsPerRequest: 0.1, tracedCpuRatio: 1.05, untracedCpuRatio: 1.02, manyRoutesCpuRatio: 1.05 }
 
 export const LABELS = {
   a: '(a) upstream direct',
@@ -159,6 +159,9 @@ export async function throughput(cfg, log) {
         cpu_per_request_1k_routes_over_c: ratio(c1k.serverCpuUsPerRequest, c.serverCpuUsPerRequest),
         rss_max_mb_1k_routes_over_c: ratio(c1k.serverRssMB?.max, c.serverRssMB?.max),
       })
+      checks.push(
+        check(`1k-routes-cpu:${tool}`, `(c ${MANY_ROUTES} routes) CPU per request / (c) CPU per request, ${tool}`, `<= ${TARGETS.manyRoutesCpuRatio}`, ratios.cpu_per_request_1k_routes_over_c, ratios.cpu_per_request_1k_routes_over_c <= TARGETS.manyRoutesCpuRatio),
+      )
     }
     if (cr) {
       Object.assign(ratios, {
