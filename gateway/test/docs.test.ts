@@ -59,3 +59,43 @@ t.test('with the services down, /docs still answers (the gateway’s own view)',
   t.equal(res.statusCode, 200)
   t.ok(res.json().paths['/api/{user_id}/tasks'].get, 'routes listed even before their schemas are known')
 })
+
+t.test('the document is built when asked for, and again only after an upstream document changed', async (t) => {
+  const { createServer } = await import('node:http')
+  const { Pool } = await import('undici')
+  const { openApiDocument, mergeOpenApi } = await import('../src/docs/openapi.js')
+  let served = { openapi: '3.0.3', paths: { '/api/{user_id}/tasks': { get: { summary: 'first', responses: { '200': { description: 'ok' } } } } } }
+  let fetches = 0
+  const server = createServer((_req, res) => {
+    fetches++
+    res.setHeader('content-type', 'application/json')
+    res.end(JSON.stringify(served))
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => server.close())
+  const pool = new Pool(`http://127.0.0.1:${(server.address() as { port: number }).port}`)
+  t.teardown(() => pool.close())
+  const { routes } = loadGatewayFile(bundledGatewayFile, gatewayVariables(gatewayConfig(), {}))
+  const log = { debug() {} } as never
+  const docs = openApiDocument([{ name: 'tasks', pool, path: '/openapi.json' }], routes, log)
+
+  t.equal(docs.builds(), 0, 'nothing built at start')
+  await docs.refresh()
+  await docs.refresh()
+  t.equal(fetches, 2)
+  t.equal(docs.builds(), 0, 'fetching does not build it')
+  const first = docs.current()
+  t.equal(first.paths['/api/{user_id}/tasks'].get.summary, 'first')
+  t.same(first, mergeOpenApi({ tasks: JSON.parse(JSON.stringify(served)) }, routes, first.tags), 'the merged document, unchanged by the compaction')
+  t.equal(docs.current(), first, 'asked again: the same document')
+  await docs.refresh()
+  t.equal(docs.current(), first, 'the upstream document unchanged: not rebuilt')
+  t.equal(docs.builds(), 1)
+
+  served = { ...served, paths: { '/api/{user_id}/tasks': { get: { summary: 'second', responses: { '200': { description: 'ok' } } } } } }
+  await docs.refresh()
+  t.equal(docs.current().paths['/api/{user_id}/tasks'].get.summary, 'second', 'a changed document is merged again')
+  t.equal(docs.builds(), 2)
+  const list = docs.current().paths['/api/{user_id}/tasks'].get
+  for (const status of ['200', '401', '403', '429', '502', '503', '504']) t.ok(list.responses[status], `documents ${status}`)
+})
