@@ -7,7 +7,7 @@
 import { parentPort, workerData } from 'node:worker_threads'
 import { convertLegacyHttpOptions, createOtlpHttpExportDelegate } from '@opentelemetry/otlp-exporter-base/node-http'
 import { JsonTraceSerializer } from '@opentelemetry/otlp-transformer'
-import type { ExportBatch, ExportOutcome } from './trace-export.js'
+import { ownBuffer, type ExportBatch, type ExportOutcome } from './trace-export.js'
 
 const { url } = workerData as { url: string }
 
@@ -31,7 +31,9 @@ parentPort!.on('message', (batch: ExportBatch) => {
       id: batch.id,
       ok: result.code === 0,
       ...(e === undefined ? {} : { error: e.message, ...(typeof e.code === 'string' ? { code: e.code } : {}) }),
+      body: batch.body,
     }
-    parentPort!.postMessage(outcome)
+    // The bytes go back to be freed by the main thread's frequent collections (see WorkerSpanExporter.export).
+    parentPort!.postMessage(outcome, ownBuffer(batch.body))
   })
 })
