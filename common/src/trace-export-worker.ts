@@ -31,9 +31,15 @@ parentPort!.on('message', (batch: ExportBatch) => {
       id: batch.id,
       ok: result.code === 0,
       ...(e === undefined ? {} : { error: e.message, ...(typeof e.code === 'string' ? { code: e.code } : {}) }),
-      body: batch.body,
     }
-    // The bytes go back to be freed by the main thread's frequent collections (see WorkerSpanExporter.export).
-    parentPort!.postMessage(outcome, ownBuffer(batch.body))
+    // After a 2xx the collector has read every byte, so no write of ours still reads them: they go back to be freed
+    // by the main thread's frequent collections (see WorkerSpanExporter.export). After a failure (an early refusal,
+    // a timeout) a write may still hold them; they stay here, for this thread's collector.
+    if (outcome.ok) {
+      outcome.body = batch.body
+      parentPort!.postMessage(outcome, ownBuffer(batch.body))
+    } else {
+      parentPort!.postMessage(outcome)
+    }
   })
 })

@@ -26,7 +26,7 @@ export interface ExportBatch {
   spans: number
 }
 
-/** The worker's answer for one batch, with the batch's bytes handed back (see WorkerSpanExporter.export). */
+/** The worker's answer for one batch, with the batch's bytes handed back when it was sent (see WorkerSpanExporter.export). */
 export interface ExportOutcome {
   id: number
   ok: boolean
@@ -68,7 +68,7 @@ export class WorkerSpanExporter implements SpanExporter {
     const id = this.nextId++
     this.pending.set(id, resultCallback)
     const batch: ExportBatch = { id, body, spans: spans.length }
-    // The bytes move to the worker and come back with its answer, to be freed here. Left in the worker, they
+    // The bytes move to the worker and come back with its answer when sent, to be freed here. Left in the worker, they
     // would wait for its garbage collector, which its little JavaScript rarely wakes: V8 collects for external
     // memory only every 64 MB, and a gateway at 1 % sampling grew by that much over minutes (lab, smaps).
     this.worker.postMessage(batch, ownBuffer(body))

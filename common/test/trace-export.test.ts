@@ -134,3 +134,14 @@ t.test("a batch's bytes move to the worker and come back with its answer, so the
   t.equal(sent[0]!.body.byteLength, 0, 'moved to the worker, not copied (detached here)')
   t.same(back, [sent[0]!.length], 'the same bytes back with the answer')
 })
+
+t.test("a refused batch's bytes stay in the worker: a write of them may still be pending after an early answer", async (t) => {
+  const otlp = await receiver(t, (_n, res) => res.writeHead(400, { 'content-type': 'application/json' }).end('{}'))
+  const exporter = new WorkerSpanExporter(otlp.url)
+  t.teardown(() => exporter.shutdown())
+  const worker = (exporter as unknown as { worker: import('node:worker_threads').Worker }).worker
+  const back: (Uint8Array | undefined)[] = []
+  worker.on('message', (outcome: { body?: Uint8Array }) => back.push(outcome.body))
+  t.equal((await exported(exporter, spans('refused'))).code, ExportResultCode.FAILED)
+  t.same(back, [undefined], 'the answer carries no bytes')
+})
