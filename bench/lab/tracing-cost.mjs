@@ -1,0 +1,108 @@
+/**
+ * Lab (not part of `npm run bench`): what tracing costs the gateway per
+ * request, measured so that the machine's speed swings cancel out. Every
+ * variant runs as BENCH_LAB_INSTANCES processes on the proxy CPU, and all of
+ * them are loaded at once, each by its own wrk, for BENCH_LAB_ROUNDS slices
+ * of BENCH_LAB_SLICE_S seconds: a slow minute slows them all alike. CPU per
+ * request is user + sys of the whole process over the slice (as in the
+ * bench), divided by the answers wrk counted; each variant is reported as
+ * the ratio of its CPU per request to the tracing-off processes', over all
+ * its processes, with the spread between its own processes (two processes of
+ * one build differ by a few per cent for their whole life, so a single
+ * process per variant decides nothing near a 5 % target).
+ *
+ * Variants (arguments; default `off 1%`): `off`, or a sampling ratio in per
+ * cent (`0%`, `1%`, `10%`, `100%`), OTLP/HTTP to a local sink as in the
+ * bench; `NAME=VALUE` pairs after a colon set more of the gateway's
+ * environment (`1%:OTEL_BSP_SCHEDULE_DELAY=200`). Needs wrk and a build.
+ *
+ *   node bench/lab/tracing-cost.mjs [variant ...]   # BENCH_LAB_INSTANCES (2), BENCH_LAB_ROUNDS (12), BENCH_LAB_SLICE_S (5), BENCH_LAB_CONNECTIONS (16)
+ */
+import { spawn } from 'node:child_process'
+import { CPU_LOAD, startGateway } from '../lib/stack.mjs'
+import { cpuSeconds, round } from '../lib/proc-stats.mjs'
+import { freePort, startNode } from '../lib/procs.mjs'
+import { withWrkLab } from './wrk-lab.mjs'
+
+const INSTANCES = Number(process.env.BENCH_LAB_INSTANCES ?? 2)
+const ROUNDS = Number(process.env.BENCH_LAB_ROUNDS ?? 12)
+const SLICE_S = Number(process.env.BENCH_LAB_SLICE_S ?? 5)
+const CONNECTIONS = Number(process.env.BENCH_LAB_CONNECTIONS ?? 16)
+const HEADERS_SCRIPT = new URL('./wrk-headers.lua', import.meta.url).pathname
+const variants = process.argv.slice(2).length ? process.argv.slice(2) : ['off', '1%']
+if (variants[0] !== 'off') variants.unshift('off')
+
+/**
+ * wrk with the headers only, counting the answers from its report. Not the bench's runWrk: its
+ * histogram line, printed by several wrk processes ending at once, came out cut short.
+ */
+function wrkCount({ url, headers, durationS }) {
+  const lines = Object.entries(headers)
+    .map(([k, v]) => `${k}: ${v}`)
+    .join('\n')
+  return new Promise((resolve, reject) => {
+    const child = spawn('wrk', ['-t', '1', '-c', String(CONNECTIONS), '-d', `${durationS}s`, '-s', HEADERS_SCRIPT, url], {
+      env: { ...process.env, BENCH_WRK_HEADERS: lines },
+      stdio: ['ignore', 'pipe', 'ignore'],
+    })
+    let out = ''
+    child.stdout.setEncoding('utf8').on('data', (c) => (out += c))
+    child.on('error', reject)
+    child.on('exit', () => {
+      const answers = /(\d+) requests in/.exec(out)
+      if (!answers || /Non-2xx|Socket errors/.test(out)) reject(new Error(`wrk: ${out.slice(-400)}`))
+      else resolve(Number(answers[1]))
+    })
+  })
+}
+
+await withWrkLab(async ({ user, tasks, auth }) => {
+  const port = await freePort()
+  await startNode({ name: 'otlp-sink', args: [new URL('../lib/otlp-sink.mjs', import.meta.url).pathname], env: { PORT: String(port) }, cpu: CPU_LOAD, readyLine: 'listening' })
+  const envOf = (variant) => {
+    const [base, extra = ''] = variant.split(':')
+    const env = {}
+    if (base !== 'off') {
+      const percent = /^(\d+(?:\.\d+)?)%$/.exec(base)
+      if (!percent) throw new Error(`variant ${variant}: off, or a sampling ratio such as 1%`)
+      Object.assign(env, {
+        OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${port}`,
+        OTEL_TRACES_SAMPLER: 'parentbased_traceidratio',
+        OTEL_TRACES_SAMPLER_ARG: String(Number(percent[1]) / 100),
+      })
+    }
+    for (const pair of extra.split(',').filter(Boolean)) {
+      const eq = pair.indexOf('=')
+      env[pair.slice(0, eq)] = pair.slice(eq + 1)
+    }
+    return env
+  }
+  const processes = []
+  for (let i = 0; i < INSTANCES; i++) {
+    for (const variant of variants) {
+      const gw = await startGateway({ tasksUrl: tasks.url, authUrl: auth.url, env: { REDIS_URL: undefined, ...envOf(variant) }, readyTimeoutMs: 60_000 })
+      processes.push({ variant, url: gw.url + user.tasksPath, pid: gw.proc.pid, cpu: 0, answers: 0 })
+    }
+  }
+  const loadAll = (durationS) => Promise.all(processes.map((p) => wrkCount({ url: p.url, headers: user.headers, durationS })))
+  console.log(`${processes.length} gateways (${INSTANCES} per variant), loaded at once: 8 s warm-up, then ${ROUNDS} slices of ${SLICE_S} s`)
+  await loadAll(8)
+  for (let r = 0; r < ROUNDS; r++) {
+    const before = processes.map((p) => cpuSeconds(p.pid))
+    const answers = await loadAll(SLICE_S)
+    processes.forEach((p, i) => {
+      p.cpu += cpuSeconds(p.pid) - before[i]
+      p.answers += answers[i]
+    })
+  }
+  const usPerRequest = (list) => (1e6 * list.reduce((s, p) => s + p.cpu, 0)) / list.reduce((s, p) => s + p.answers, 0)
+  const off = usPerRequest(processes.filter((p) => p.variant === 'off'))
+  for (const variant of variants) {
+    const own = processes.filter((p) => p.variant === variant)
+    const each = own.map((p) => usPerRequest([p]))
+    console.log(
+      `${variant.padEnd(12)} ${round(usPerRequest(own), 1)} us/request, / off ${round(usPerRequest(own) / off, 3)}` +
+        ` (processes: ${each.map((x) => round(x / off, 3)).join(', ')}; spread ${round(Math.max(...each) / Math.min(...each), 3)})`,
+    )
+  }
+})
