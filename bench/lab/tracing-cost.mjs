@@ -32,10 +32,7 @@ const HEADERS_SCRIPT = new URL('./wrk-headers.lua', import.meta.url).pathname
 const variants = process.argv.slice(2).length ? process.argv.slice(2) : ['off', '1%']
 if (variants[0] !== 'off') variants.unshift('off')
 
-/**
- * wrk with the headers only, counting the answers from its report. Not the bench's runWrk: its
- * histogram line, printed by several wrk processes ending at once, came out cut short.
- */
+/** wrk with the headers only, counting the answers from its report (the bench's runWrk also merges latency histograms). */
 function wrkCount({ url, headers, durationS }) {
   const lines = Object.entries(headers)
     .map(([k, v]) => `${k}: ${v}`)
@@ -43,14 +40,15 @@ function wrkCount({ url, headers, durationS }) {
   return new Promise((resolve, reject) => {
     const child = spawn('wrk', ['-t', '1', '-c', String(CONNECTIONS), '-d', `${durationS}s`, '-s', HEADERS_SCRIPT, url], {
       env: { ...process.env, BENCH_WRK_HEADERS: lines },
-      stdio: ['ignore', 'pipe', 'ignore'],
+      stdio: ['ignore', 'pipe', 'pipe'],
     })
     let out = ''
     child.stdout.setEncoding('utf8').on('data', (c) => (out += c))
+    child.stderr.setEncoding('utf8').on('data', (c) => (out += c))
     child.on('error', reject)
-    child.on('exit', () => {
+    child.on('close', (code, signal) => {
       const answers = /(\d+) requests in/.exec(out)
-      if (!answers || /Non-2xx|Socket errors/.test(out)) reject(new Error(`wrk: ${out.slice(-400)}`))
+      if (!answers || /Non-2xx|Socket errors/.test(out)) reject(new Error(`wrk (exit ${code ?? signal}): ${out.slice(-400)}`))
       else resolve(Number(answers[1]))
     })
   })
@@ -87,9 +85,18 @@ await withWrkLab(async ({ user, tasks, auth }) => {
   const loadAll = (durationS) => Promise.all(processes.map((p) => wrkCount({ url: p.url, headers: user.headers, durationS })))
   console.log(`${processes.length} gateways (${INSTANCES} per variant), loaded at once: 8 s warm-up, then ${ROUNDS} slices of ${SLICE_S} s`)
   await loadAll(8)
-  for (let r = 0; r < ROUNDS; r++) {
+  for (let r = 0, failed = 0; r < ROUNDS; r++) {
     const before = processes.map((p) => cpuSeconds(p.pid))
-    const answers = await loadAll(SLICE_S)
+    let answers
+    try {
+      answers = await loadAll(SLICE_S)
+    } catch (err) {
+      // A wrk that failed leaves its process's slice uncounted: the whole slice is discarded and run again.
+      if (++failed > 3) throw err
+      console.log(`slice discarded: ${err.message}`)
+      r--
+      continue
+    }
     processes.forEach((p, i) => {
       p.cpu += cpuSeconds(p.pid) - before[i]
       p.answers += answers[i]

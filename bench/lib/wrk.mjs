@@ -79,7 +79,9 @@ export async function runWrk(opts, { histogram = new Histogram() } = {}) {
     child.stdout.setEncoding('utf8').on('data', (c) => (out += c))
     child.stderr.setEncoding('utf8').on('data', (c) => (err += c))
     child.on('error', reject)
-    child.on('exit', (code) => (code === 0 ? resolve(out) : reject(new Error(`wrk exited with ${code}: ${(err || out).slice(-500)}`))))
+    // 'close', not 'exit': at 'exit' wrk's last output may still be unread in the pipe (seen with several wrk
+    // processes ending at once: the result line missing or cut short).
+    child.on('close', (code) => (code === 0 ? resolve(out) : reject(new Error(`wrk exited with ${code}: ${(err || out).slice(-500)}`))))
   })
   return parseWrk(text, opts, histogram)
 }
