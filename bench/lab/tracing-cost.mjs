@@ -13,8 +13,9 @@
  *
  * Variants (arguments; default `off 1%`): `off`, or a sampling ratio in per
  * cent (`0%`, `1%`, `10%`, `100%`), OTLP/HTTP to a local sink as in the
- * bench; `NAME=VALUE` pairs after a colon set more of the gateway's
- * environment (`1%:OTEL_BSP_SCHEDULE_DELAY=200`). Needs wrk and a build.
+ * bench; after a colon, comma-separated `NAME=VALUE` pairs set more of the
+ * gateway's environment and `--flags` go to node (`1%:OTEL_BSP_SCHEDULE_DELAY=200`,
+ * `off:--max-semi-space-size=32`). Needs wrk and a build.
  *
  *   node bench/lab/tracing-cost.mjs [variant ...]   # BENCH_LAB_INSTANCES (2), BENCH_LAB_ROUNDS (12), BENCH_LAB_SLICE_S (5), BENCH_LAB_CONNECTIONS (16)
  */
@@ -69,16 +70,22 @@ await withWrkLab(async ({ user, tasks, auth }) => {
         OTEL_TRACES_SAMPLER_ARG: String(Number(percent[1]) / 100),
       })
     }
+    const nodeArgs = []
     for (const pair of extra.split(',').filter(Boolean)) {
+      if (pair.startsWith('--')) {
+        nodeArgs.push(pair)
+        continue
+      }
       const eq = pair.indexOf('=')
       env[pair.slice(0, eq)] = pair.slice(eq + 1)
     }
-    return env
+    return { env, nodeArgs }
   }
   const processes = []
   for (let i = 0; i < INSTANCES; i++) {
     for (const variant of variants) {
-      const gw = await startGateway({ tasksUrl: tasks.url, authUrl: auth.url, env: { REDIS_URL: undefined, ...envOf(variant) }, readyTimeoutMs: 60_000 })
+      const { env, nodeArgs } = envOf(variant)
+      const gw = await startGateway({ tasksUrl: tasks.url, authUrl: auth.url, env: { REDIS_URL: undefined, ...env }, nodeArgs, readyTimeoutMs: 60_000 })
       processes.push({ variant, url: gw.url + user.tasksPath, pid: gw.proc.pid, cpu: 0, answers: 0 })
     }
   }
