@@ -5,7 +5,8 @@
  * them are loaded at once, each by its own wrk, for BENCH_LAB_ROUNDS slices
  * of BENCH_LAB_SLICE_S seconds: a slow minute slows them all alike. CPU per
  * request is user + sys of the whole process over the slice (as in the
- * bench), divided by the answers wrk counted; each variant is reported as
+ * bench), divided by the answers wrk counted (also shown apart, with minor
+ * page faults and context switches per request); each variant is reported as
  * the ratio of its CPU per request to the tracing-off processes', over all
  * its processes, with the spread between its own processes (two processes of
  * one build differ by a few per cent for their whole life, so a single
@@ -19,9 +20,10 @@
  *
  *   node bench/lab/tracing-cost.mjs [variant ...]   # BENCH_LAB_INSTANCES (2), BENCH_LAB_ROUNDS (12), BENCH_LAB_SLICE_S (5), BENCH_LAB_CONNECTIONS (16)
  */
-import { spawn } from 'node:child_process'
+import { execFileSync, spawn } from 'node:child_process'
+import { readFileSync, readdirSync } from 'node:fs'
 import { CPU_LOAD, startGateway } from '../lib/stack.mjs'
-import { cpuSeconds, round } from '../lib/proc-stats.mjs'
+import { round } from '../lib/proc-stats.mjs'
 import { freePort, startNode } from '../lib/procs.mjs'
 import { withWrkLab } from './wrk-lab.mjs'
 
@@ -32,6 +34,27 @@ const CONNECTIONS = Number(process.env.BENCH_LAB_CONNECTIONS ?? 16)
 const HEADERS_SCRIPT = new URL('./wrk-headers.lua', import.meta.url).pathname
 const variants = process.argv.slice(2).length ? process.argv.slice(2) : ['off', '1%']
 if (variants[0] !== 'off') variants.unshift('off')
+
+const TICKS_PER_S = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100
+
+/**
+ * The whole process's user and system CPU seconds and minor page faults (/proc/<pid>/stat), and its threads'
+ * context switches (/proc/<pid>/task/<tid>/status): where the time of a variant that costs more went.
+ */
+function counters(pid) {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+  let switches = 0
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    try {
+      const status = readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8')
+      switches += Number(/^voluntary_ctxt_switches:\s+(\d+)/m.exec(status)?.[1] ?? 0) + Number(/^nonvoluntary_ctxt_switches:\s+(\d+)/m.exec(status)?.[1] ?? 0)
+    } catch {
+      // a thread that ended between the listing and the read
+    }
+  }
+  return { user: Number(f[11]) / TICKS_PER_S, sys: Number(f[12]) / TICKS_PER_S, faults: Number(f[7]), switches }
+}
 
 /** wrk with the headers only, counting the answers from its report (the bench's runWrk also merges latency histograms). */
 function wrkCount({ url, headers, durationS }) {
@@ -86,14 +109,14 @@ await withWrkLab(async ({ user, tasks, auth }) => {
     for (const variant of variants) {
       const { env, nodeArgs } = envOf(variant)
       const gw = await startGateway({ tasksUrl: tasks.url, authUrl: auth.url, env: { REDIS_URL: undefined, ...env }, nodeArgs, readyTimeoutMs: 60_000 })
-      processes.push({ variant, url: gw.url + user.tasksPath, pid: gw.proc.pid, cpu: 0, answers: 0 })
+      processes.push({ variant, url: gw.url + user.tasksPath, pid: gw.proc.pid, cpu: 0, user: 0, sys: 0, faults: 0, switches: 0, answers: 0 })
     }
   }
   const loadAll = (durationS) => Promise.all(processes.map((p) => wrkCount({ url: p.url, headers: user.headers, durationS })))
   console.log(`${processes.length} gateways (${INSTANCES} per variant), loaded at once: 8 s warm-up, then ${ROUNDS} slices of ${SLICE_S} s`)
   await loadAll(8)
   for (let r = 0, failed = 0; r < ROUNDS; r++) {
-    const before = processes.map((p) => cpuSeconds(p.pid))
+    const before = processes.map((p) => counters(p.pid))
     let answers
     try {
       answers = await loadAll(SLICE_S)
@@ -105,18 +128,26 @@ await withWrkLab(async ({ user, tasks, auth }) => {
       continue
     }
     processes.forEach((p, i) => {
-      p.cpu += cpuSeconds(p.pid) - before[i]
+      const after = counters(p.pid)
+      p.user += after.user - before[i].user
+      p.sys += after.sys - before[i].sys
+      p.cpu += after.user + after.sys - before[i].user - before[i].sys
+      p.faults += after.faults - before[i].faults
+      p.switches += after.switches - before[i].switches
       p.answers += answers[i]
     })
   }
-  const usPerRequest = (list) => (1e6 * list.reduce((s, p) => s + p.cpu, 0)) / list.reduce((s, p) => s + p.answers, 0)
+  const perRequest = (list, field, scale = 1) => (scale * list.reduce((s, p) => s + p[field], 0)) / list.reduce((s, p) => s + p.answers, 0)
+  const usPerRequest = (list) => perRequest(list, 'cpu', 1e6)
   const off = usPerRequest(processes.filter((p) => p.variant === 'off'))
   for (const variant of variants) {
     const own = processes.filter((p) => p.variant === variant)
     const each = own.map((p) => usPerRequest([p]))
     console.log(
       `${variant.padEnd(12)} ${round(usPerRequest(own), 1)} us/request, / off ${round(usPerRequest(own) / off, 3)}` +
-        ` (processes: ${each.map((x) => round(x / off, 3)).join(', ')}; spread ${round(Math.max(...each) / Math.min(...each), 3)})`,
+        ` (processes: ${each.map((x) => round(x / off, 3)).join(', ')}; spread ${round(Math.max(...each) / Math.min(...each), 3)});` +
+        ` user / sys ${round(perRequest(own, 'user', 1e6), 1)} / ${round(perRequest(own, 'sys', 1e6), 1)} us, minor faults ${round(perRequest(own, 'faults', 1000), 2)}` +
+        ` and context switches ${round(perRequest(own, 'switches', 1000), 2)} per 1,000 requests`,
     )
   }
 })
