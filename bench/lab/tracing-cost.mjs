@@ -20,62 +20,25 @@
  *
  *   node bench/lab/tracing-cost.mjs [variant ...]   # BENCH_LAB_INSTANCES (2), BENCH_LAB_ROUNDS (12), BENCH_LAB_SLICE_S (5), BENCH_LAB_CONNECTIONS (16)
  */
-import { execFileSync, spawn } from 'node:child_process'
-import { readFileSync, readdirSync } from 'node:fs'
 import { CPU_LOAD, startGateway } from '../lib/stack.mjs'
-import { round } from '../lib/proc-stats.mjs'
+import { processCounters, round } from '../lib/proc-stats.mjs'
 import { freePort, startNode } from '../lib/procs.mjs'
+import { runWrk } from '../lib/wrk.mjs'
 import { withWrkLab } from './wrk-lab.mjs'
 
 const INSTANCES = Number(process.env.BENCH_LAB_INSTANCES ?? 2)
 const ROUNDS = Number(process.env.BENCH_LAB_ROUNDS ?? 12)
 const SLICE_S = Number(process.env.BENCH_LAB_SLICE_S ?? 5)
 const CONNECTIONS = Number(process.env.BENCH_LAB_CONNECTIONS ?? 16)
-const HEADERS_SCRIPT = new URL('./wrk-headers.lua', import.meta.url).pathname
+const COUNTERS = ['user', 'sys', 'faults', 'switches']
 const variants = process.argv.slice(2).length ? process.argv.slice(2) : ['off', '1%']
 if (variants[0] !== 'off') variants.unshift('off')
 
-const TICKS_PER_S = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100
-
-/**
- * The whole process's user and system CPU seconds and minor page faults (/proc/<pid>/stat), and its threads'
- * context switches (/proc/<pid>/task/<tid>/status): where the time of a variant that costs more went.
- */
-function counters(pid) {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
-  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-  let switches = 0
-  for (const tid of readdirSync(`/proc/${pid}/task`)) {
-    try {
-      const status = readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8')
-      switches += Number(/^voluntary_ctxt_switches:\s+(\d+)/m.exec(status)?.[1] ?? 0) + Number(/^nonvoluntary_ctxt_switches:\s+(\d+)/m.exec(status)?.[1] ?? 0)
-    } catch {
-      // a thread that ended between the listing and the read
-    }
-  }
-  return { user: Number(f[11]) / TICKS_PER_S, sys: Number(f[12]) / TICKS_PER_S, faults: Number(f[7]), switches }
-}
-
-/** wrk with the headers only, counting the answers from its report (the bench's runWrk also merges latency histograms). */
-function wrkCount({ url, headers, durationS }) {
-  const lines = Object.entries(headers)
-    .map(([k, v]) => `${k}: ${v}`)
-    .join('\n')
-  return new Promise((resolve, reject) => {
-    const child = spawn('wrk', ['-t', '1', '-c', String(CONNECTIONS), '-d', `${durationS}s`, '-s', HEADERS_SCRIPT, url], {
-      env: { ...process.env, BENCH_WRK_HEADERS: lines },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    })
-    let out = ''
-    child.stdout.setEncoding('utf8').on('data', (c) => (out += c))
-    child.stderr.setEncoding('utf8').on('data', (c) => (out += c))
-    child.on('error', reject)
-    child.on('close', (code, signal) => {
-      const answers = /(\d+) requests in/.exec(out)
-      if (!answers || /Non-2xx|Socket errors/.test(out)) reject(new Error(`wrk (exit ${code ?? signal}): ${out.slice(-400)}`))
-      else resolve(Number(answers[1]))
-    })
-  })
+/** One slice of wrk on one process: its answers, or a throw when any was not a 2xx or failed. */
+async function answersOf({ url, headers, durationS }) {
+  const run = await runWrk({ url, headers, durationS, connections: CONNECTIONS })
+  if (run.non2xx || run.errors || run.timeouts) throw new Error(`wrk on ${url}: ${run.non2xx} non-2xx, ${run.errors} errors, ${run.timeouts} timeouts`)
+  return run.responses
 }
 
 await withWrkLab(async ({ user, tasks, auth }) => {
@@ -109,14 +72,14 @@ await withWrkLab(async ({ user, tasks, auth }) => {
     for (const variant of variants) {
       const { env, nodeArgs } = envOf(variant)
       const gw = await startGateway({ tasksUrl: tasks.url, authUrl: auth.url, env: { REDIS_URL: undefined, ...env }, nodeArgs, readyTimeoutMs: 60_000 })
-      processes.push({ variant, url: gw.url + user.tasksPath, pid: gw.proc.pid, cpu: 0, user: 0, sys: 0, faults: 0, switches: 0, answers: 0 })
+      processes.push({ variant, url: gw.url + user.tasksPath, pid: gw.proc.pid, user: 0, sys: 0, faults: 0, switches: 0, answers: 0 })
     }
   }
-  const loadAll = (durationS) => Promise.all(processes.map((p) => wrkCount({ url: p.url, headers: user.headers, durationS })))
+  const loadAll = (durationS) => Promise.all(processes.map((p) => answersOf({ url: p.url, headers: user.headers, durationS })))
   console.log(`${processes.length} gateways (${INSTANCES} per variant), loaded at once: 8 s warm-up, then ${ROUNDS} slices of ${SLICE_S} s`)
   await loadAll(8)
   for (let r = 0, failed = 0; r < ROUNDS; r++) {
-    const before = processes.map((p) => counters(p.pid))
+    const before = processes.map((p) => processCounters(p.pid))
     let answers
     try {
       answers = await loadAll(SLICE_S)
@@ -128,17 +91,13 @@ await withWrkLab(async ({ user, tasks, auth }) => {
       continue
     }
     processes.forEach((p, i) => {
-      const after = counters(p.pid)
-      p.user += after.user - before[i].user
-      p.sys += after.sys - before[i].sys
-      p.cpu += after.user + after.sys - before[i].user - before[i].sys
-      p.faults += after.faults - before[i].faults
-      p.switches += after.switches - before[i].switches
+      const after = processCounters(p.pid)
+      for (const k of COUNTERS) p[k] += after[k] - before[i][k]
       p.answers += answers[i]
     })
   }
   const perRequest = (list, field, scale = 1) => (scale * list.reduce((s, p) => s + p[field], 0)) / list.reduce((s, p) => s + p.answers, 0)
-  const usPerRequest = (list) => perRequest(list, 'cpu', 1e6)
+  const usPerRequest = (list) => perRequest(list, 'user', 1e6) + perRequest(list, 'sys', 1e6)
   const off = usPerRequest(processes.filter((p) => p.variant === 'off'))
   for (const variant of variants) {
     const own = processes.filter((p) => p.variant === variant)

@@ -36,14 +36,37 @@ export function mainThreadCpuSeconds(pid) {
 }
 
 function statCpuSeconds(file) {
+  const f = statFields(file)
+  return f === null ? null : (Number(f[11]) + Number(f[12])) / TICKS_PER_S
+}
+
+/** The fields of a /proc stat file after the ")" of the command name (utime and stime are the 12th and 13th), or null when gone. */
+function statFields(file) {
   try {
-    // Fields after the ")" of the command name: utime and stime are the 12th and 13th.
     const stat = readFileSync(file, 'utf8')
-    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-    return (Number(f[11]) + Number(f[12])) / TICKS_PER_S
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')
   } catch {
     return null
   }
+}
+
+/**
+ * Where a process's CPU time went, so far: user and system seconds and minor page faults of the whole process
+ * (/proc/<pid>/stat), and its threads' voluntary and involuntary context switches (/proc/<pid>/task/<tid>/status).
+ */
+export function processCounters(pid) {
+  const f = statFields(`/proc/${pid}/stat`)
+  if (f === null) return null
+  let switches = 0
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    try {
+      const status = readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8')
+      for (const m of status.matchAll(/^(?:non)?voluntary_ctxt_switches:\s+(\d+)/gm)) switches += Number(m[1])
+    } catch {
+      // a thread that ended between the listing and the read
+    }
+  }
+  return { user: Number(f[11]) / TICKS_PER_S, sys: Number(f[12]) / TICKS_PER_S, faults: Number(f[7]), switches }
 }
 
 /** Busy and total jiffies per CPU, to tell which side (proxy or load) was saturated. */
