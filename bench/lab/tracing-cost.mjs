@@ -12,22 +12,31 @@
  * one build differ by a few per cent for their whole life, so a single
  * process per variant decides nothing near a 5 % target).
  *
+ * With BENCH_LAB_BATCHES above 1, that is repeated with fresh processes, one
+ * batch after another, and each variant is also reported against the
+ * tracing-off processes of its own batch (the geometric mean over batches,
+ * and each batch's): more processes per variant without loading more at
+ * once (`BENCH_LAB_INSTANCES=1 BENCH_LAB_BATCHES=4` keeps four gateways busy
+ * for three variants and off). CPU is also split by thread (the main thread,
+ * V8's helpers, the trace export worker).
+ *
  * Variants (arguments; default `off 1%`): `off`, or a sampling ratio in per
  * cent (`0%`, `1%`, `10%`, `100%`), OTLP/HTTP to a local sink as in the
  * bench; after a colon, comma-separated `NAME=VALUE` pairs set more of the
  * gateway's environment and `--flags` go to node (`1%:OTEL_BSP_SCHEDULE_DELAY=200`,
  * `off:--max-semi-space-size=32`). Needs wrk and a build.
  *
- *   node bench/lab/tracing-cost.mjs [variant ...]   # BENCH_LAB_INSTANCES (2), BENCH_LAB_ROUNDS (12), BENCH_LAB_SLICE_S (5), BENCH_LAB_CONNECTIONS (16)
+ *   node bench/lab/tracing-cost.mjs [variant ...]   # BENCH_LAB_INSTANCES (2), BENCH_LAB_BATCHES (1), BENCH_LAB_ROUNDS (12), BENCH_LAB_SLICE_S (5), BENCH_LAB_CONNECTIONS (16)
  */
 import { CPU_LOAD, startGateway } from '../lib/stack.mjs'
 import { processCounters, round } from '../lib/proc-stats.mjs'
-import { freePort, startNode } from '../lib/procs.mjs'
+import { freePort, startNode, stop } from '../lib/procs.mjs'
 import { runWrk } from '../lib/wrk.mjs'
 import { withWrkLab } from './wrk-lab.mjs'
 
 const INSTANCES = Number(process.env.BENCH_LAB_INSTANCES ?? 2)
 const ROUNDS = Number(process.env.BENCH_LAB_ROUNDS ?? 12)
+const BATCHES = Number(process.env.BENCH_LAB_BATCHES ?? 1)
 const SLICE_S = Number(process.env.BENCH_LAB_SLICE_S ?? 5)
 const CONNECTIONS = Number(process.env.BENCH_LAB_CONNECTIONS ?? 16)
 const COUNTERS = ['user', 'sys', 'faults', 'switches']
@@ -68,37 +77,49 @@ await withWrkLab(async ({ user, tasks, auth }) => {
     return { env, nodeArgs }
   }
   const processes = []
-  for (let i = 0; i < INSTANCES; i++) {
-    for (const variant of variants) {
-      const { env, nodeArgs } = envOf(variant)
-      const gw = await startGateway({ tasksUrl: tasks.url, authUrl: auth.url, env: { REDIS_URL: undefined, ...env }, nodeArgs, readyTimeoutMs: 60_000 })
-      processes.push({ variant, url: gw.url + user.tasksPath, pid: gw.proc.pid, user: 0, sys: 0, faults: 0, switches: 0, answers: 0 })
+  for (let batch = 0; batch < BATCHES; batch++) {
+    // Each batch its own processes: a process keeps its few per cent of luck (its memory layout) for life, so more
+    // processes per variant, started fresh, average it out without loading more of them at once.
+    const live = []
+    for (let i = 0; i < INSTANCES; i++) {
+      for (const variant of variants) {
+        const { env, nodeArgs } = envOf(variant)
+        const gw = await startGateway({ tasksUrl: tasks.url, authUrl: auth.url, env: { REDIS_URL: undefined, ...env }, nodeArgs, readyTimeoutMs: 60_000 })
+        live.push({ variant, batch, proc: gw.proc, url: gw.url + user.tasksPath, pid: gw.proc.pid, user: 0, sys: 0, faults: 0, switches: 0, threads: {}, answers: 0 })
+      }
     }
-  }
-  const loadAll = (durationS) => Promise.all(processes.map((p) => answersOf({ url: p.url, headers: user.headers, durationS })))
-  console.log(`${processes.length} gateways (${INSTANCES} per variant), loaded at once: 8 s warm-up, then ${ROUNDS} slices of ${SLICE_S} s`)
-  await loadAll(8)
-  for (let r = 0, failed = 0; r < ROUNDS; r++) {
-    const before = processes.map((p) => processCounters(p.pid))
-    let answers
-    try {
-      answers = await loadAll(SLICE_S)
-    } catch (err) {
-      // A wrk that failed leaves its process's slice uncounted: the whole slice is discarded and run again.
-      if (++failed > 3) throw err
-      console.log(`slice discarded: ${err.message}`)
-      r--
-      continue
+    const loadAll = (durationS) => Promise.all(live.map((p) => answersOf({ url: p.url, headers: user.headers, durationS })))
+    console.log(`batch ${batch + 1} of ${BATCHES}: ${live.length} gateways (${INSTANCES} per variant), loaded at once: 8 s warm-up, then ${ROUNDS} slices of ${SLICE_S} s`)
+    await loadAll(8)
+    for (let r = 0, failed = 0; r < ROUNDS; r++) {
+      const before = live.map((p) => processCounters(p.pid))
+      let answers
+      try {
+        answers = await loadAll(SLICE_S)
+      } catch (err) {
+        // A wrk that failed leaves its process's slice uncounted: the whole slice is discarded and run again.
+        if (++failed > 3) throw err
+        console.log(`slice discarded: ${err.message}`)
+        r--
+        continue
+      }
+      live.forEach((p, i) => {
+        const after = processCounters(p.pid)
+        for (const k of COUNTERS) p[k] += after[k] - before[i][k]
+        for (const [name, seconds] of Object.entries(after.threads)) p.threads[name] = (p.threads[name] ?? 0) + seconds - (before[i].threads[name] ?? 0)
+        p.answers += answers[i]
+      })
     }
-    processes.forEach((p, i) => {
-      const after = processCounters(p.pid)
-      for (const k of COUNTERS) p[k] += after[k] - before[i][k]
-      p.answers += answers[i]
-    })
+    if (batch < BATCHES - 1) await Promise.all(live.map((p) => stop(p.proc)))
+    processes.push(...live)
   }
   const perRequest = (list, field, scale = 1) => (scale * list.reduce((s, p) => s + p[field], 0)) / list.reduce((s, p) => s + p.answers, 0)
   const usPerRequest = (list) => perRequest(list, 'user', 1e6) + perRequest(list, 'sys', 1e6)
   const off = usPerRequest(processes.filter((p) => p.variant === 'off'))
+  // Against the tracing-off processes of its own batch (batches ran at different minutes, at different speeds).
+  const batchRatios = (variant) =>
+    Array.from({ length: BATCHES }, (_, b) => usPerRequest(processes.filter((p) => p.variant === variant && p.batch === b)) / usPerRequest(processes.filter((p) => p.variant === 'off' && p.batch === b)))
+  const geomean = (xs) => Math.exp(xs.reduce((s, x) => s + Math.log(x), 0) / xs.length)
   for (const variant of variants) {
     const own = processes.filter((p) => p.variant === variant)
     const each = own.map((p) => usPerRequest([p]))
@@ -108,5 +129,13 @@ await withWrkLab(async ({ user, tasks, auth }) => {
         ` user / sys ${round(perRequest(own, 'user', 1e6), 1)} / ${round(perRequest(own, 'sys', 1e6), 1)} us, minor faults ${round(perRequest(own, 'faults', 1000), 2)}` +
         ` and context switches ${round(perRequest(own, 'switches', 1000), 2)} per 1,000 requests`,
     )
+    if (BATCHES > 1) console.log(`${''.padEnd(12)} / off of its batch: ${round(geomean(batchRatios(variant)), 3)} (batches: ${batchRatios(variant).map((x) => round(x, 3)).join(', ')})`)
+    const answers = own.reduce((s, p) => s + p.answers, 0)
+    const names = [...new Set(own.flatMap((p) => Object.keys(p.threads)))].sort()
+    const byThread = names
+      .map((n) => [n, (1e6 * own.reduce((s, p) => s + (p.threads[n] ?? 0), 0)) / answers])
+      .filter(([, us]) => us >= 0.01) // idle threads (the inspector's, the libuv pool) left out
+      .map(([n, us]) => `${n} ${round(us, 2)}`)
+    console.log(`${''.padEnd(12)} by thread, us/request: ${byThread.join(', ')}`)
   }
 })

@@ -52,21 +52,28 @@ function statFields(file) {
 
 /**
  * Where a process's CPU time went, so far: user and system seconds and minor page faults of the whole process
- * (/proc/<pid>/stat), and its threads' voluntary and involuntary context switches (/proc/<pid>/task/<tid>/status).
+ * (/proc/<pid>/stat), its threads' voluntary and involuntary context switches (/proc/<pid>/task/<tid>/status), and
+ * CPU seconds by thread name (`threads`, the main thread as `main`; a thread that ended is not counted there).
  */
 export function processCounters(pid) {
   const f = statFields(`/proc/${pid}/stat`)
   if (f === null) return null
   let switches = 0
+  const threads = {}
   for (const tid of readdirSync(`/proc/${pid}/task`)) {
     try {
       const status = readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8')
       for (const m of status.matchAll(/^(?:non)?voluntary_ctxt_switches:\s+(\d+)/gm)) switches += Number(m[1])
+      const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8')
+      // Grouped by name, the main thread apart (it is named as the process): V8's helpers, libuv's pool, workers.
+      const name = tid === String(pid) ? 'main' : stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'))
+      const t = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+      threads[name] = (threads[name] ?? 0) + (Number(t[11]) + Number(t[12])) / TICKS_PER_S
     } catch {
       // a thread that ended between the listing and the read
     }
   }
-  return { user: Number(f[11]) / TICKS_PER_S, sys: Number(f[12]) / TICKS_PER_S, faults: Number(f[7]), switches }
+  return { user: Number(f[11]) / TICKS_PER_S, sys: Number(f[12]) / TICKS_PER_S, faults: Number(f[7]), switches, threads }
 }
 
 /** Busy and total jiffies per CPU, to tell which side (proxy or load) was saturated. */
