@@ -20,13 +20,18 @@
  * for three variants and off). CPU is also split by thread (the main thread,
  * V8's helpers, the trace export worker).
  *
+ * With BENCH_LAB_ALTERNATE=1 the processes are loaded one at a time instead,
+ * as the bench loads them (no other gateway then shares the CPU and its
+ * caches), each for a short slice in turn, round after round
+ * (`BENCH_LAB_SLICE_S=2 BENCH_LAB_ROUNDS=40`).
+ *
  * Variants (arguments; default `off 1%`): `off`, or a sampling ratio in per
  * cent (`0%`, `1%`, `10%`, `100%`), OTLP/HTTP to a local sink as in the
  * bench; after a colon, comma-separated `NAME=VALUE` pairs set more of the
  * gateway's environment and `--flags` go to node (`1%:OTEL_BSP_SCHEDULE_DELAY=200`,
  * `off:--max-semi-space-size=32`). Needs wrk and a build.
  *
- *   node bench/lab/tracing-cost.mjs [variant ...]   # BENCH_LAB_INSTANCES (2), BENCH_LAB_BATCHES (1), BENCH_LAB_ROUNDS (12), BENCH_LAB_SLICE_S (5), BENCH_LAB_CONNECTIONS (16)
+ *   node bench/lab/tracing-cost.mjs [variant ...]   # BENCH_LAB_INSTANCES (2), BENCH_LAB_BATCHES (1), BENCH_LAB_ALTERNATE (0), BENCH_LAB_ROUNDS (12), BENCH_LAB_SLICE_S (5), BENCH_LAB_CONNECTIONS (16)
  */
 import { CPU_LOAD, startGateway } from '../lib/stack.mjs'
 import { processCounters, round } from '../lib/proc-stats.mjs'
@@ -39,6 +44,7 @@ const ROUNDS = Number(process.env.BENCH_LAB_ROUNDS ?? 12)
 const BATCHES = Number(process.env.BENCH_LAB_BATCHES ?? 1)
 const SLICE_S = Number(process.env.BENCH_LAB_SLICE_S ?? 5)
 const CONNECTIONS = Number(process.env.BENCH_LAB_CONNECTIONS ?? 16)
+const ALTERNATE = process.env.BENCH_LAB_ALTERNATE === '1'
 const COUNTERS = ['user', 'sys', 'faults', 'switches']
 const variants = process.argv.slice(2).length ? process.argv.slice(2) : ['off', '1%']
 if (variants[0] !== 'off') variants.unshift('off')
@@ -89,9 +95,32 @@ await withWrkLab(async ({ user, tasks, auth }) => {
       }
     }
     const loadAll = (durationS) => Promise.all(live.map((p) => answersOf({ url: p.url, headers: user.headers, durationS })))
-    console.log(`batch ${batch + 1} of ${BATCHES}: ${live.length} gateways (${INSTANCES} per variant), loaded at once: 8 s warm-up, then ${ROUNDS} slices of ${SLICE_S} s`)
+    const how = ALTERNATE ? `loaded one at a time: 8 s warm-up (all at once), then ${ROUNDS} rounds of a ${SLICE_S} s slice each` : `loaded at once: 8 s warm-up, then ${ROUNDS} slices of ${SLICE_S} s`
+    console.log(`batch ${batch + 1} of ${BATCHES}: ${live.length} gateways (${INSTANCES} per variant), ${how}`)
     await loadAll(8)
     for (let r = 0, failed = 0; r < ROUNDS; r++) {
+      if (ALTERNATE) {
+        // One process at a time, as the bench loads them, in short slices taken in turn (each round starting one
+        // further along): the machine's minute-to-minute swings fall on every process alike.
+        for (let k = 0; k < live.length; k++) {
+          const p = live[(r + k) % live.length]
+          const before = processCounters(p.pid)
+          let answers
+          try {
+            answers = await answersOf({ url: p.url, headers: user.headers, durationS: SLICE_S })
+          } catch (err) {
+            if (++failed > 3) throw err
+            console.log(`slice discarded: ${err.message}`)
+            k--
+            continue
+          }
+          const after = processCounters(p.pid)
+          for (const c of COUNTERS) p[c] += after[c] - before[c]
+          for (const [name, seconds] of Object.entries(after.threads)) p.threads[name] = (p.threads[name] ?? 0) + seconds - (before.threads[name] ?? 0)
+          p.answers += answers
+        }
+        continue
+      }
       const before = live.map((p) => processCounters(p.pid))
       let answers
       try {
