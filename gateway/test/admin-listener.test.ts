@@ -5,10 +5,9 @@
  */
 import t from 'tap'
 import { createClock } from '@sinonjs/fake-timers'
-import { writeFileSync, mkdtempSync, readFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { writeFileSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { buildGateway, gatewayConfig, startUpstream } from './helper.js'
+import { buildGateway, gatewayConfig, startUpstream, tempDir } from './helper.js'
 import { spawnGateway } from './gateway-process.js'
 import { bundledGatewayFile } from '../src/config.js'
 import { loadGatewayFile } from '../src/gateway-config/load.js'
@@ -81,7 +80,7 @@ t.test('ADMIN_HOST defaults to loopback and ADMIN_PORT to 9000; the file may dec
   t.equal(config.ADMIN_PORT, 9000)
   const bundled = loadGatewayFile(bundledGatewayFile, gatewayVariables(gatewayConfig({ ADMIN_PORT: 9123 }), {}))
   t.same(bundled.listeners.admin, { host: '127.0.0.1', port: 9123 }, 'the bundled file reads ADMIN_HOST / ADMIN_PORT')
-  const dir = mkdtempSync(join(tmpdir(), 'tollgate-admin-'))
+  const dir = tempDir(t, 'tollgate-admin-')
   const file = join(dir, 'gateway.yaml')
   writeFileSync(file, readFileSync(bundledGatewayFile, 'utf8').replace('admin: { host: "${ADMIN_HOST}", port: "${ADMIN_PORT}" }', 'admin: { host: "10.0.0.7", port: 9100, public: true }'))
   t.throws(() => loadGatewayFile(file, gatewayVariables(gatewayConfig(), {})), /listeners\.admin/, 'unknown keys are refused')

@@ -8,11 +8,10 @@
 import t from 'tap'
 import http from 'node:http'
 import type { AddressInfo } from 'node:net'
-import { mkdtempSync, writeFileSync, renameSync, unlinkSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { writeFileSync, renameSync, unlinkSync } from 'node:fs'
 import { join } from 'node:path'
 import { Pool } from 'undici'
-import { startUpstream } from './helper.js'
+import { startUpstream, tempDir } from './helper.js'
 import { spawnGateway } from './gateway-process.js'
 
 type Tap = Parameters<typeof startUpstream>[0]
@@ -57,7 +56,7 @@ interface Gateway {
 
 async function startGateway(t: Tap, text: string, env: Record<string, string> = {}): Promise<Gateway> {
   const upstream = await startUpstream(t)
-  const dir = mkdtempSync(join(tmpdir(), 'tollgate-reload-'))
+  const dir = tempDir(t, 'tollgate-reload-')
   const file = join(dir, 'gateway.yaml')
   // Written aside and renamed in: a reader (the watch) never sees half a file.
   const write = (body: string) => {

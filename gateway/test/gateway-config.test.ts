@@ -6,18 +6,17 @@
  */
 import t from 'tap'
 import { execFile } from 'node:child_process'
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { GatewayFileSchema } from '../src/gateway-config/schema.js'
 import { GatewayConfigError, parseGatewayConfig } from '../src/gateway-config/load.js'
 import { buildApp } from '../src/app.js'
-import { buildGateway, gatewayConfig, SECRET, startUpstream } from './helper.js'
+import { buildGateway, gatewayConfig, SECRET, startUpstream, tempDir } from './helper.js'
 
 const root = fileURLToPath(new URL('..', import.meta.url))
 const cli = join(root, 'dist/cli.js')
-const dir = mkdtempSync(join(tmpdir(), 'tollgate-config-'))
+const dir = tempDir(t, 'tollgate-config-')
 
 function run(args: string[], env: Record<string, string> = {}): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {

@@ -2,6 +2,9 @@
 import Fastify, { type FastifyInstance } from 'fastify'
 import { SignJWT } from 'jose'
 import { randomUUID } from 'node:crypto'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import type { IncomingHttpHeaders } from 'node:http'
 import { Writable } from 'node:stream'
 import { loadConfig } from '@tollgate/common'
@@ -34,6 +37,13 @@ export interface Upstream {
 }
 
 type Tap = { teardown(fn: () => unknown): void }
+
+/** A fresh directory under the system's temporary one, removed when the test (`t`) ends. */
+export function tempDir(t: Tap, prefix: string): string {
+  const dir = mkdtempSync(join(tmpdir(), prefix))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  return dir
+}
 
 export async function startUpstream(t: Tap): Promise<Upstream> {
   const seen: Seen[] = []

@@ -4,12 +4,11 @@
  * knows about it), and get the same guarantees as the tasks.
  */
 import t, { type Test } from 'tap'
-import { mkdtempSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { proofKey } from '@tollgate/common'
 import { buildApp } from '../src/app.js'
-import { gatewayConfig, SECRET, startUpstream, subOf, token } from './helper.js'
+import { gatewayConfig, SECRET, startUpstream, subOf, token, tempDir } from './helper.js'
 import { startNotesService } from './fixtures/notes-service.js'
 
 /** The README's example: a new service in front of Tollgate in under 20 lines. */
@@ -29,7 +28,7 @@ routes:
 async function gatewayForNotes(t: Test) {
   const notes = await startNotesService(t, proofKey(SECRET))
   const auth = await startUpstream(t) // the revocation feed
-  const dir = mkdtempSync(join(tmpdir(), 'tollgate-notes-'))
+  const dir = tempDir(t, 'tollgate-notes-')
   const file = join(dir, 'notes.yaml')
   writeFileSync(file, NOTES_FILE)
   t.equal(NOTES_FILE.trim().split('\n').length < 20, true, 'the whole file is under 20 lines')
@@ -41,7 +40,7 @@ async function gatewayForNotes(t: Test) {
 
 /** A gateway on a file of the test's own: our issuer, an `auth` upstream at `authUrl`, then `rest`. */
 async function gatewayFromFile(t: Test, rest: string, authUrl: string) {
-  const file = join(mkdtempSync(join(tmpdir(), 'tollgate-file-')), 'gw.yaml')
+  const file = join(tempDir(t, 'tollgate-file-'), 'gw.yaml')
   writeFileSync(
     file,
     `issuers:

@@ -5,13 +5,12 @@
  * checked when its declaration names one.
  */
 import t from 'tap'
-import { mkdtempSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { SignJWT } from 'jose'
 import { serviceTokenKey, signServiceToken } from '@tollgate/common'
 import { buildApp } from '../src/app.js'
-import { buildGateway, gatewayConfig, SECRET, startUpstream, subOf, token } from './helper.js'
+import { buildGateway, gatewayConfig, SECRET, startUpstream, subOf, token, tempDir } from './helper.js'
 
 type Tap = Parameters<typeof buildGateway>[0]
 
@@ -72,7 +71,7 @@ const PARTNER_SECRET = 'partner-secret-0123456789-abcdefghijklmnop'
 const LOOSE_SECRET = 'loose-secret-0123456789-abcdefghijklmnopqr'
 
 function gatewayFile(selfTyp = '') {
-  const file = join(mkdtempSync(join(tmpdir(), 'tollgate-typ-')), 'gw.yaml')
+  const file = join(tempDir(t, 'tollgate-typ-'), 'gw.yaml')
   writeFileSync(
     file,
     `issuers:
