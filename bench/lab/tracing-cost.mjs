@@ -56,6 +56,13 @@ async function answersOf({ url, headers, durationS }) {
   return run.responses
 }
 
+/** One slice's counters (processCounters before and after it) and answers, added to the process's totals. */
+function addSlice(p, before, after, answers) {
+  for (const k of COUNTERS) p[k] += after[k] - before[k]
+  for (const [name, seconds] of Object.entries(after.threads)) p.threads[name] = (p.threads[name] ?? 0) + seconds - (before.threads[name] ?? 0)
+  p.answers += answers
+}
+
 await withWrkLab(async ({ user, tasks, auth }) => {
   const port = await freePort()
   await startNode({ name: 'otlp-sink', args: [new URL('../lib/otlp-sink.mjs', import.meta.url).pathname], env: { PORT: String(port) }, cpu: CPU_LOAD, readyLine: 'listening' })
@@ -114,10 +121,7 @@ await withWrkLab(async ({ user, tasks, auth }) => {
             k--
             continue
           }
-          const after = processCounters(p.pid)
-          for (const c of COUNTERS) p[c] += after[c] - before[c]
-          for (const [name, seconds] of Object.entries(after.threads)) p.threads[name] = (p.threads[name] ?? 0) + seconds - (before.threads[name] ?? 0)
-          p.answers += answers
+          addSlice(p, before, processCounters(p.pid), answers)
         }
         continue
       }
@@ -132,12 +136,7 @@ await withWrkLab(async ({ user, tasks, auth }) => {
         r--
         continue
       }
-      live.forEach((p, i) => {
-        const after = processCounters(p.pid)
-        for (const k of COUNTERS) p[k] += after[k] - before[i][k]
-        for (const [name, seconds] of Object.entries(after.threads)) p.threads[name] = (p.threads[name] ?? 0) + seconds - (before[i].threads[name] ?? 0)
-        p.answers += answers[i]
-      })
+      live.forEach((p, i) => addSlice(p, before[i], processCounters(p.pid), answers[i]))
     }
     if (batch < BATCHES - 1) await Promise.all(live.map((p) => stop(p.proc)))
     processes.push(...live)

@@ -43,12 +43,13 @@ function statCpuSeconds(file) {
 /** The fields of a /proc stat file after the ")" of the command name (utime and stime are the 12th and 13th), or null when gone. */
 function statFields(file) {
   try {
-    const stat = readFileSync(file, 'utf8')
-    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+    return fieldsOf(readFileSync(file, 'utf8'))
   } catch {
     return null
   }
 }
+
+const fieldsOf = (stat) => stat.slice(stat.lastIndexOf(')') + 2).split(' ')
 
 /**
  * Where a process's CPU time went, so far: user and system seconds and minor page faults of the whole process
@@ -67,7 +68,7 @@ export function processCounters(pid) {
       const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8')
       // Grouped by name, the main thread apart (it is named as the process): V8's helpers, libuv's pool, workers.
       const name = tid === String(pid) ? 'main' : stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'))
-      const t = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+      const t = fieldsOf(stat)
       threads[name] = (threads[name] ?? 0) + (Number(t[11]) + Number(t[12])) / TICKS_PER_S
     } catch {
       // a thread that ended between the listing and the read
