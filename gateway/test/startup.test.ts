@@ -7,17 +7,15 @@
  */
 import t from 'tap'
 import { execFile } from 'node:child_process'
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { writeFileSync } from 'node:fs'
 import { createServer, type Server } from 'node:net'
-import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { SECRET } from './helper.js'
+import { SECRET, tempDir } from './helper.js'
 import { freePort } from './redis-server.js'
 
 const server = fileURLToPath(new URL('../dist/server.js', import.meta.url))
-const dir = mkdtempSync(join(tmpdir(), 'tollgate-startup-'))
-t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+const dir = tempDir(t, 'tollgate-startup-')
 
 interface Exit {
   code: number | null

@@ -6,21 +6,19 @@
 import t from 'tap'
 import Fastify from 'fastify'
 import { execFileSync } from 'node:child_process'
-import { chownSync, chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { chownSync, chmodSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { Agent, request } from 'undici'
 import pg from 'pg'
 import * as testing from '@tollgate/common/testing'
-import { buildGateway, subOf, token } from './helper.js'
+import { buildGateway, subOf, tempDir, token } from './helper.js'
 import { build as buildTasks } from '../../task-service/test/helper.js'
 
 type Tap = Parameters<typeof buildGateway>[0]
 
 /** A CA and a server certificate for 127.0.0.1/localhost, signed by it (openssl). */
 function makeCerts(t: Tap, name: string) {
-  const dir = mkdtempSync(join(tmpdir(), `tollgate-tls-${name}-`))
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const dir = tempDir(t, `tollgate-tls-${name}-`)
   const run = (...args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: 'pipe' })
   run('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'ca.key', '-out', 'ca.pem', '-days', '1', '-subj', `/CN=Tollgate test CA ${name}`)
   run('req', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'server.key', '-out', 'server.csr', '-subj', '/CN=127.0.0.1')
