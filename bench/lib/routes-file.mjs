@@ -2,8 +2,9 @@
  * The bundled gateway file grown to a given number of declared routes (issue 15 item 8): the same routes and
  * policies, plus owner-checked routes on the tasks upstream under their own prefixes, so the router holds
  * `total` routes while the measured request (GET /api/:user_id/tasks) is answered as with the bundled file.
+ * Written into a temporary directory of its own, which `remove()` deletes once the gateways reading it are stopped.
  */
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parseDocument } from 'yaml'
@@ -25,7 +26,8 @@ export function routesFile(total) {
       ),
     )
   }
-  const file = join(mkdtempSync(join(tmpdir(), 'tollgate-bench-routes-')), `gateway-${total}-routes.yaml`)
+  const dir = mkdtempSync(join(tmpdir(), 'tollgate-bench-routes-'))
+  const file = join(dir, `gateway-${total}-routes.yaml`)
   writeFileSync(file, doc.toString({ lineWidth: 0 }))
-  return { file, declared }
+  return { file, declared, remove: () => rmSync(dir, { recursive: true, force: true }) }
 }

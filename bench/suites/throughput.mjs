@@ -62,6 +62,7 @@ export async function throughput(cfg, log) {
   const started = [] // every proxy process, stopped at the end
   const redises = []
   let sink
+  let many // the generated 1,000-route file, removed at the end
   let runs
   let targetOrder
   // Each proxy contender as cfg.instances processes started alike (see measureSideBySide): a figure that is
@@ -92,7 +93,7 @@ export async function throughput(cfg, log) {
       asTarget('c', await instances(gateway({}))),
     ]
     // The same gateway with the route table grown to 1,000 entries: what a large file costs per request.
-    const many = routesFile(MANY_ROUTES)
+    many = routesFile(MANY_ROUTES)
     targets.push(asTarget('c1k', await instances(gateway({ GATEWAY_CONFIG: many.file }))))
     if (!missingRedis) {
       // Each instance its own private redis-server, so the commands counted in a slice are that instance's alone.
@@ -133,6 +134,7 @@ export async function throughput(cfg, log) {
     await Promise.all(started.map((proc) => stop(proc)))
     await stop(sink?.proc)
     await Promise.all([stop(tasks.proc), stop(auth.proc), ...redises.map((r) => stop(r.proc))])
+    many?.remove()
   }
 
   const byTool = {}
