@@ -1,26 +1,16 @@
 /**
- * The OpenTelemetry SDK behind startTracing (tracing.ts), imported only when
- * tracing is on: a tracer provider with the configured sampler and a batch
- * processor exporting OTLP/HTTP (JSON) from a worker thread (trace-export.ts),
- * the AsyncLocalStorage context manager and the W3C trace-context propagator
- * (registered once per process).
+ * What startTracing (tracing.ts) loads only when tracing is on: the
+ * AsyncLocalStorage context manager and the W3C trace-context propagator
+ * (registered once per process), the sampling decision, and the tracer
+ * (tracer.ts) whose spans go out through SpanQueue and the export worker
+ * (span-queue.ts, trace-export.ts) as OTLP/HTTP JSON.
  */
-import { context, propagation, ROOT_CONTEXT, SamplingDecision, SpanKind, TraceFlags } from '@opentelemetry/api'
+import { context, isValidTraceId, propagation, ROOT_CONTEXT, SpanKind, TraceFlags } from '@opentelemetry/api'
 import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks'
 import { parseTraceParent, W3CTraceContextPropagator } from '@opentelemetry/core'
-import { resourceFromAttributes } from '@opentelemetry/resources'
-import {
-  AlwaysOffSampler,
-  AlwaysOnSampler,
-  BatchSpanProcessor,
-  ParentBasedSampler,
-  RandomIdGenerator,
-  TraceIdRatioBasedSampler,
-  TracerProvider,
-  type IdGenerator,
-  type Sampler,
-} from '@opentelemetry/sdk-trace'
 import { extractContext, type Tracing, type TracingSettings } from './tracing.js'
+import { RecordingTracer, type SpanSampling } from './tracer.js'
+import { SpanQueue } from './span-queue.js'
 import { WorkerSpanExporter } from './trace-export.js'
 
 let registered = false
@@ -32,20 +22,10 @@ export function createTracing(config: TracingSettings, url: string, serviceName:
     context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable())
     propagation.setGlobalPropagator(new W3CTraceContextPropagator())
   }
-  const samplerName = config.OTEL_TRACES_SAMPLER ?? 'parentbased_always_on'
-  const ratio = config.OTEL_TRACES_SAMPLER_ARG ?? 1
-  const ids = new HeadIdGenerator()
-  const provider = new TracerProvider({
-    resource: resourceFromAttributes({ 'service.name': serviceName }),
-    idGenerator: ids,
-    sampler: sampler(samplerName, ratio),
-    spanProcessors: [
-      new BatchSpanProcessor({ exporter: new WorkerSpanExporter(url), scheduledDelayMillis: config.OTEL_BSP_SCHEDULE_DELAY ?? 5000 }),
-    ],
-  })
-  const tracer = provider.getTracer('tollgate')
-  const head = headDecision(samplerName, ratio)
+  const head = headDecision(config.OTEL_TRACES_SAMPLER ?? 'parentbased_always_on', config.OTEL_TRACES_SAMPLER_ARG ?? 1)
   const fresh = new NewTraces()
+  const queue = new SpanQueue(new WorkerSpanExporter(url), { serviceName, scopeName: 'tollgate', scheduledDelayMillis: config.OTEL_BSP_SCHEDULE_DELAY ?? 5000 })
+  const tracer = new RecordingTracer(samplingOf(head, fresh), queue)
   return {
     tracer,
     serviceName,
@@ -59,47 +39,33 @@ export function createTracing(config: TracingSettings, url: string, serviceName:
       // A new trace: its ids drawn ahead, with the decision's input, before any text or span is made for it.
       const i = fresh.take()
       if (!head.root(fresh.accumulated[i]!)) return fresh.traceparents[i]!
-      // The SDK starts the trace with the id just decided on, so its sampler (the same one) agrees.
-      ids.next = fresh.traceparents[i]!.slice(3, 35)
-      try {
-        return tracer.startSpan(name(), SERVER, ROOT_CONTEXT)
-      } finally {
-        ids.next = null
-      }
+      tracer.nextTraceId = fresh.traceparents[i]!.slice(3, 35)
+      return tracer.startSpan(name(), SERVER, ROOT_CONTEXT)
     },
-    flush: () => provider.forceFlush(),
-    shutdown: () => provider.shutdown(),
-  }
-}
-
-export function sampler(name: string, ratio: number): Sampler {
-  switch (name) {
-    case 'always_on':
-      return new AlwaysOnSampler()
-    case 'always_off':
-      return new AlwaysOffSampler()
-    case 'traceidratio':
-      return new TraceIdRatioBasedSampler(ratio)
-    case 'parentbased_always_off':
-      return new ParentBasedSampler({ root: new AlwaysOffSampler() })
-    case 'parentbased_traceidratio':
-      return new ParentBasedSampler({ root: new TraceIdRatioBasedSampler(ratio) })
-    default:
-      return new ParentBasedSampler({ root: new AlwaysOnSampler() })
+    flush: () => queue.forceFlush(),
+    shutdown: () => queue.shutdown(),
   }
 }
 
 const SERVER = { kind: SpanKind.SERVER }
 
-/** New traces' ids: the one a request's head decision drew, for the span started right after it; random otherwise. */
-class HeadIdGenerator implements IdGenerator {
-  readonly random = new RandomIdGenerator()
-  next: string | null = null
-  generateTraceId(): string {
-    return this.next ?? this.random.generateTraceId()
-  }
-  generateSpanId(): string {
-    return this.random.generateSpanId()
+/** The tracer's sampling: the head decision, new traces' ids from the same batches as requests' (NewTraces). */
+function samplingOf(head: HeadDecision, fresh: NewTraces): SpanSampling {
+  const ids = Buffer.alloc(16)
+  return {
+    withParent: (traceId, parentSampled) => head.withParent(traceId, parentSampled),
+    newTrace() {
+      const i = fresh.take()
+      return { traceId: fresh.traceparents[i]!.slice(3, 35), sampled: head.root(fresh.accumulated[i]!) }
+    },
+    spanId() {
+      const s0 = randomWord()
+      let s1 = randomWord()
+      if ((s0 | s1) === 0) s1 = 1 // never the invalid all-zero id
+      writeHex32(ids, 0, s0)
+      writeHex32(ids, 8, s1)
+      return ids.toString('latin1')
+    },
   }
 }
 
@@ -116,15 +82,15 @@ export interface HeadDecision {
 
 /**
  * The configured sampler's decision for a request, taken before any span
- * exists, from the trace id and the client's sampled flag: exactly what
- * sampler() decides for these samplers, whose decisions depend on nothing
- * else. A request not sampled then costs no SDK call at all (most of them at
- * a low ratio): no context, no span object, no sampler result.
+ * exists, from the trace id and the client's sampled flag: exactly what the
+ * OpenTelemetry SDK's samplers of these names decide (tested against them),
+ * whose decisions depend on nothing else. A request not sampled then costs
+ * no tracer call at all (most of them at a low ratio): no context, no span
+ * object.
  */
 export function headDecision(name: string, ratio: number): HeadDecision {
-  const byRatio = new TraceIdRatioBasedSampler(ratio)
-  const ratioSays = (traceId: string) => byRatio.shouldSample(ROOT_CONTEXT, traceId).decision === SamplingDecision.RECORD_AND_SAMPLED
   const bound = ratioBound(ratio)
+  const ratioSays = (traceId: string) => isValidTraceId(traceId) && accumulate(traceId) < bound
   const ratioRoot = (accumulated: number) => accumulated < bound
   switch (name) {
     case 'always_on':
@@ -140,6 +106,13 @@ export function headDecision(name: string, ratio: number): HeadDecision {
     default:
       return { withParent: (_, parentSampled) => parentSampled, root: () => true }
   }
+}
+
+/** A trace id's four 8-digit words XORed, as TraceIdRatioBasedSampler reads them from its text. */
+function accumulate(traceId: string): number {
+  let acc = 0
+  for (let i = 0; i < 32; i += 8) acc = (acc ^ Number.parseInt(traceId.slice(i, i + 8), 16)) >>> 0
+  return acc
 }
 
 /** TraceIdRatioBasedSampler's threshold for a ratio (its constructor's, @opentelemetry/sdk-trace 2.x). */

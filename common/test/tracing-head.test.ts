@@ -10,7 +10,8 @@ import { randomBytes } from 'node:crypto'
 import { ROOT_CONTEXT, SamplingDecision, SpanKind, trace, TraceFlags, type Context, type Span } from '@opentelemetry/api'
 import { Type } from 'typebox'
 import { loadConfig, startTracing, TRACES_SAMPLERS, tracingConfig } from '../src/index.js'
-import { headDecision, NewTraces, sampler, writeHex32 } from '../src/tracing-sdk.js'
+import { AlwaysOffSampler, AlwaysOnSampler, ParentBasedSampler, TraceIdRatioBasedSampler, type Sampler } from '@opentelemetry/sdk-trace'
+import { headDecision, NewTraces, writeHex32 } from '../src/tracing-sdk.js'
 
 const schema = Type.Object(tracingConfig)
 const hex = (bytes: number) => randomBytes(bytes).toString('hex')
@@ -25,6 +26,24 @@ const hex32 = (w: number) => {
   return b.toString('hex')
 }
 const idOf = (words: number[]) => words.map(hex32).join('')
+/** The OpenTelemetry SDK's sampler of each OTEL_TRACES_SAMPLER name (its environment configuration's). */
+function sampler(name: string, ratio: number): Sampler {
+  switch (name) {
+    case 'always_on':
+      return new AlwaysOnSampler()
+    case 'always_off':
+      return new AlwaysOffSampler()
+    case 'traceidratio':
+      return new TraceIdRatioBasedSampler(ratio)
+    case 'parentbased_always_off':
+      return new ParentBasedSampler({ root: new AlwaysOffSampler() })
+    case 'parentbased_traceidratio':
+      return new ParentBasedSampler({ root: new TraceIdRatioBasedSampler(ratio) })
+    default:
+      return new ParentBasedSampler({ root: new AlwaysOnSampler() })
+  }
+}
+
 const traceIdOf = (span: Span | string) => (typeof span === 'string' ? span.split('-')[1]! : span.spanContext().traceId)
 
 t.test("the head decision is the SDK sampler's, for every sampler, ratio and parent", async (t) => {
@@ -50,18 +69,21 @@ t.test("the head decision is the SDK sampler's, for every sampler, ratio and par
           t.fail(`${name} ${ratio}, no parent, ${traceId}: head says ${!says(traceId, ROOT_CONTEXT)}`)
           return
         }
+        // The client's span (remote) for a request; a span of this process (local) for its children.
         for (const parent of [true, false]) {
-          const context = trace.setSpanContext(ROOT_CONTEXT, { traceId, spanId: hex(8), traceFlags: parent ? TraceFlags.SAMPLED : TraceFlags.NONE, isRemote: true })
-          if (decide.withParent(traceId, parent) !== says(traceId, context)) {
-            t.fail(`${name} ${ratio}, parent ${parent}, ${traceId}: head says ${!says(traceId, context)}`)
-            return
+          for (const isRemote of [true, false]) {
+            const context = trace.setSpanContext(ROOT_CONTEXT, { traceId, spanId: hex(8), traceFlags: parent ? TraceFlags.SAMPLED : TraceFlags.NONE, isRemote })
+            if (decide.withParent(traceId, parent) !== says(traceId, context)) {
+              t.fail(`${name} ${ratio}, parent ${parent} (remote ${isRemote}), ${traceId}: head says ${!says(traceId, context)}`)
+              return
+            }
           }
         }
         compared++
       }
     }
   }
-  t.ok(compared > TRACES_SAMPLERS.length * ratios.length * 500, `${compared} ids compared, each without a parent and under both kinds of parent`)
+  t.ok(compared > TRACES_SAMPLERS.length * ratios.length * 500, `${compared} ids compared, each without a parent and under every kind of parent`)
 })
 
 t.test("an id's words as text: what Buffer's hex encoding writes", async (t) => {
@@ -117,7 +139,7 @@ t.test('new traces drawn in batches: each its own valid ids, its slot holding it
   }
 })
 
-t.test('a request span: sampled ones from the SDK under the decided id, others only a traceparent with their ids', async (t) => {
+t.test('a request span: sampled ones recorded under the decided id, others only a traceparent with their ids', async (t) => {
   const tracing = (await startTracing(
     loadConfig(schema, { OTEL_EXPORTER_OTLP_ENDPOINT: 'http://127.0.0.1:1', OTEL_TRACES_SAMPLER: 'parentbased_traceidratio', OTEL_TRACES_SAMPLER_ARG: '0.5' }),
     'test',
