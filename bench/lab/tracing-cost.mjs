@@ -29,7 +29,8 @@
  * cent (`0%`, `1%`, `10%`, `100%`), OTLP/HTTP to a local sink as in the
  * bench; after a colon, comma-separated `NAME=VALUE` pairs set more of the
  * gateway's environment and `--flags` go to node (`1%:OTEL_BSP_SCHEDULE_DELAY=200`,
- * `off:--max-semi-space-size=32`). Needs wrk and a build.
+ * `off:--max-semi-space-size=32`); `root=/path` runs another built checkout's gateway
+ * (`1%:root=/tmp/old`, to compare two builds in one run). Needs wrk and a build.
  *
  *   node bench/lab/tracing-cost.mjs [variant ...]   # BENCH_LAB_INSTANCES (2), BENCH_LAB_BATCHES (1), BENCH_LAB_ALTERNATE (0), BENCH_LAB_ROUNDS (12), BENCH_LAB_SLICE_S (5), BENCH_LAB_CONNECTIONS (16)
  */
@@ -79,15 +80,17 @@ await withWrkLab(async ({ user, tasks, auth }) => {
       })
     }
     const nodeArgs = []
+    let root
     for (const pair of extra.split(',').filter(Boolean)) {
       if (pair.startsWith('--')) {
         nodeArgs.push(pair)
         continue
       }
       const eq = pair.indexOf('=')
-      env[pair.slice(0, eq)] = pair.slice(eq + 1)
+      if (pair.slice(0, eq) === 'root') root = pair.slice(eq + 1).replace(/\/?$/, '/')
+      else env[pair.slice(0, eq)] = pair.slice(eq + 1)
     }
-    return { env, nodeArgs }
+    return { env, nodeArgs, root }
   }
   const processes = []
   for (let batch = 0; batch < BATCHES; batch++) {
@@ -96,8 +99,8 @@ await withWrkLab(async ({ user, tasks, auth }) => {
     const live = []
     for (let i = 0; i < INSTANCES; i++) {
       for (const variant of variants) {
-        const { env, nodeArgs } = envOf(variant)
-        const gw = await startGateway({ tasksUrl: tasks.url, authUrl: auth.url, env: { REDIS_URL: undefined, ...env }, nodeArgs, readyTimeoutMs: 60_000 })
+        const { env, nodeArgs, root } = envOf(variant)
+        const gw = await startGateway({ tasksUrl: tasks.url, authUrl: auth.url, env: { REDIS_URL: undefined, ...env }, nodeArgs, readyTimeoutMs: 60_000, ...(root ? { root } : {}) })
         live.push({ variant, batch, proc: gw.proc, url: gw.url + user.tasksPath, pid: gw.proc.pid, user: 0, sys: 0, faults: 0, switches: 0, threads: {}, answers: 0 })
       }
     }

@@ -40,7 +40,11 @@ export function createTracing(config: TracingSettings, url: string, serviceName:
       const i = fresh.take()
       if (!head.root(fresh.accumulated[i]!)) return fresh.traceparents[i]!
       tracer.nextTraceId = fresh.traceparents[i]!.slice(3, 35)
-      return tracer.startSpan(name(), SERVER, ROOT_CONTEXT)
+      try {
+        return tracer.startSpan(name(), SERVER, ROOT_CONTEXT)
+      } finally {
+        tracer.nextTraceId = null // used, or (the name threw) for no other trace
+      }
     },
     flush: () => queue.forceFlush(),
     shutdown: () => queue.shutdown(),

@@ -6,8 +6,8 @@
  * and the standard OTEL_* variables name the endpoint, the sampler and the
  * service.
  *
- * The SDK (some 11 MB of a process's memory) is loaded only when tracing
- * is on (tracing-sdk.ts); this module needs only the API.
+ * The tracer, its export worker and the context manager are loaded only
+ * when tracing is on (tracing-sdk.ts); this module needs only the API.
  *
  * Spans are made by hand where the work is (the request in installTracing,
  * the queries in db.ts, the gateway's steps and upstream call) rather than by
@@ -53,9 +53,9 @@ export interface Tracing {
   tracer: Tracer
   serviceName: string
   /**
-   * The trace of a request with these headers: the SDK's (recording) span
-   * when it is sampled (`name` is asked for then only); else, made without the
-   * SDK and without a span object, the `traceparent` to pass on (the client's
+   * The trace of a request with these headers: its (recording) span when it
+   * is sampled (`name` is asked for then only); else, made without the tracer
+   * and without a span object, the `traceparent` to pass on (the client's
    * context unchanged, or a new unsampled trace's ids).
    */
   requestSpan(headers: Record<string, unknown>, name: () => string): Span | string
@@ -101,7 +101,7 @@ export function failSpan(span: Span, err: unknown): void {
 let diagnostics = false
 
 /**
- * The SDK's warnings and errors (an export the collector refused or never
+ * Tracing's warnings and errors (an export the collector refused or never
  * answered, spans dropped from a full queue) as warnings in the process's
  * log, rather than nowhere (its default). Once per process.
  */
