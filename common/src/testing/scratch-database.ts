@@ -51,6 +51,15 @@ async function withClient<T>(url: string, fn: (c: pg.Client) => Promise<T>): Pro
 
 async function dropDatabase(serverUrl: string, name: string): Promise<void> {
   await withClient(serverUrl, async (c) => {
+    // A pool's end() resolves before its sessions' sockets are closed: give sessions still saying goodbye up to about
+    // 2 s to go, so that FORCE below never ends one mid-goodbye (its client then sees "terminating connection due to
+    // administrator command" as an error, an uncaught one in the test that ended the pool: seen in CI under load).
+    // The wait is the server's (pg_sleep): the test may have faked this process's clock and timers.
+    for (let i = 0; i < 80; i++) {
+      const { rows } = await c.query<{ n: number }>('SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = $1', [name])
+      if (rows[0]!.n === 0) break
+      await c.query('SELECT pg_sleep(0.025)')
+    }
     // WITH (FORCE) (PostgreSQL 13+) ends sessions a failed test may have left behind.
     await c.query(`DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`).catch(() => c.query(`DROP DATABASE IF EXISTS "${name}"`))
   })
