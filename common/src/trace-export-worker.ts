@@ -33,7 +33,7 @@ parentPort!.on('message', (batch: ExportBatch) => {
       ...(e === undefined ? {} : { error: e.message, ...(typeof e.code === 'string' ? { code: e.code } : {}) }),
     }
     // After a 2xx the collector has read every byte, so no write of ours still reads them: they go back to be freed
-    // by the main thread's frequent collections (see WorkerSpanExporter.export). After a failure (an early refusal,
+    // by the main thread's frequent collections (see WorkerSpanExporter.send). After a failure (an early refusal,
     // a timeout) a write may still hold them; they stay here, for this thread's collector.
     if (outcome.ok) {
       outcome.body = batch.body

@@ -1,6 +1,7 @@
 /**
- * The span exporter of tracing-sdk.ts: OTLP/HTTP JSON, as OTLPTraceExporter
- * sends it, but sent from a worker thread (trace-export-worker.ts).
+ * Where SpanQueue's batches go (span-queue.ts): OTLP/HTTP JSON, as
+ * OTLPTraceExporter sends it, but sent from a worker thread
+ * (trace-export-worker.ts).
  *
  * Why not OTLPTraceExporter itself: it posts with node:http on the main
  * thread, and its client responses and body streams run through the same
@@ -11,14 +12,12 @@
  * instructions with OTLPTraceExporter and 346,000 with exports switched off
  * (callgrind, whole process, 10,000 requests after 30,000, side by side).
  * Here the main thread only hands a batch's bytes over (written as its
- * spans ended, span-queue.ts; or JsonTraceSerializer's, for export()); the
- * worker's HTTP client lives in its own V8 isolate (368,000 against 367,000
+ * spans ended); the worker's HTTP client lives in its own V8 isolate (368,000 against 367,000
  * with tracing off).
  */
 import { Worker } from 'node:worker_threads'
 import { ExportResultCode, type ExportResult } from '@opentelemetry/core'
-import { JsonTraceSerializer } from '@opentelemetry/otlp-transformer'
-import type { ReadableSpan, SpanExporter } from '@opentelemetry/sdk-trace'
+import type { BatchSender } from './span-queue.js'
 
 /** A serialised batch, main thread -> worker. */
 export interface ExportBatch {
@@ -27,7 +26,7 @@ export interface ExportBatch {
   spans: number
 }
 
-/** The worker's answer for one batch, with the batch's bytes handed back when it was sent (see WorkerSpanExporter.export). */
+/** The worker's answer for one batch, with the batch's bytes handed back when it was sent (see WorkerSpanExporter.send). */
 export interface ExportOutcome {
   id: number
   ok: boolean
@@ -39,7 +38,7 @@ export interface ExportOutcome {
 // Built: the worker's .js beside this file; under the test runner's TypeScript loader, its .ts source.
 const WORKER = new URL(import.meta.url.endsWith('.ts') ? './trace-export-worker.ts' : './trace-export-worker.js', import.meta.url)
 
-export class WorkerSpanExporter implements SpanExporter {
+export class WorkerSpanExporter implements BatchSender {
   private readonly worker: Worker
   private readonly pending = new Map<number, (result: ExportResult) => void>()
   private nextId = 1
@@ -60,13 +59,6 @@ export class WorkerSpanExporter implements SpanExporter {
     // Exports in flight never hold the process open (the batch processor's own timer does not either). After the
     // listeners: listening for messages refs the worker's port again.
     this.worker.unref()
-  }
-
-  export(spans: ReadableSpan[], resultCallback: (result: ExportResult) => void): void {
-    if (this.stopped !== null) return resultCallback({ code: ExportResultCode.FAILED, error: this.stopped })
-    const body = JsonTraceSerializer.serializeRequest(spans)
-    if (body === undefined) return resultCallback({ code: ExportResultCode.FAILED, error: new Error('spans could not be serialised') })
-    this.send(body, spans.length, resultCallback)
   }
 
   /** A batch already serialised (SpanQueue's): an OTLP JSON request of `spans` spans. */

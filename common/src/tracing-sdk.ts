@@ -63,11 +63,7 @@ function samplingOf(head: HeadDecision, fresh: NewTraces): SpanSampling {
       return { traceId: fresh.traceparents[i]!.slice(3, 35), sampled: head.root(fresh.accumulated[i]!) }
     },
     spanId() {
-      const s0 = randomWord()
-      let s1 = randomWord()
-      if ((s0 | s1) === 0) s1 = 1 // never the invalid all-zero id
-      writeHex32(ids, 0, s0)
-      writeHex32(ids, 8, s1)
+      writeRandomSpanId(ids, 0)
       return ids.toString('latin1')
     },
   }
@@ -155,15 +151,11 @@ export class NewTraces {
       const w2 = randomWord()
       let w3 = randomWord()
       if ((w0 | w1 | w2 | w3) === 0) w3 = 1 // never the invalid all-zero id (RandomIdGenerator's rule)
-      const s0 = randomWord()
-      let s1 = randomWord()
-      if ((s0 | s1) === 0) s1 = 1
+      writeRandomSpanId(text, 36)
       writeHex32(text, 3, w0)
       writeHex32(text, 11, w1)
       writeHex32(text, 19, w2)
       writeHex32(text, 27, w3)
-      writeHex32(text, 36, s0)
-      writeHex32(text, 44, s1)
       this.traceparents[i] = text.toString('latin1', 0, TRACEPARENT_LENGTH)
       this.accumulated[i] = w0 ^ w1 ^ w2 ^ w3
     }
@@ -174,6 +166,15 @@ export class NewTraces {
 const TRACEPARENT_LENGTH = 55
 const randomWord = () => (Math.random() * 2 ** 32) >>> 0
 const HEX_DIGITS = Buffer.from('0123456789abcdef', 'latin1')
+
+/** A new span id (two random words, never both zero) as 16 hex digits at `at`. */
+function writeRandomSpanId(into: Buffer, at: number): void {
+  const s0 = randomWord()
+  let s1 = randomWord()
+  if ((s0 | s1) === 0) s1 = 1
+  writeHex32(into, at, s0)
+  writeHex32(into, at + 8, s1)
+}
 
 /** A 32-bit word as 8 lower-case hex digits at `at`, as Buffer's hex encoding writes its bytes. */
 export function writeHex32(into: Buffer, at: number, w: number): void {

@@ -10,6 +10,7 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import type { AddressInfo } from 'node:net'
 import diagnostics from 'node:diagnostics_channel'
 import { ExportResultCode, type ExportResult } from '@opentelemetry/core'
+import { JsonTraceSerializer } from '@opentelemetry/otlp-transformer'
 import { TracerProvider, type ReadableSpan } from '@opentelemetry/sdk-trace'
 import { WorkerSpanExporter } from '../src/trace-export.js'
 
@@ -42,7 +43,9 @@ function spans(...names: string[]): ReadableSpan[] {
   })
 }
 
-const exported = (exporter: WorkerSpanExporter, batch: ReadableSpan[]) => new Promise<ExportResult>((resolve) => exporter.export(batch, resolve))
+/** A batch as SpanQueue hands it over: the OTLP JSON request (the library's, for these SDK spans) and its span count. */
+const exported = (exporter: WorkerSpanExporter, batch: ReadableSpan[]) =>
+  new Promise<ExportResult>((resolve) => exporter.send(JsonTraceSerializer.serializeRequest(batch)!, batch.length, resolve))
 
 t.test('spans reach the receiver, and the main thread makes no HTTP client request for them', async (t) => {
   const otlp = await receiver(t)
