@@ -1,5 +1,5 @@
 /**
- * The tracer behind the OpenTelemetry API when tracing is on (tracing-sdk.ts):
+ * The tracer behind the OpenTelemetry API when tracing is on (tracing-runtime.ts):
  * the SDK's Tracer and Span contract, but each span written as its OTLP JSON
  * the moment it ends (span-queue.ts) instead of kept as an object until its
  * batch is exported.
@@ -117,7 +117,7 @@ export class RecordingTracer implements Tracer {
       traceId = parentContext.traceId
       sampled = this.sampling.withParent(traceId, (parentContext.traceFlags & TraceFlags.SAMPLED) !== 0)
     } else if (this.nextTraceId !== null) {
-      // Already decided (tracing-sdk.ts requestSpan): sampled.
+      // Already decided (tracing-runtime.ts requestSpan): sampled.
       traceId = this.nextTraceId
       this.nextTraceId = null
       sampled = true
@@ -183,12 +183,19 @@ export class RecordedSpan implements Span {
     } else {
       this.links = links
     }
-    // As the SDK's tracer: cleaned once without limits (what a sampler would see), then within them.
-    const first = cleanAttributes(options.attributes, NO_LIMITS)
-    const second = cleanAttributes(first.attributes ?? {}, SPAN_LIMITS)
-    this.attributes = second.attributes ?? {}
-    this.attributesCount = Object.keys(this.attributes).length
-    this.droppedAttributesCount = (first.droppedAttributesCount ?? 0) + (second.droppedAttributesCount ?? 0)
+    const simple = simpleAttributes(options.attributes)
+    if (simple !== null) {
+      this.attributes = simple
+      this.attributesCount = Object.keys(simple).length
+      this.droppedAttributesCount = 0
+    } else {
+      // As the SDK's tracer: cleaned once without limits (what a sampler would see), then within them.
+      const first = cleanAttributes(options.attributes, NO_LIMITS)
+      const second = cleanAttributes(first.attributes ?? {}, SPAN_LIMITS)
+      this.attributes = second.attributes ?? {}
+      this.attributesCount = Object.keys(this.attributes).length
+      this.droppedAttributesCount = (first.droppedAttributesCount ?? 0) + (second.droppedAttributesCount ?? 0)
+    }
   }
 
   spanContext(): SpanContext {
@@ -197,7 +204,19 @@ export class RecordedSpan implements Span {
 
   setAttribute(key: string, value: AttributeValue): this {
     if (this.isEnded()) return this
-    const decision = maybeAddAttribute({ key, value, attributes: this.attributes, limits: SPAN_LIMITS, currentAttributesCount: this.attributesCount })
+    let decision: AddAttributeDecision
+    if (isPrimitive(value) && typeof key === 'string' && key.length > 0) {
+      // maybeAddAttribute's decision for a string, number or boolean under a key, without the WeakSet its validity check makes for every value.
+      const isNew = !Object.hasOwn(this.attributes, key)
+      if (isNew && this.attributesCount >= SPAN_LIMITS.attributeCountLimit) {
+        decision = AddAttributeDecision.DROP_LIMIT_REACHED
+      } else {
+        this.attributes[key] = value
+        decision = isNew ? AddAttributeDecision.ADD_NEW : AddAttributeDecision.ADD_OVERWRITE_EXISTING
+      }
+    } else {
+      decision = maybeAddAttribute({ key, value, attributes: this.attributes, limits: SPAN_LIMITS, currentAttributesCount: this.attributesCount })
+    }
     if (decision === AddAttributeDecision.DROP_LIMIT_REACHED) {
       if (++this.droppedAttributesCount === 1) diag.warn('Dropping extra attributes.')
     } else if (decision === AddAttributeDecision.ADD_NEW) {
@@ -315,6 +334,33 @@ export class RecordedSpan implements Span {
     }
     return this.ended
   }
+}
+
+/**
+ * What cleanAttributes would leave of a span's starting attributes when they
+ * are few and simple (under non-empty keys, each a string, number, boolean or
+ * undefined, at most the count limit): a copy without the undefined ones. Null
+ * otherwise, and then the library decides. (The library's check makes a
+ * WeakSet for every value.)
+ */
+function simpleAttributes(attributes: Attributes | undefined): Attributes | null {
+  if (attributes === undefined) return {}
+  if (typeof attributes !== 'object' || attributes === null) return null
+  const keys = Object.keys(attributes)
+  if (keys.length > SPAN_LIMITS.attributeCountLimit) return null
+  const copy: Attributes = {}
+  for (const key of keys) {
+    const value = attributes[key]
+    if (value === undefined) continue
+    if (key.length === 0 || !isPrimitive(value)) return null
+    copy[key] = value
+  }
+  return copy
+}
+
+function isPrimitive(value: unknown): value is string | number | boolean {
+  const type = typeof value
+  return type === 'string' || type === 'number' || type === 'boolean'
 }
 
 function cleanLink(link: Link): SpanLink {

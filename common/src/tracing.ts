@@ -7,7 +7,7 @@
  * service.
  *
  * The tracer, its export worker and the context manager are loaded only
- * when tracing is on (tracing-sdk.ts); this module needs only the API.
+ * when tracing is on (tracing-runtime.ts); this module needs only the API.
  *
  * Spans are made by hand where the work is (the request in installTracing,
  * the queries in db.ts, the gateway's steps and upstream call) rather than by
@@ -71,7 +71,7 @@ export async function startTracing(config: TracingSettings, defaultServiceName: 
     config.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT ??
     (config.OTEL_EXPORTER_OTLP_ENDPOINT ? `${config.OTEL_EXPORTER_OTLP_ENDPOINT.replace(/\/+$/, '')}/v1/traces` : undefined)
   if (url === undefined) return null
-  const { createTracing } = await import('./tracing-sdk.js')
+  const { createTracing } = await import('./tracing-runtime.js')
   return createTracing(config, url, config.OTEL_SERVICE_NAME ?? defaultServiceName)
 }
 

@@ -13,7 +13,7 @@ import { resourceFromAttributes } from '@opentelemetry/resources'
 import { InMemorySpanExporter, ParentBasedSampler, AlwaysOnSampler, SimpleSpanProcessor, TracerProvider, type IdGenerator } from '@opentelemetry/sdk-trace'
 import { RecordingTracer, type SpanSampling } from '../src/tracer.js'
 import { SpanQueue, type BatchSender } from '../src/span-queue.js'
-import { headDecision } from '../src/tracing-sdk.js'
+import { headDecision } from '../src/tracing-runtime.js'
 
 context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable())
 
@@ -329,4 +329,46 @@ t.test("times without inputs: the SDK's way, a wall-clock start and monotonic du
   const end = BigInt(s.endTimeUnixNano)
   t.ok(start >= BigInt(before) * 1_000_000n && start <= BigInt(after) * 1_000_000n, 'the start is the wall clock then')
   t.ok(mid >= start + 15_000_000n && end >= mid, 'the event and the end after it, by the monotonic clock')
+})
+
+t.test('the limits and the edges of the fast paths: as the SDK records and writes them', async (t) => {
+  const sdk = sdkSide(new Ids(random(21)))
+  const own = ownSide(new Ids(random(21)))
+  const calls = (tracer: Tracer) => {
+    // Set one by one past the 128-attribute limit (12 dropped, one warning), then one overwritten at it (kept), and an
+    // empty key (invalid, not counted as dropped).
+    const many = tracer.startSpan('many', { startTime: [1_700_000_000, 1] }, ROOT_CONTEXT)
+    for (let i = 0; i < 140; i++) many.setAttribute(`k${i}`, i % 3 === 0 ? `v${i}` : i % 3 === 1 ? i + 0.5 : i % 2 === 0)
+    many.setAttribute('k5', 'overwritten at the limit')
+    many.setAttribute('', 'an empty key')
+    many.end([1_700_000_001, 999_999_999])
+    // Starting attributes: exactly at the limit (undefined ones left out), one over it, and with values not simple (an
+    // array, null: kept) under an empty key (dropped). Times at the edges of the nanoseconds' text.
+    const at = Object.fromEntries(Array.from({ length: 128 }, (_, i) => [`a${i}`, i]))
+    tracer.startSpan('at the limit', { attributes: { ...at, skipped: undefined }, startTime: [1, 0] }, ROOT_CONTEXT).end([1, 1])
+    tracer.startSpan('over it', { attributes: { ...at, over: 'x' }, startTime: [0, 5] }, ROOT_CONTEXT).end([0, 6])
+    tracer.startSpan('mixed', { attributes: { s: 's', list: [1, 2], '': 'empty key', n: null } as unknown as Attributes, startTime: [2, 1e9 - 1] }, ROOT_CONTEXT).end([3, 0])
+  }
+  const sdkDiagnostics = await captureDiagnostics(() => calls(sdk.tracer))
+  let ownBodies: Buffer[] = []
+  const ownDiagnostics = await captureDiagnostics(async () => {
+    calls(own.tracer)
+    ownBodies = await own.bodies()
+  })
+  const expected = await sdk.body()
+  t.equal(ownBodies.length, 1)
+  t.ok(ownBodies[0]!.equals(expected), `the SDK's bytes; ${firstDifference(expected.toString(), ownBodies[0]!.toString())}`)
+  t.same(ownDiagnostics, sdkDiagnostics, 'the same diagnostics')
+  const spans = (JSON.parse(expected.toString()) as { resourceSpans: { scopeSpans: { spans: { attributes: unknown[]; droppedAttributesCount: number }[] }[] }[] }).resourceSpans[0]!
+    .scopeSpans[0]!.spans
+  t.same(
+    spans.map((s) => [s.attributes.length, s.droppedAttributesCount]),
+    [
+      [128, 12],
+      [128, 0],
+      [128, 1],
+      [3, 1],
+    ],
+    'the limits were reached',
+  )
 })

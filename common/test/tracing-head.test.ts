@@ -1,5 +1,5 @@
 /**
- * The head decision (tracing-sdk.ts): a request's sampling is decided before
+ * The head decision (tracing-runtime.ts): a request's sampling is decided before
  * any span exists, so an unsampled one costs no SDK call and no span object.
  * It must be the configured sampler's decision exactly, for every sampler and
  * ratio (a new trace's decided from its id's words, not its text), and a
@@ -11,7 +11,7 @@ import { ROOT_CONTEXT, SamplingDecision, SpanKind, trace, TraceFlags, type Conte
 import { Type } from 'typebox'
 import { loadConfig, startTracing, TRACES_SAMPLERS, tracingConfig } from '../src/index.js'
 import { AlwaysOffSampler, AlwaysOnSampler, ParentBasedSampler, TraceIdRatioBasedSampler, type Sampler } from '@opentelemetry/sdk-trace'
-import { headDecision, NewTraces, writeHex32 } from '../src/tracing-sdk.js'
+import { headDecision, NewTraces, writeHex32 } from '../src/tracing-runtime.js'
 
 const schema = Type.Object(tracingConfig)
 const hex = (bytes: number) => randomBytes(bytes).toString('hex')
