@@ -149,6 +149,35 @@ t.test('a client that leaves before the answer: its sampled span ends as 499, on
   t.equal(Number(fast[0]?.attributes?.find((a) => a.key === 'http.response.status_code')?.value.intValue), 200, 'a finished request ends as its status')
 })
 
+t.test('a sampled response has the same close listeners as an unsampled one (no 1 % shape of its own)', async (t) => {
+  const { url } = await receiver(t)
+  const tracing = (await startTracing(loadConfig(schema, { OTEL_EXPORTER_OTLP_ENDPOINT: url }), 's'))!
+  const app = createService({ name: 's', logLevel: 'silent', openapi: false, tracing })
+  const seen: { sampled: boolean; close: unknown[] }[] = []
+  app.get('/x', async (request, reply) => {
+    seen.push({ sampled: request.traceSpan !== null, close: reply.raw.listeners('close') })
+    return { ok: true }
+  })
+  // Over a real socket: app.inject's responses carry a listener of their own, a new closure each.
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  t.teardown(() => app.close())
+  const port = (app.server.address() as AddressInfo).port
+  const parent = (flags: string) => ({ traceparent: `00-${'a'.repeat(32)}-${'b'.repeat(16)}-${flags}` })
+  t.equal((await fetch(`http://127.0.0.1:${port}/x`, { headers: parent('01') })).status, 200)
+  t.equal((await fetch(`http://127.0.0.1:${port}/x`, { headers: parent('00') })).status, 200)
+  t.same(
+    seen.map((s) => s.sampled),
+    [true, false],
+    'one sampled, one not (the parent-based default follows the flags)',
+  )
+  t.ok(seen[0]!.close.length > 0, 'the sampled one is listened to (a client leaving ends its span)')
+  t.equal(seen[0]!.close.length, seen[1]!.close.length, 'as many listeners')
+  t.ok(
+    seen[0]!.close.every((fn, i) => fn === seen[1]!.close[i]),
+    'the same functions: the event emitter sees one kind of response whatever the sampling',
+  )
+})
+
 t.test("a sampled request's logger: a child of the app's logger like every request's, with the trace ids, its request id once and its route's level", async (t) => {
   const { url } = await receiver(t)
   const tracing = (await startTracing(loadConfig(schema, { OTEL_EXPORTER_OTLP_ENDPOINT: url }), 's'))!
