@@ -169,7 +169,7 @@ export function installTracing(app: FastifyInstance, tracing: Tracing, shutdownO
     // of every request's CPU at 1 % sampling (lab, seven batches, lower in each without it; README, "Session 32").
     reply.raw.on('close', onResponseClose)
     const span = tracing.requestSpan(request.headers, () => spanName(request))
-    // A trace not sampled (OTEL_TRACES_SAMPLER_ARG) costs no more: only its traceparent goes on upstream.
+    // A trace not sampled (OTEL_TRACES_SAMPLER_ARG) costs no more than that listener and its traceparent, which goes on upstream.
     if (typeof span === 'string') {
       request.unsampledTraceparent = span
       return
