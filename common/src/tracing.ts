@@ -17,7 +17,7 @@
 import { context, diag, DiagLogLevel, propagation, ROOT_CONTEXT, SpanStatusCode, trace, type Context, type Span, type Tracer } from '@opentelemetry/api'
 import { Type } from './typebox.js'
 import type { FastifyBaseLogger, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
-import type { ServerResponse } from 'node:http'
+import type { Socket } from 'node:net'
 import { REQUEST_ID_LOG_LABEL } from './logging.js'
 
 export const TRACES_SAMPLERS = ['always_on', 'always_off', 'traceidratio', 'parentbased_always_on', 'parentbased_always_off', 'parentbased_traceidratio'] as const
@@ -163,13 +163,8 @@ export function installTracing(app: FastifyInstance, tracing: Tracing, shutdownO
   app.decorateRequest('traceSpan', null)
   app.decorateRequest('unsampledTraceparent', null)
   const begin = (request: FastifyRequest, reply: FastifyReply): void => {
-    // Every response, sampled or not, gets the same listener (one shared function, no closure): a listener on only
-    // the sampled 1 % gave their responses another set of listeners than all the others', and the event emitter's
-    // functions that every request runs through (the forwarder adds and removes its own) turned polymorphic: 3.5-4.5 %
-    // of every request's CPU at 1 % sampling (lab, seven batches, lower in each without it; README, "Session 32").
-    reply.raw.on('close', onResponseClose)
     const span = tracing.requestSpan(request.headers, () => spanName(request))
-    // A trace not sampled (OTEL_TRACES_SAMPLER_ARG) costs no more than that listener and its traceparent, which goes on upstream.
+    // A trace not sampled (OTEL_TRACES_SAMPLER_ARG) costs no more than its traceparent, which goes on upstream.
     if (typeof span === 'string') {
       request.unsampledTraceparent = span
       return
@@ -185,8 +180,8 @@ export function installTracing(app: FastifyInstance, tracing: Tracing, shutdownO
     // cost all requests about 5 % of their CPU (lab A/B, both load tools). The reply's logger too: Fastify's
     // error handler logs through it.
     reply.log = request.log = appLog.child({ [REQUEST_ID_LOG_LABEL]: request.id, trace_id: ids.traceId, span_id: ids.spanId }, { level: request.log.level })
-    // A client that leaves before the answer ends the span too (onResponse never runs then): onResponseClose.
-    sampledOpen.set(reply.raw, request)
+    // A client that leaves before the answer ends the span too (onResponse never runs then): watchConnection.
+    watchConnection(request.raw.socket, reply)
   }
   // Handlers run with the request's span active: what they call (queries, fetches) is its child.
   app.addHook('onRoute', (route) => {
@@ -206,17 +201,35 @@ export function installTracing(app: FastifyInstance, tracing: Tracing, shutdownO
 }
 
 /**
- * The sampled requests by their response (what onResponseClose is called on). Weak: a response that never closes (a
- * hijacked one) holds nothing.
+ * The sampled requests in flight on each connection. A client that leaves closes its connection (and a response
+ * destroyed mid-way destroys it too), so one close listener per connection, added at its first sampled request, sees
+ * every abandoned span. Not a listener on each response: one on only the sampled 1 % gave their responses another set
+ * of listeners than all the others' and turned the event emitter's paths polymorphic (3.5-4.5 % of every request's
+ * CPU), and the same one on every response still cost every request an added and a removed listener (1 % sampling
+ * 1.059 of tracing off, against 1.020 with no listener; README, Benchmark, "Session 32" and "Session 34"). Weak:
+ * a connection that is gone holds nothing.
  */
-const sampledOpen = new WeakMap<ServerResponse, FastifyRequest>()
+const sampledOnConnection = new WeakMap<Socket, Set<FastifyReply>>()
 
-/** A response closed: a sampled request's span that onResponse did not end (the client left first) ends as 499. */
-function onResponseClose(this: ServerResponse): void {
-  const request = sampledOpen.get(this)
-  if (request === undefined) return
-  sampledOpen.delete(this)
-  if (request.traceSpan !== null && !this.writableFinished) abortServerSpan(request)
+function watchConnection(socket: Socket | null, reply: FastifyReply): void {
+  if (socket === null || socket === undefined) return
+  let open = sampledOnConnection.get(socket)
+  if (open === undefined) {
+    open = new Set()
+    sampledOnConnection.set(socket, open)
+    socket.on('close', onConnectionClose)
+  }
+  open.add(reply)
+}
+
+/** A connection closed: its sampled requests whose answer did not finish (the client left first) end as 499. */
+function onConnectionClose(this: Socket): void {
+  const open = sampledOnConnection.get(this)
+  if (open === undefined) return
+  sampledOnConnection.delete(this)
+  for (const reply of open) {
+    if (reply.request.traceSpan !== null && !reply.raw.writableFinished) abortServerSpan(reply.request)
+  }
 }
 
 function spanName(request: FastifyRequest): string {
@@ -236,6 +249,8 @@ function endServerSpan(request: FastifyRequest, reply: FastifyReply): void {
   const span = request.traceSpan
   if (span === null) return
   request.traceSpan = null
+  const socket = request.raw.socket as Socket | null
+  if (socket !== null) sampledOnConnection.get(socket)?.delete(reply)
   const status = reply.statusCode
   span.setAttribute('http.response.status_code', status)
   if (status >= 500) span.setStatus({ code: SpanStatusCode.ERROR })

@@ -5,7 +5,7 @@
  * naming the choices. Spans are read from a real OTLP/HTTP receiver.
  */
 import t from 'tap'
-import { createServer, request } from 'node:http'
+import { Agent, createServer, request } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { Type } from 'typebox'
 import type { FastifyRequest } from 'fastify'
@@ -149,32 +149,59 @@ t.test('a client that leaves before the answer: its sampled span ends as 499, on
   t.equal(Number(fast[0]?.attributes?.find((a) => a.key === 'http.response.status_code')?.value.intValue), 200, 'a finished request ends as its status')
 })
 
-t.test('a sampled response has the same close listeners as an unsampled one (no 1 % shape of its own)', async (t) => {
+t.test('tracing adds no listener to a response, and one close listener to a connection at its first sampled request', async (t) => {
   const { url } = await receiver(t)
   const tracing = (await startTracing(loadConfig(schema, { OTEL_EXPORTER_OTLP_ENDPOINT: url }), 's'))!
-  const app = createService({ name: 's', logLevel: 'silent', openapi: false, tracing })
-  const seen: { sampled: boolean; close: unknown[] }[] = []
-  app.get('/x', async (request, reply) => {
-    seen.push({ sampled: request.traceSpan !== null, close: reply.raw.listeners('close') })
-    return { ok: true }
-  })
-  // Over a real socket: app.inject's responses carry a listener of their own, a new closure each.
-  await app.listen({ port: 0, host: '127.0.0.1' })
-  t.teardown(() => app.close())
-  const port = (app.server.address() as AddressInfo).port
+  // The same routes with tracing off, for the listeners Node and Fastify add on their own.
+  const apps = { on: createService({ name: 's', logLevel: 'silent', openapi: false, tracing }), off: createService({ name: 's', logLevel: 'silent', openapi: false }) }
+  const seen: { app: string; sampled: boolean; response: number; connection: number }[] = []
+  for (const [name, app] of Object.entries(apps)) {
+    app.get('/x', async (request, reply) => {
+      seen.push({ app: name, sampled: request.traceSpan !== null, response: reply.raw.listenerCount('close'), connection: request.raw.socket.listenerCount('close') })
+      return { ok: true }
+    })
+    // Over a real socket: app.inject's requests have no connection to close.
+    await app.listen({ port: 0, host: '127.0.0.1' })
+    t.teardown(() => app.close())
+  }
   const parent = (flags: string) => ({ traceparent: `00-${'a'.repeat(32)}-${'b'.repeat(16)}-${flags}` })
-  t.equal((await fetch(`http://127.0.0.1:${port}/x`, { headers: parent('01') })).status, 200)
-  t.equal((await fetch(`http://127.0.0.1:${port}/x`, { headers: parent('00') })).status, 200)
+  /** GETs /x on one keep-alive connection, one after the other, with these traceparent flags. */
+  const oneConnection = async (app: (typeof apps)['on'], flags: string[]) => {
+    const agent = new Agent({ keepAlive: true, maxSockets: 1 })
+    t.teardown(() => agent.destroy())
+    const port = (app.server.address() as AddressInfo).port
+    const sockets = new Set<unknown>()
+    for (const f of flags) {
+      const status = await new Promise<number>((resolve, reject) => {
+        const req = request({ port, host: '127.0.0.1', path: '/x', agent, headers: parent(f) }, (res) => {
+          res.resume()
+          res.on('end', () => resolve(res.statusCode ?? 0))
+        })
+        req.on('socket', (s) => sockets.add(s))
+        req.on('error', reject)
+        req.end()
+      })
+      t.equal(status, 200)
+    }
+    t.equal(sockets.size, 1, 'one connection')
+  }
+  await oneConnection(apps.off, ['01'])
+  await oneConnection(apps.on, ['00', '01', '01', '00', '01'])
+  const [off, ...on] = seen
   t.same(
-    seen.map((s) => s.sampled),
-    [true, false],
-    'one sampled, one not (the parent-based default follows the flags)',
+    on.map((s) => s.sampled),
+    [false, true, true, false, true],
+    'the parent-based default follows the flags',
   )
-  t.ok(seen[0]!.close.length > 0, 'the sampled one is listened to (a client leaving ends its span)')
-  t.equal(seen[0]!.close.length, seen[1]!.close.length, 'as many listeners')
-  t.ok(
-    seen[0]!.close.every((fn, i) => fn === seen[1]!.close[i]),
-    'the same functions: the event emitter sees one kind of response whatever the sampling',
+  t.same(
+    on.map((s) => s.response),
+    on.map(() => off!.response),
+    "every response, sampled or not, has tracing off's close listeners: the event emitter sees one kind of response",
+  )
+  t.same(
+    on.map((s) => s.connection),
+    [off!.connection, off!.connection + 1, off!.connection + 1, off!.connection + 1, off!.connection + 1],
+    'the connection gets one listener at its first sampled request (a client leaving ends their spans), not one per request',
   )
 })
 

@@ -1,0 +1,136 @@
+/**
+ * Lab (not part of `npm run bench`): instructions per request of gateway
+ * variants under valgrind's callgrind, all at once (the count does not move
+ * with the machine's speed, so variants need no interleaving), and where
+ * they differ: the symbols whose instructions per request differ most from
+ * the first variant's (V8's builtins and Node's C++ are named; JIT-compiled
+ * JavaScript is not, and shows as callgrind's unnamed addresses, summed).
+ * Variants as in tracing-cost.mjs: `off`, a sampling ratio (`0%`, `1%`),
+ * then after a colon `NAME=VALUE` pairs, `--flags` for node, `root=/path`
+ * for another built checkout. Needs valgrind and a build.
+ *
+ *   node bench/lab/tracing-instructions.mjs off 0% 1%   # BENCH_INSTR_WARMUP (30000), BENCH_INSTR_REQUESTS (10000), BENCH_LAB_TOP (25)
+ */
+import { execFileSync } from 'node:child_process'
+import { readFileSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { Pool } from 'undici'
+import { CPU_LOAD, CPU_PROXY, ROOT, gatewayEnv, nodeFlags, startUpstream } from '../lib/stack.mjs'
+import { freePort, startNode, startProgram, stop, waitHttp } from '../lib/procs.mjs'
+import { benchUser } from '../lib/scenario.mjs'
+
+const WARMUP = Number(process.env.BENCH_INSTR_WARMUP ?? 30000)
+const COUNTED = Number(process.env.BENCH_INSTR_REQUESTS ?? 10000)
+const TOP = Number(process.env.BENCH_LAB_TOP ?? 25)
+const CONNECTIONS = 10
+const variants = process.argv.slice(2).length ? process.argv.slice(2) : ['off', '0%', '1%']
+
+const user = await benchUser()
+const tasks = await startUpstream({ name: 'tasks-upstream' })
+const auth = await startUpstream({ name: 'auth-upstream' })
+const sinkPort = await freePort()
+const sink = await startNode({ name: 'otlp-sink', args: [new URL('../lib/otlp-sink.mjs', import.meta.url).pathname], env: { PORT: String(sinkPort) }, cpu: CPU_LOAD, readyLine: 'listening' })
+
+/** A variant's gateway environment, node flags and built tree. */
+function parse(variant) {
+  const [base, extra = ''] = variant.split(':')
+  const env = { REDIS_URL: '' }
+  if (base !== 'off') {
+    const percent = /^(\d+(?:\.\d+)?)%$/.exec(base)
+    if (!percent) throw new Error(`variant ${variant}: off, or a sampling ratio such as 1%`)
+    Object.assign(env, { OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${sinkPort}`, OTEL_TRACES_SAMPLER: 'parentbased_traceidratio', OTEL_TRACES_SAMPLER_ARG: String(Number(percent[1]) / 100) })
+  }
+  const nodeArgs = []
+  let root = ROOT
+  for (const pair of extra.split(',').filter(Boolean)) {
+    if (pair.startsWith('--')) nodeArgs.push(pair)
+    else if (pair.startsWith('root=')) root = pair.slice(5).replace(/\/?$/, '/')
+    else env[pair.slice(0, pair.indexOf('='))] = pair.slice(pair.indexOf('=') + 1)
+  }
+  return { env, nodeArgs, root }
+}
+
+/** Exactly `n` GETs of the user's task list over the pool's connections; the count of answers that were not 200. */
+async function requests(pool, n) {
+  let left = n
+  let bad = 0
+  await Promise.all(
+    Array.from({ length: CONNECTIONS }, async () => {
+      while (left-- > 0) {
+        const res = await pool.request({ path: user.tasksPath, method: 'GET', headers: user.headers })
+        await res.body.dump()
+        if (res.statusCode !== 200) bad++
+      }
+    }),
+  )
+  return bad
+}
+
+/** Self instructions by symbol from callgrind_annotate (unnamed JIT addresses summed as one). */
+function bySymbol(file) {
+  const text = execFileSync('callgrind_annotate', ['--inclusive=no', '--threshold=100', file], { encoding: 'utf8', maxBuffer: 1 << 28 })
+  const out = new Map()
+  for (const line of text.split('\n')) {
+    const m = /^\s*([\d,]+)\s+(?:\([^)]*\)\s+)?(.*)$/.exec(line)
+    if (!m || !m[2].includes(':') && !m[2].startsWith('0x') && !m[2].startsWith('???')) continue
+    const count = Number(m[1].replaceAll(',', ''))
+    let name = m[2].replace(/ \[[^\]]*\]$/, '').trim()
+    if (/^(\?\?\?:)?0x[0-9a-f]+$/.test(name)) name = '(JIT code)'
+    out.set(name, (out.get(name) ?? 0) + count)
+  }
+  return out
+}
+
+const started = []
+try {
+  console.log(`callgrind: ${variants.join(', ')} at once, ${WARMUP} requests of warm-up, then ${COUNTED} counted, ${CONNECTIONS} connections`)
+  const results = await Promise.all(
+    variants.map(async (variant, i) => {
+      const { env, nodeArgs, root } = parse(variant)
+      const adminPort = await freePort()
+      const genv = gatewayEnv({ port: await freePort(), adminPort, tasksUrl: tasks.url, authUrl: auth.url, env })
+      const out = join(tmpdir(), `tollgate-lab-instr-${process.pid}-${i}.out`)
+      const proc = await startProgram({
+        name: `${variant} (callgrind)`,
+        command: ['valgrind', '--tool=callgrind', '--smc-check=all-non-file', '--instr-atstart=no', `--callgrind-out-file=${out}`, process.execPath, ...nodeFlags('gateway'), ...nodeArgs, `${root}gateway/dist/server.js`],
+        env: genv,
+        cpu: CPU_PROXY,
+      })
+      started.push(proc)
+      const controlEnv = { ...process.env, HOST: genv.HOST }
+      const control = (...args) => execFileSync('callgrind_control', [...args, String(proc.pid)], { env: controlEnv, stdio: 'ignore' })
+      const pool = new Pool(`http://127.0.0.1:${genv.PORT}`, { connections: CONNECTIONS })
+      try {
+        // Ready: upstreams reachable, revocation list loaded (slow to start under valgrind).
+        await waitHttp(proc, `http://127.0.0.1:${adminPort}/ready`, { timeoutMs: 300_000, intervalMs: 500 })
+        const warmBad = await requests(pool, WARMUP)
+        control('-i', 'on')
+        const bad = await requests(pool, COUNTED)
+        control('-i', 'off')
+        control('-d')
+        const file = `${out}.1`
+        const total = Number(/^totals: (\d+)/m.exec(readFileSync(file, 'utf8'))?.[1])
+        const symbols = bySymbol(file)
+        rmSync(file, { force: true })
+        rmSync(out, { force: true })
+        return { variant, perRequest: total / COUNTED, symbols, bad, warmBad }
+      } finally {
+        await pool.close()
+        await stop(proc)
+      }
+    }),
+  )
+  const [first] = results
+  for (const r of results) console.log(`${r.variant.padEnd(20)} ${Math.round(r.perRequest)} instructions/request, / ${first.variant} ${(r.perRequest / first.perRequest).toFixed(3)} (answers not 200: ${r.warmBad} in the warm-up, ${r.bad} counted)`)
+  for (const r of results.slice(1)) {
+    const names = new Set([...first.symbols.keys(), ...r.symbols.keys()])
+    const diffs = [...names].map((n) => [n, ((r.symbols.get(n) ?? 0) - (first.symbols.get(n) ?? 0)) / COUNTED]).sort((a, b) => Math.abs(b[1]) - Math.abs(a[1]))
+    console.log(`\n${r.variant} against ${first.variant}, instructions/request by symbol (largest differences):`)
+    for (const [n, d] of diffs.slice(0, TOP)) console.log(`${d >= 0 ? '+' : ''}${Math.round(d)}`.padStart(9) + `  ${n.slice(0, 150)}`)
+  }
+} finally {
+  await Promise.all(started.map((p) => stop(p)))
+  await stop(sink.proc)
+  await Promise.all([stop(tasks.proc), stop(auth.proc)])
+}
