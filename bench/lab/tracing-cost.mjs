@@ -32,7 +32,7 @@
  * `off:--max-semi-space-size=32`); `root=/path` runs another built checkout's gateway
  * (`1%:root=/tmp/old`, to compare two builds in one run). Needs wrk and a build.
  *
- *   node bench/lab/tracing-cost.mjs [variant ...]   # BENCH_LAB_INSTANCES (2), BENCH_LAB_BATCHES (1), BENCH_LAB_ALTERNATE (0), BENCH_LAB_ROUNDS (12), BENCH_LAB_SLICE_S (5), BENCH_LAB_CONNECTIONS (16)
+ *   node bench/lab/tracing-cost.mjs [variant ...]   # BENCH_LAB_INSTANCES (2), BENCH_LAB_BATCHES (1), BENCH_LAB_ALTERNATE (0), BENCH_LAB_ROUNDS (12), BENCH_LAB_SLICE_S (5), BENCH_LAB_CONNECTIONS (16), BENCH_LAB_WARMUP_S (8)
  */
 import { CPU_LOAD, startGateway } from '../lib/stack.mjs'
 import { processCounters, round } from '../lib/proc-stats.mjs'
@@ -46,6 +46,8 @@ const BATCHES = Number(process.env.BENCH_LAB_BATCHES ?? 1)
 const SLICE_S = Number(process.env.BENCH_LAB_SLICE_S ?? 5)
 const CONNECTIONS = Number(process.env.BENCH_LAB_CONNECTIONS ?? 16)
 const ALTERNATE = process.env.BENCH_LAB_ALTERNATE === '1'
+/** Seconds of load on every process at once before counting: a 1 % sampled path reaches V8's optimising tiers 100 times more slowly than the rest. */
+const WARMUP_S = Number(process.env.BENCH_LAB_WARMUP_S ?? 8)
 const COUNTERS = ['user', 'sys', 'faults', 'switches']
 const variants = process.argv.slice(2).length ? process.argv.slice(2) : ['off', '1%']
 if (variants[0] !== 'off') variants.unshift('off')
@@ -105,9 +107,9 @@ await withWrkLab(async ({ user, tasks, auth }) => {
       }
     }
     const loadAll = (durationS) => Promise.all(live.map((p) => answersOf({ url: p.url, headers: user.headers, durationS })))
-    const how = ALTERNATE ? `loaded one at a time: 8 s warm-up (all at once), then ${ROUNDS} rounds of a ${SLICE_S} s slice each` : `loaded at once: 8 s warm-up, then ${ROUNDS} slices of ${SLICE_S} s`
+    const how = ALTERNATE ? `loaded one at a time: ${WARMUP_S} s warm-up (all at once), then ${ROUNDS} rounds of a ${SLICE_S} s slice each` : `loaded at once: ${WARMUP_S} s warm-up, then ${ROUNDS} slices of ${SLICE_S} s`
     console.log(`batch ${batch + 1} of ${BATCHES}: ${live.length} gateways (${INSTANCES} per variant), ${how}`)
-    await loadAll(8)
+    await loadAll(WARMUP_S)
     for (let r = 0, failed = 0; r < ROUNDS; r++) {
       if (ALTERNATE) {
         // One process at a time, as the bench loads them, in short slices taken in turn (each round starting one

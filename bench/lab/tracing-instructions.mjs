@@ -9,10 +9,16 @@
  * then after a colon `NAME=VALUE` pairs, `--flags` for node, `root=/path`
  * for another built checkout. Needs valgrind and a build.
  *
- *   node bench/lab/tracing-instructions.mjs off 0% 1%   # BENCH_INSTR_WARMUP (30000), BENCH_INSTR_REQUESTS (10000), BENCH_LAB_TOP (25)
+ * To name the JIT code too: `BENCH_LAB_KEEP=<dir>` keeps each variant's
+ * callgrind file there, and a variant's `--perf-basic-prof` makes node write
+ * /tmp/perf-<pid>.map (the pid is printed), whose address ranges name the
+ * unnamed functions; `BENCH_LAB_CALLGRIND` adds valgrind options
+ * (`--separate-callers=2`: who calls V8's runtime).
+ *
+ *   node bench/lab/tracing-instructions.mjs off 0% 1%   # BENCH_INSTR_WARMUP (30000), BENCH_INSTR_REQUESTS (10000), BENCH_LAB_TOP (25), BENCH_LAB_KEEP, BENCH_LAB_CALLGRIND
  */
 import { execFileSync } from 'node:child_process'
-import { readFileSync, rmSync } from 'node:fs'
+import { copyFileSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Pool } from 'undici'
@@ -24,6 +30,8 @@ const WARMUP = Number(process.env.BENCH_INSTR_WARMUP ?? 30000)
 const COUNTED = Number(process.env.BENCH_INSTR_REQUESTS ?? 10000)
 const TOP = Number(process.env.BENCH_LAB_TOP ?? 25)
 const CONNECTIONS = 10
+const KEEP = process.env.BENCH_LAB_KEEP
+const CALLGRIND = (process.env.BENCH_LAB_CALLGRIND ?? '').split(' ').filter(Boolean)
 const variants = process.argv.slice(2).length ? process.argv.slice(2) : ['off', '0%', '1%']
 
 const user = await benchUser()
@@ -93,7 +101,7 @@ try {
       const out = join(tmpdir(), `tollgate-lab-instr-${process.pid}-${i}.out`)
       const proc = await startProgram({
         name: `${variant} (callgrind)`,
-        command: ['valgrind', '--tool=callgrind', '--smc-check=all-non-file', '--instr-atstart=no', `--callgrind-out-file=${out}`, process.execPath, ...nodeFlags('gateway'), ...nodeArgs, `${root}gateway/dist/server.js`],
+        command: ['valgrind', '--tool=callgrind', '--smc-check=all-non-file', '--instr-atstart=no', ...CALLGRIND, `--callgrind-out-file=${out}`, process.execPath, ...nodeFlags('gateway'), ...nodeArgs, `${root}gateway/dist/server.js`],
         env: genv,
         cpu: CPU_PROXY,
       })
@@ -112,6 +120,10 @@ try {
         const file = `${out}.1`
         const total = Number(/^totals: (\d+)/m.exec(readFileSync(file, 'utf8'))?.[1])
         const symbols = bySymbol(file)
+        if (KEEP) {
+          copyFileSync(file, join(KEEP, `callgrind-${i}.out`))
+          console.log(`${variant}: pid ${proc.pid}, ${join(KEEP, `callgrind-${i}.out`)}`)
+        }
         rmSync(file, { force: true })
         rmSync(out, { force: true })
         return { variant, perRequest: total / COUNTED, symbols, bad, warmBad }
