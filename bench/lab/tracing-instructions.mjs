@@ -25,6 +25,7 @@ import { Pool } from 'undici'
 import { CPU_LOAD, CPU_PROXY, ROOT, gatewayEnv, nodeFlags, startUpstream } from '../lib/stack.mjs'
 import { freePort, startNode, startProgram, stop, waitHttp } from '../lib/procs.mjs'
 import { benchUser } from '../lib/scenario.mjs'
+import { requests } from '../suites/instructions.mjs'
 
 const WARMUP = Number(process.env.BENCH_INSTR_WARMUP ?? 30000)
 const COUNTED = Number(process.env.BENCH_INSTR_REQUESTS ?? 10000)
@@ -57,22 +58,6 @@ function parse(variant) {
     else env[pair.slice(0, pair.indexOf('='))] = pair.slice(pair.indexOf('=') + 1)
   }
   return { env, nodeArgs, root }
-}
-
-/** Exactly `n` GETs of the user's task list over the pool's connections; the count of answers that were not 200. */
-async function requests(pool, n) {
-  let left = n
-  let bad = 0
-  await Promise.all(
-    Array.from({ length: CONNECTIONS }, async () => {
-      while (left-- > 0) {
-        const res = await pool.request({ path: user.tasksPath, method: 'GET', headers: user.headers })
-        await res.body.dump()
-        if (res.statusCode !== 200) bad++
-      }
-    }),
-  )
-  return bad
 }
 
 /** Self instructions by symbol from callgrind_annotate (unnamed JIT addresses summed as one). */
@@ -112,9 +97,9 @@ try {
       try {
         // Ready: upstreams reachable, revocation list loaded (slow to start under valgrind).
         await waitHttp(proc, `http://127.0.0.1:${adminPort}/ready`, { timeoutMs: 300_000, intervalMs: 500 })
-        const warmBad = await requests(pool, WARMUP)
+        const warmBad = await requests(pool, user, WARMUP)
         control('-i', 'on')
-        const bad = await requests(pool, COUNTED)
+        const bad = await requests(pool, user, COUNTED)
         control('-i', 'off')
         control('-d')
         const file = `${out}.1`

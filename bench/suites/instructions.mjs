@@ -114,7 +114,7 @@ export async function instructions(cfg, log) {
 }
 
 /** Exactly `n` GETs of the user's task list over the pool's connections; the count of answers that were not 200. */
-async function requests(pool, user, n) {
+export async function requests(pool, user, n) {
   let left = n
   let bad = 0
   await Promise.all(
