@@ -39,6 +39,7 @@ import { processCounters, round } from '../lib/proc-stats.mjs'
 import { freePort, startNode, stop } from '../lib/procs.mjs'
 import { runWrk } from '../lib/wrk.mjs'
 import { withWrkLab } from './wrk-lab.mjs'
+import { parseVariant } from './tracing-variants.mjs'
 
 const INSTANCES = Number(process.env.BENCH_LAB_INSTANCES ?? 2)
 const ROUNDS = Number(process.env.BENCH_LAB_ROUNDS ?? 12)
@@ -69,31 +70,7 @@ function addSlice(p, before, after, answers) {
 await withWrkLab(async ({ user, tasks, auth }) => {
   const port = await freePort()
   await startNode({ name: 'otlp-sink', args: [new URL('../lib/otlp-sink.mjs', import.meta.url).pathname], env: { PORT: String(port) }, cpu: CPU_LOAD, readyLine: 'listening' })
-  const envOf = (variant) => {
-    const [base, extra = ''] = variant.split(':')
-    const env = {}
-    if (base !== 'off') {
-      const percent = /^(\d+(?:\.\d+)?)%$/.exec(base)
-      if (!percent) throw new Error(`variant ${variant}: off, or a sampling ratio such as 1%`)
-      Object.assign(env, {
-        OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${port}`,
-        OTEL_TRACES_SAMPLER: 'parentbased_traceidratio',
-        OTEL_TRACES_SAMPLER_ARG: String(Number(percent[1]) / 100),
-      })
-    }
-    const nodeArgs = []
-    let root
-    for (const pair of extra.split(',').filter(Boolean)) {
-      if (pair.startsWith('--')) {
-        nodeArgs.push(pair)
-        continue
-      }
-      const eq = pair.indexOf('=')
-      if (pair.slice(0, eq) === 'root') root = pair.slice(eq + 1).replace(/\/?$/, '/')
-      else env[pair.slice(0, eq)] = pair.slice(eq + 1)
-    }
-    return { env, nodeArgs, root }
-  }
+  const envOf = (variant) => parseVariant(variant, `http://127.0.0.1:${port}`)
   const processes = []
   for (let batch = 0; batch < BATCHES; batch++) {
     // Each batch its own processes: a process keeps its few per cent of luck (its memory layout) for life, so more

@@ -26,6 +26,7 @@ import { CPU_LOAD, CPU_PROXY, ROOT, gatewayEnv, nodeFlags, startUpstream } from 
 import { freePort, startNode, startProgram, stop, waitHttp } from '../lib/procs.mjs'
 import { benchUser } from '../lib/scenario.mjs'
 import { requests } from '../suites/instructions.mjs'
+import { parseVariant } from './tracing-variants.mjs'
 
 const WARMUP = Number(process.env.BENCH_INSTR_WARMUP ?? 30000)
 const COUNTED = Number(process.env.BENCH_INSTR_REQUESTS ?? 10000)
@@ -40,25 +41,6 @@ const tasks = await startUpstream({ name: 'tasks-upstream' })
 const auth = await startUpstream({ name: 'auth-upstream' })
 const sinkPort = await freePort()
 const sink = await startNode({ name: 'otlp-sink', args: [new URL('../lib/otlp-sink.mjs', import.meta.url).pathname], env: { PORT: String(sinkPort) }, cpu: CPU_LOAD, readyLine: 'listening' })
-
-/** A variant's gateway environment, node flags and built tree. */
-function parse(variant) {
-  const [base, extra = ''] = variant.split(':')
-  const env = { REDIS_URL: '' }
-  if (base !== 'off') {
-    const percent = /^(\d+(?:\.\d+)?)%$/.exec(base)
-    if (!percent) throw new Error(`variant ${variant}: off, or a sampling ratio such as 1%`)
-    Object.assign(env, { OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${sinkPort}`, OTEL_TRACES_SAMPLER: 'parentbased_traceidratio', OTEL_TRACES_SAMPLER_ARG: String(Number(percent[1]) / 100) })
-  }
-  const nodeArgs = []
-  let root = ROOT
-  for (const pair of extra.split(',').filter(Boolean)) {
-    if (pair.startsWith('--')) nodeArgs.push(pair)
-    else if (pair.startsWith('root=')) root = pair.slice(5).replace(/\/?$/, '/')
-    else env[pair.slice(0, pair.indexOf('='))] = pair.slice(pair.indexOf('=') + 1)
-  }
-  return { env, nodeArgs, root }
-}
 
 /** Self instructions by symbol from callgrind_annotate (unnamed JIT addresses summed as one). */
 function bySymbol(file) {
@@ -80,9 +62,9 @@ try {
   console.log(`callgrind: ${variants.join(', ')} at once, ${WARMUP} requests of warm-up, then ${COUNTED} counted, ${CONNECTIONS} connections`)
   const results = await Promise.all(
     variants.map(async (variant, i) => {
-      const { env, nodeArgs, root } = parse(variant)
+      const { env, nodeArgs, root = ROOT } = parseVariant(variant, `http://127.0.0.1:${sinkPort}`)
       const adminPort = await freePort()
-      const genv = gatewayEnv({ port: await freePort(), adminPort, tasksUrl: tasks.url, authUrl: auth.url, env })
+      const genv = gatewayEnv({ port: await freePort(), adminPort, tasksUrl: tasks.url, authUrl: auth.url, env: { REDIS_URL: '', ...env } })
       const out = join(tmpdir(), `tollgate-lab-instr-${process.pid}-${i}.out`)
       const proc = await startProgram({
         name: `${variant} (callgrind)`,
