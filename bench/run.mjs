@@ -15,7 +15,7 @@
  *                                  the gateway of the last commit before tracing (built once, bench/lib/baseline.mjs)
  * Throughput rows: (a) upstream, (b) bare http-proxy, (c) gateway, (c+redis) gateway with a private redis-server;
  * each with req/s, latency and server CPU us/request (user+sys of the whole process, /proc). wrk: apt-get install -y wrk.
- * Durations: BENCH_WARMUP_S, BENCH_DURATION_S, BENCH_ROUNDS, BENCH_INSTANCES (processes per proxy contender),
+ * Durations: BENCH_WARMUP_S, BENCH_FIRST_WARMUP_S (throughput: a process's first warm-up), BENCH_DURATION_S, BENCH_ROUNDS, BENCH_INSTANCES (processes per proxy contender),
  * BENCH_CONNECTIONS, BENCH_SOAK_S, BENCH_SIGNIN_DURATION_S,
  * BENCH_FAULT_DURATION_S, BENCH_SETTLE_S, ... (bench/lib/config.mjs). Results: bench/results/latest.{json,md}.
  * Sign-in and the write ledger need PostgreSQL: BENCH_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/test).

@@ -58,6 +58,7 @@ const TOOLS = {
 
 /**
  * Targets measured side by side: each warmed up (discarded) with every tool,
+ * the first tool for at least `firstWarmupS` (on each instance),
  * then the measured time split into `rounds` rounds (each slice after
  * `sliceWarmupS` of discarded load on its instance); in each round every
  * tool loads every target in turn (autocannon a, b, c, then wrk a, b, c...),
@@ -79,15 +80,17 @@ const TOOLS = {
  * e.g. where the gateway counts) after it.
  * Returns { [tool]: { [target key]: run } }.
  */
-export async function measureSideBySide(targets, { headers, connections, warmupS, sliceWarmupS = 0, durationS, rounds, tools = ['autocannon'], log }) {
+export async function measureSideBySide(targets, { headers, connections, warmupS, firstWarmupS = 0, sliceWarmupS = 0, durationS, rounds, tools = ['autocannon'], log }) {
   const machine = await waitQuiet(log)
   const instancesOf = (t) => t.instances ?? [{ url: t.url, pid: t.pid }]
-  for (const tool of tools) {
+  for (const [i, tool] of tools.entries()) {
+    // The first tool's warm-up is the process's own (firstWarmupS: V8 still compiling), the others' only the tool's.
+    const s = i === 0 ? Math.max(warmupS, firstWarmupS) : warmupS
     for (const t of targets) {
-      if (warmupS > 0) {
+      if (s > 0) {
         const n = instancesOf(t).length
-        log(`  ${tool}, ${t.label}: warm-up ${warmupS}s${n > 1 ? ` on each of ${n} instances` : ''}`)
-        for (const { url } of instancesOf(t)) await TOOLS[tool].run({ url, headers, connections, durationS: warmupS }, TOOLS[tool].latencies())
+        log(`  ${tool}, ${t.label}: warm-up ${s}s${n > 1 ? ` on each of ${n} instances` : ''}`)
+        for (const { url } of instancesOf(t)) await TOOLS[tool].run({ url, headers, connections, durationS: s }, TOOLS[tool].latencies())
       }
     }
   }
