@@ -3,14 +3,16 @@
  * the client's traceparent reaches the service untouched; on, the service
  * gets the gateway's own span as parent in the client's trace (tracestate
  * kept), the client's sampling decision is honoured, the token check says
- * cache miss then hit, and the request's log lines carry the trace id.
+ * cache miss then hit, and the request's log lines carry the trace id; the
+ * internal listener's token check and limits are spans too.
  * Spans are read from a real OTLP/HTTP receiver.
  */
 import t, { type Test } from 'tap'
 import { createServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { randomBytes } from 'node:crypto'
-import { buildGateway, logCapture, startUpstream, subOf, token } from './helper.js'
+import { serviceTokenKey, signServiceToken } from '@tollgate/common'
+import { buildGateway, logCapture, SECRET, startUpstream, subOf, token } from './helper.js'
 
 interface Span {
   traceId: string
@@ -121,4 +123,40 @@ t.test('tracing on: a refusal and a failed upstream call are recorded as what th
   t.equal(call!.status?.code, 2, 'marked as an error')
   t.equal(attr(call!, 'server.address'), '127.0.0.1:1', 'naming the target it tried')
   t.equal(attr(inTrace(failed.traceId).find((s) => s.name === 'token check')!, 'tollgate.outcome'), 'ok', 'its token check passed')
+})
+
+t.test('tracing on: the internal listener records its token check and limit, children of its request span', async (t) => {
+  const otlp = await receiver(t)
+  const tasks = await startUpstream(t)
+  const gw = await buildGateway(t, { TASK_SERVICE_URL: tasks.url, OTEL_EXPORTER_OTLP_ENDPOINT: otlp.url })
+  const service = (name: string) => signServiceToken(serviceTokenKey(SECRET), { service: name, scope: ['tasks:purge'], issuer: 'tollgate', ttlSeconds: 300 }).then((r) => r.token)
+  const purge = async (name: string) => {
+    const traceId = randomBytes(16).toString('hex')
+    const res = await gw.internal.inject({ method: 'DELETE', url: '/internal/users/u-1/tasks', headers: { authorization: `Bearer ${await service(name)}`, traceparent: traceparent(traceId) } })
+    return { traceId, status: res.statusCode }
+  }
+  const allowed = await purge('auth-service')
+  t.equal(allowed.status, 200)
+  const denied = await purge('task-service') // signed, but not on the allowlist for this route
+  t.equal(denied.status, 403)
+  await gw.tracing!.flush()
+
+  type Exported = Span & { status?: { code?: number } }
+  const inTrace = (id: string) => (otlp.spans as Exported[]).filter((s) => s.traceId === id)
+  const spans = inTrace(allowed.traceId)
+  const root = spans.find((s) => s.name === 'DELETE /internal/users/:user_id/tasks')
+  t.ok(root, "the internal request's span")
+  const check = spans.find((s) => s.name === 'token check')
+  const limit = spans.find((s) => s.name === 'rate limit')
+  const call = spans.find((s) => s.name === 'DELETE tasks')
+  t.ok(check && limit && call, 'token check, rate limit and upstream call spans')
+  for (const child of [check, limit, call]) t.equal(child?.parentSpanId, root?.spanId, `${child?.name}: child of the request span`)
+  t.equal(attr(check!, 'tollgate.access'), 'service')
+  t.equal(attr(check!, 'tollgate.outcome'), 'ok')
+  t.equal(attr(limit!, 'tollgate.rate_limit.policy'), 'service')
+  t.equal(attr(limit!, 'tollgate.outcome'), 'ok')
+
+  const refused = inTrace(denied.traceId).find((s) => s.name === 'token check')
+  t.equal(refused && attr(refused, 'tollgate.outcome'), 'FORBIDDEN', "a service outside the allowlist: the refusal's code")
+  t.notOk(inTrace(denied.traceId).some((s) => s.name === 'rate limit' || s.name === 'DELETE tasks'), 'no limit counted and no upstream call after the refusal')
 })

@@ -19,6 +19,7 @@ import type { ResolvedInternalRoute } from '../gateway-config/load.js'
 import { policySteps } from '../pipeline/route-pipeline.js'
 import { authenticateService, parseAllowlist } from './service-auth.js'
 import { gatewayAccessFields } from '../access-log.js'
+import { tracedStep } from '../tracing.js'
 
 export interface InternalDeps {
   routes: ResolvedInternalRoute[]
@@ -85,10 +86,16 @@ export async function buildInternalApp(config: Config, deps: InternalDeps): Prom
     const timeoutMs = upstream.def.timeoutMs ?? config.UPSTREAM_TIMEOUT_MS
     forwarders.set(name, createForwarder({ name, pool: upstream.pool, timeoutMs, countError: (labels) => upstreamErrors.inc(labels), tracer: deps.tracing?.tracer }))
   }
+  // Tracing on: the token check and each limit are spans of the request's, as on the public listener.
+  const tracer = deps.tracing?.tracer
+  const traced = (name: string, attributes: Record<string, string>, step: Step): Step => (tracer ? tracedStep(tracer, name, attributes, step) : step)
+  const limiter = (p: ResolvedInternalRoute['policies'][number]) =>
+    traced('rate limit', { 'tollgate.rate_limit.policy': p.name, 'tollgate.rate_limit.key': p.key }, policies.limiter(p))
+  const checkToken = traced('token check', { 'tollgate.access': 'service' }, asyncStep(authenticate))
   for (const route of deps.routes) {
     await app.register(async (scope) => {
-      const steps: Step[] = route.policies.filter((p) => p.key === 'address').map((p) => policies.limiter(p))
-      if (route.access === 'service') steps.push(asyncStep(authenticate), ...route.policies.filter((p) => p.key === 'service').map((p) => policies.limiter(p)))
+      const steps: Step[] = route.policies.filter((p) => p.key === 'address').map(limiter)
+      if (route.access === 'service') steps.push(checkToken, ...route.policies.filter((p) => p.key === 'service').map(limiter))
       if (steps.length > 0) scope.addHook('onRequest', sequence(steps))
       registerProxyRoutes(scope as never, {
         forward: forwarders.get(route.upstream)!,
