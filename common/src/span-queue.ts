@@ -260,7 +260,7 @@ function flags(ctx: SpanContext, remote: boolean | undefined): number {
  * two numbers' digits joined when that is the same text (a positive time,
  * nanoseconds in range), else the BigInt sum. With the attribute fast paths
  * (tracer.ts), this took tracing at 1 % from 1.045 to 1.000 of tracing off
- * (README, Benchmark, "Session 31"; which of the two carries it is not split).
+ * (docs/benchmark-history.md, "Session 31"; which of the two carries it is not split).
  */
 function nanos(time: HrTime): string {
   const s = time[0]

@@ -10,7 +10,7 @@
  * when they end, spans die young. At 100 % sampling a gateway request cost
  * 1.679 of tracing off with this tracer against 1.939 with the SDK's (lab,
  * the same batches; minor page faults 12 against 788 per 1,000 requests);
- * at 1 % the two cost the same as first built (README, Benchmark, "Session
+ * at 1 % the two cost the same as first built (docs/benchmark-history.md, "Session
  * 30"), and about 3 % less with the fast paths for simple attributes below
  * and span-queue.ts's nanoseconds ("Session 31"). What is
  * recorded, and the bytes sent, are the SDK's: the same attribute rules and

@@ -205,7 +205,7 @@ export function installTracing(app: FastifyInstance, tracing: Tracing, shutdownO
  * destroyed mid-way destroys it too), so one close listener per connection, added at its first sampled request, sees
  * every abandoned span. Not a listener on each response: one on only the sampled 1 % gave their responses another set
  * of listeners than all the others' and turned the event emitter's paths polymorphic (3.5-4.5 % of every request's
- * CPU; README, Benchmark, "Session 32"), and the same one on every response made every request add and remove a
+ * CPU; docs/benchmark-history.md, "Session 32"), and the same one on every response made every request add and remove a
  * listener for the few that need one (no CPU difference measured either way: "Session 34"). Weak: a connection that
  * is gone holds nothing.
  */
