@@ -34,6 +34,7 @@ export function readConfig(argv = process.argv.slice(2), env = process.env) {
     }
     return quick ? short : normal
   }
+  const warmupS = num('BENCH_WARMUP_S', 6, 2)
   let suites = only ?? SUITES
   if (flags.has('--soak')) suites = ['soak']
   if (flags.has('--profile')) suites = ['profile']
@@ -49,13 +50,13 @@ export function readConfig(argv = process.argv.slice(2), env = process.env) {
     // Quick runs never overwrite the figures the README quotes.
     outName: quick ? 'quick' : 'latest',
     connections: num('BENCH_CONNECTIONS', 50, 50),
-    warmupS: num('BENCH_WARMUP_S', 6, 2),
+    warmupS,
     // Throughput: each proxy process's first warm-up (with the first tool; V8's compiled code outlives a change of
-    // tool) lasts at least this long, the same for every contender. Code a request runs rarely, as the sampled path
-    // at 1 % tracing, reaches V8's optimising compiler late: session 34's `--log-code` timeline had it compiled
+    // tool) lasts this long, never less than warmupS, the same for every contender. Code a request runs rarely, as
+    // the sampled path at 1 % tracing, reaches V8's optimising compiler late: session 34's `--log-code` timeline had it compiled
     // after some 40 s of load, inside the measured slices when a process had 6 s; with 90 s of warm-up (three
     // processes at once) the 1 % lab figure fell from 1.058 to 1.044 and V8's helper threads' excess went away.
-    firstWarmupS: num('BENCH_FIRST_WARMUP_S', 60, 2),
+    firstWarmupS: Math.max(warmupS, num('BENCH_FIRST_WARMUP_S', 60, 2)),
     // Throughput: each measured slice follows this much load of its own on the same process, discarded. An instance
     // idles for minutes between its slices (every other contender takes the rounds meanwhile), and its first seconds
     // back cost all contenders 40-70 % more CPU per request (JIT and GC warming up again; lab, session 19, 4 min idle).

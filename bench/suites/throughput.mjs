@@ -128,7 +128,7 @@ export async function throughput(cfg, log) {
     targets.sort((x, y) => SLICE_ORDER.indexOf(x.key) - SLICE_ORDER.indexOf(y.key))
     targetOrder = targets.map((t) => t.key)
     for (const t of targets) for (const { url } of t.instances ?? [t]) await expectStatus(url, { headers: user.headers })
-    log(`side by side with ${tools.join(' and ')}: ${cfg.instances} instance(s) of each proxy, ${Math.max(cfg.warmupS, cfg.firstWarmupS)}s warm-up per instance with ${tools[0]}${tools.length > 1 ? ` and ${cfg.warmupS}s with ${tools.slice(1).join(', ')}` : ''}, then ${cfg.durationS}s each in ${cfg.rounds} rounds, each slice after ${cfg.sliceWarmupS}s of discarded load`)
+    log(`side by side with ${tools.join(' and ')}: ${cfg.instances} instance(s) of each proxy, ${cfg.firstWarmupS}s warm-up per instance with ${tools[0]}${tools.length > 1 ? ` and ${cfg.warmupS}s with ${tools.slice(1).join(', ')}` : ''}, then ${cfg.durationS}s each in ${cfg.rounds} rounds, each slice after ${cfg.sliceWarmupS}s of discarded load`)
     runs = await measureSideBySide(targets, { headers: user.headers, connections: cfg.connections, warmupS: cfg.warmupS, firstWarmupS: cfg.firstWarmupS, sliceWarmupS: cfg.sliceWarmupS, durationS: cfg.durationS, rounds: cfg.rounds, tools, log })
   } finally {
     await Promise.all(started.map((proc) => stop(proc)))
@@ -228,7 +228,7 @@ export async function throughput(cfg, log) {
     load: {
       connections: cfg.connections,
       warmupS: cfg.warmupS,
-      firstWarmupS: Math.max(cfg.warmupS, cfg.firstWarmupS),
+      firstWarmupS: cfg.firstWarmupS,
       sliceWarmupS: cfg.sliceWarmupS,
       durationS: cfg.durationS,
       rounds: cfg.rounds,

@@ -26,6 +26,21 @@ export function tracedStep(tracer: Tracer, name: string, attributes: Attributes,
   }
 }
 
+/**
+ * A listener's access steps as spans when tracing is on (a tracer), else the steps themselves: wrapped once, when
+ * the routes are composed. Shared by the public and the internal listener, so their spans have the same names and
+ * attributes.
+ */
+export function stepSpans(tracer: Tracer | null | undefined) {
+  const traced = (name: string, attributes: Attributes, step: Step): Step => (tracer ? tracedStep(tracer, name, attributes, step) : step)
+  return {
+    traced,
+    /** One rate-limit policy's step. */
+    limit: (policy: { name: string; key: string }, step: Step): Step =>
+      traced('rate limit', { 'tollgate.rate_limit.policy': policy.name, 'tollgate.rate_limit.key': policy.key }, step),
+  }
+}
+
 function endStep(span: Span, err: Error | undefined): void {
   if (err === undefined) {
     span.setAttribute('tollgate.outcome', 'ok')

@@ -19,7 +19,7 @@ import type { ResolvedInternalRoute } from '../gateway-config/load.js'
 import { policySteps } from '../pipeline/route-pipeline.js'
 import { authenticateService, parseAllowlist } from './service-auth.js'
 import { gatewayAccessFields } from '../access-log.js'
-import { tracedStep } from '../tracing.js'
+import { stepSpans } from '../tracing.js'
 
 export interface InternalDeps {
   routes: ResolvedInternalRoute[]
@@ -87,10 +87,8 @@ export async function buildInternalApp(config: Config, deps: InternalDeps): Prom
     forwarders.set(name, createForwarder({ name, pool: upstream.pool, timeoutMs, countError: (labels) => upstreamErrors.inc(labels), tracer: deps.tracing?.tracer }))
   }
   // Tracing on: the token check and each limit are spans of the request's, as on the public listener.
-  const tracer = deps.tracing?.tracer
-  const traced = (name: string, attributes: Record<string, string>, step: Step): Step => (tracer ? tracedStep(tracer, name, attributes, step) : step)
-  const limiter = (p: ResolvedInternalRoute['policies'][number]) =>
-    traced('rate limit', { 'tollgate.rate_limit.policy': p.name, 'tollgate.rate_limit.key': p.key }, policies.limiter(p))
+  const { traced, limit } = stepSpans(deps.tracing?.tracer)
+  const limiter = (p: ResolvedInternalRoute['policies'][number]) => limit(p, policies.limiter(p))
   const checkToken = traced('token check', { 'tollgate.access': 'service' }, asyncStep(authenticate))
   for (const route of deps.routes) {
     await app.register(async (scope) => {

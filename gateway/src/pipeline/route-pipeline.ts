@@ -23,7 +23,7 @@ import { acceptRawBodies, proxyRoutes } from '../proxy/proxy-routes.js'
 import type { ResolvedPolicy, ResolvedRoute } from '../gateway-config/load.js'
 import { openStream, refuseQueryToken, registerWebSocketRoutes, type LiveDeps } from '../streams/live-routes.js'
 import type { Tracer } from '@opentelemetry/api'
-import { recordTokenCache, tracedStep } from '../tracing.js'
+import { recordTokenCache, stepSpans } from '../tracing.js'
 
 type Key = (req: FastifyRequest) => string | undefined
 
@@ -204,9 +204,8 @@ export function routeHooks(route: ResolvedRoute, deps: PipelineDeps): RouteHooks
   const fromBody = countAll.filter((p) => p.key === 'email' || p.key === 'email+address')
 
   const tracer = deps.tracer
-  const traced = (name: string, attributes: Record<string, string>, step: Step): Step => (tracer ? tracedStep(tracer, name, attributes, step) : step)
-  const limiter = (p: ResolvedPolicy) =>
-    traced('rate limit', { 'tollgate.rate_limit.policy': p.name, 'tollgate.rate_limit.key': p.key }, deps.policies.limiter(p))
+  const { traced, limit } = stepSpans(tracer)
+  const limiter = (p: ResolvedPolicy) => limit(p, deps.policies.limiter(p))
   const onRequest: Step[] = beforeToken.map(limiter)
   // A live route never reads a token from the query, and refuses one there before anything else.
   if (route.stream) onRequest.unshift(refuseQueryToken)
