@@ -49,11 +49,16 @@ export async function startUpstream({ name = 'upstream', port, delayMs = 0 } = {
   return { proc, port, url: base(port) }
 }
 
+/**
+ * (b), with node's defaults but for `--no-memory-reducer`, which the gateway's start flags also carry: between two
+ * of its slices a process idles for minutes, and V8's memory reducer would then drop what its optimised code
+ * depends on (README, Benchmark), a cost of the bench's idle gaps rather than of the proxy's code.
+ */
 export async function startBareProxy({ upstreamUrl, nodeArgs = [] }) {
   const port = await freePort()
   const proc = await startNode({
     name: 'bare-proxy',
-    args: [...nodeArgs, here('./bare-proxy.mjs')],
+    args: ['--no-memory-reducer', ...nodeArgs, here('./bare-proxy.mjs')],
     env: { PORT: String(port), UPSTREAM: upstreamUrl },
     cpu: CPU_PROXY,
     readyLine: `ready ${port}`,

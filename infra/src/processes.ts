@@ -9,7 +9,7 @@ export interface Child {
 }
 
 /** As in the Dockerfile's CMD and each workspace's `npm start` (why: there): V8 heap sizing, fewer collections per request. */
-export const NODE_FLAGS = ['--min-semi-space-size=16', '--max-semi-space-size=16', '--heap-growing-percent=50', '--enable-source-maps']
+export const NODE_FLAGS = ['--min-semi-space-size=16', '--max-semi-space-size=16', '--heap-growing-percent=50', '--no-memory-reducer', '--enable-source-maps']
 
 export function startProcess(
   name: string,
