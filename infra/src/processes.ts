@@ -8,7 +8,7 @@ export interface Child {
   exited: Promise<number | null>
 }
 
-/** As in the Dockerfile's CMD and each workspace's `npm start` (why: there): V8 heap sizing, fewer collections per request. */
+/** As in the Dockerfile's CMD and each workspace's `npm start` (why: there): V8 heap sizing, fewer collections per request, no re-warming after a pause. */
 export const NODE_FLAGS = ['--min-semi-space-size=16', '--max-semi-space-size=16', '--heap-growing-percent=50', '--no-memory-reducer', '--enable-source-maps']
 
 export function startProcess(
