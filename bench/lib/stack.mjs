@@ -5,10 +5,12 @@
  * shared secret and the token the load sends.
  */
 import { randomUUID } from 'node:crypto'
-import { readFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import { SignJWT } from 'jose'
 import { freePort, startNode, waitHttp } from './procs.mjs'
+import { nodeFlags } from './node-flags.mjs'
+
+export { nodeFlags }
 
 export const ROOT = fileURLToPath(new URL('../../', import.meta.url))
 const here = (p) => fileURLToPath(new URL(p, import.meta.url))
@@ -66,13 +68,6 @@ export async function startBareProxy({ upstreamUrl, nodeArgs = [] }) {
   return { proc, port, url: base(port) }
 }
 
-/** The node flags of a workspace's `npm start` (V8 heap sizing), so the bench runs each process as users do. */
-export function nodeFlags(workspace = 'gateway') {
-  const start = JSON.parse(readFileSync(`${ROOT}${workspace}/package.json`, 'utf8')).scripts.start
-  const m = /^node((?: --[\w-]+(?:=\S+)?)*) dist\/server\.js$/.exec(start)
-  if (!m) throw new Error(`${workspace}/package.json start script not understood: ${start}`)
-  return m[1].trim().split(' ').filter(Boolean)
-}
 
 /**
  * The gateway alone (node gateway/dist/server.js, with its `npm start` flags) with everything on, logs at

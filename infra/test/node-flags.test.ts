@@ -1,7 +1,8 @@
 /**
  * Every way a service is started runs node with the same V8 flags: each workspace's `npm start`, the launcher's
- * NODE_FLAGS (npm start at the root) and the Dockerfile's CMD (compose, Kubernetes). The bench reads them from the
- * gateway's `npm start`, so a flag that one path lost would be measured but not shipped, or shipped untested.
+ * NODE_FLAGS (npm start at the root) and the Dockerfile's CMD (compose, Kubernetes). The bench reads them from each
+ * workspace's `npm start` with bench/lib/node-flags.mjs, which this test reads them with too, so a flag that one path
+ * lost would be measured but not shipped, or shipped untested.
  */
 import t from 'tap'
 import { execFileSync } from 'node:child_process'
@@ -12,12 +13,9 @@ import { NODE_FLAGS } from '../src/processes.js'
 const repoRoot = fileURLToPath(new URL('../../', import.meta.url))
 const read = (path: string) => readFileSync(`${repoRoot}${path}`, 'utf8')
 
-function startFlags(workspace: string): string[] {
-  const start = (JSON.parse(read(`${workspace}/package.json`)) as { scripts: { start: string } }).scripts.start
-  const m = /^node((?: --[\w-]+(?:=\S+)?)*) dist\/server\.js$/.exec(start)
-  if (!m) throw new Error(`${workspace}'s start script is not "node <flags> dist/server.js": ${start}`)
-  return m[1]!.trim().split(' ')
-}
+/** The bench's own reading of a workspace's `npm start` (bench/lib/node-flags.mjs): what it measures is what ships. */
+const benchModule = new URL('../../bench/lib/node-flags.mjs', import.meta.url).href
+const { nodeFlags: startFlags } = (await import(benchModule)) as { nodeFlags: (workspace: string) => string[] }
 
 function dockerfileFlags(): string[] {
   const cmd = /^CMD (\[.*\])$/m.exec(read('infra/docker/Dockerfile'))
