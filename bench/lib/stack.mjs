@@ -68,7 +68,6 @@ export async function startBareProxy({ upstreamUrl, nodeArgs = [] }) {
   return { proc, port, url: base(port) }
 }
 
-
 /**
  * The gateway alone (node gateway/dist/server.js, with its `npm start` flags) with everything on, logs at
  * info to /dev/null. `env` overrides; `nodeArgs` e.g. --cpu-prof; `root` another built tree (baseline.mjs),
