@@ -92,11 +92,12 @@ try {
           console.log(`${variant}: pid ${proc.pid}, ${join(KEEP, `callgrind-${i}.out`)}`)
         }
         rmSync(file, { force: true })
-        rmSync(out, { force: true })
         return { variant, perRequest: total / COUNTED, symbols, bad, warmBad }
       } finally {
         await pool.close()
         await stop(proc)
+        // After the stop: callgrind writes the rest of the run to `out` as it exits.
+        rmSync(out, { force: true })
       }
     }),
   )
