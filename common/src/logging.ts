@@ -160,9 +160,13 @@ function plainFields(l: PinoState, line: AccessLine): boolean {
 const SANE_REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/
 
 export function genReqId(req: IncomingMessage): string {
+  return saneRequestId(req) ?? randomUUID()
+}
+
+/** The client's `x-request-id` when it is one we keep, else undefined. */
+export function saneRequestId(req: IncomingMessage): string | undefined {
   const given = req.headers['x-request-id']
-  if (typeof given === 'string' && SANE_REQUEST_ID.test(given)) return given
-  return randomUUID()
+  return typeof given === 'string' && SANE_REQUEST_ID.test(given) ? given : undefined
 }
 
 export const REQUEST_ID_HEADER = 'x-request-id'

@@ -15,6 +15,7 @@ import Fastify, {
   type RawRequestDefaultExpression,
   type RawServerDefault,
 } from 'fastify'
+import type { IncomingMessage } from 'node:http'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import AjvCompiler from '@fastify/ajv-compiler'
 import swagger from '@fastify/swagger'
@@ -23,7 +24,7 @@ import { readinessHandler } from './readiness.js'
 import { installJsonBodyParser } from './json-body.js'
 import { lingerOnRefusal } from './refused-upload.js'
 import { replyHeaderSetter } from './reply-headers.js'
-import { accessLine, writeAccessLine, genReqId, loggerOptions, REQUEST_ID_HEADER, REQUEST_ID_LOG_LABEL, stdoutDestination, type AccessLogExtension } from './logging.js'
+import { accessLine, writeAccessLine, genReqId, saneRequestId, loggerOptions, REQUEST_ID_HEADER, REQUEST_ID_LOG_LABEL, stdoutDestination, type AccessLogExtension } from './logging.js'
 import { createMetricsKit, installMetrics, type MetricsKit } from './metrics.js'
 import { installTracing, type Tracing } from './tracing.js'
 
@@ -85,7 +86,8 @@ export function createService(opts: ServiceOptions): App {
   const setResponseHeaders = replyHeaderSetter(opts.responseHeaders ?? {}, REQUEST_ID_HEADER)
   const app = Fastify({
     logger: { ...(logger as object), stream: opts.logStream ?? stdoutDestination() },
-    genReqId,
+    // With tracing on, an id the service mints is the id of the trace the request starts (Tracing.requestId).
+    genReqId: opts.tracing ? (req: IncomingMessage) => opts.tracing!.requestId(saneRequestId(req)) : genReqId,
     // One access line of our own per request instead of Fastify's two.
     logController: new LogController({ disableRequestLogging: true, requestIdLogLabel: REQUEST_ID_LOG_LABEL }),
     bodyLimit: opts.bodyLimit ?? ONE_MIB,

@@ -26,18 +26,34 @@ export function createTracing(config: TracingSettings, url: string, serviceName:
   const fresh = new NewTraces()
   const queue = new SpanQueue(new WorkerSpanExporter(url), { serviceName, scopeName: 'tollgate', scheduledDelayMillis: config.OTEL_BSP_SCHEDULE_DELAY ?? 5000 })
   const tracer = new RecordingTracer(samplingOf(head, fresh), queue)
+  // The last request id minted (requestId) and its new trace's slot, until the request with that id takes it.
+  let mintedId = ''
+  let mintedSlot = -1
   return {
     tracer,
     serviceName,
-    requestSpan(headers, name) {
+    requestId(given) {
+      if (given !== undefined) {
+        // The client's id: never one of ours, even when it repeats one (it must not take a minted trace).
+        mintedSlot = -1
+        return given
+      }
+      mintedSlot = fresh.take()
+      mintedId = fresh.traceparents[mintedSlot]!.slice(3, 35)
+      return mintedId
+    },
+    requestSpan(headers, name, requestId) {
+      const minted = mintedSlot !== -1 && requestId === mintedId ? mintedSlot : -1
+      mintedSlot = -1
       const parent = parseTraceparent(headers.traceparent)
       if (parent !== null) {
         // Not sampled: the client's context goes on as it came (an intermediary may leave it unchanged, W3C trace-context).
         if (!head.withParent(parent.traceId, parent.sampled)) return `00-${parent.traceId}-${parent.spanId}-00`
         return tracer.startSpan(name(), SERVER, extractContext(headers))
       }
-      // A new trace: its ids drawn ahead, with the decision's input, before any text or span is made for it.
-      const i = fresh.take()
+      // A new trace: its ids drawn ahead, with the decision's input, before any text or span is made for it; the
+      // request's own id when the gateway minted it, so that the request id and the trace id are one.
+      const i = minted !== -1 ? minted : fresh.take()
       if (!head.root(fresh.accumulated[i]!)) return fresh.traceparents[i]!
       tracer.nextTraceId = fresh.traceparents[i]!.slice(3, 35)
       try {

@@ -59,7 +59,14 @@ export interface Tracing {
    * and without a span object, the `traceparent` to pass on (the client's
    * context unchanged, or a new unsampled trace's ids).
    */
-  requestSpan(headers: Record<string, unknown>, name: () => string): Span | string
+  requestSpan(headers: Record<string, unknown>, name: () => string, requestId?: string): Span | string
+  /**
+   * A request's id (Fastify's genReqId): the client's sane one as given, else the id of the new trace this request
+   * will start, 32 hex digits, so that its id, its log lines' `reqId` and its trace are one. Called just before the
+   * request's requestSpan, which starts that trace when its id is the one minted here and the client sent no
+   * traceparent (a client that continues its own trace gets an id drawn alike that names no trace).
+   */
+  requestId(given: string | undefined): string
   /** Export what is pending (tests, shutdown). */
   flush(): Promise<void>
   shutdown(): Promise<void>
@@ -163,7 +170,7 @@ export function installTracing(app: FastifyInstance, tracing: Tracing, shutdownO
   app.decorateRequest('traceSpan', null)
   app.decorateRequest('unsampledTraceparent', null)
   const begin = (request: FastifyRequest, reply: FastifyReply): void => {
-    const span = tracing.requestSpan(request.headers, () => spanName(request))
+    const span = tracing.requestSpan(request.headers, () => spanName(request), request.id)
     // A trace not sampled (OTEL_TRACES_SAMPLER_ARG) costs no more than its traceparent, which goes on upstream.
     if (typeof span === 'string') {
       request.unsampledTraceparent = span

@@ -7,7 +7,7 @@
  */
 import t from 'tap'
 import { randomBytes } from 'node:crypto'
-import { ROOT_CONTEXT, SamplingDecision, SpanKind, trace, TraceFlags, type Context, type Span } from '@opentelemetry/api'
+import { isValidTraceId, ROOT_CONTEXT, SamplingDecision, SpanKind, trace, TraceFlags, type Context, type Span } from '@opentelemetry/api'
 import { Type } from 'typebox'
 import { loadConfig, startTracing, TRACES_SAMPLERS, tracingConfig } from '../src/index.js'
 import { AlwaysOffSampler, AlwaysOnSampler, ParentBasedSampler, TraceIdRatioBasedSampler, type Sampler } from '@opentelemetry/sdk-trace'
@@ -193,4 +193,49 @@ t.test('a request span: sampled ones recorded under the decided id, others only 
   for (const bad of ['00-' + '0'.repeat(32) + '-' + spanId + '-01', 'ff-' + traceId + '-' + spanId + '-01', `00-${traceId}-${spanId}-01-extra`, 'garbage']) {
     t.not(traceIdOf(tracing.requestSpan({ traceparent: bad }, name)), traceId, `not a parent: ${bad}`)
   }
+})
+
+t.test('a request id the service mints is the id of the trace the request starts; a client id never takes one', async (t) => {
+  const tracing = (await startTracing(
+    loadConfig(schema, { OTEL_EXPORTER_OTLP_ENDPOINT: 'http://127.0.0.1:1', OTEL_TRACES_SAMPLER: 'parentbased_traceidratio', OTEL_TRACES_SAMPLER_ARG: '0.5' }),
+    'test',
+  ))!
+  t.teardown(() => tracing.shutdown().catch(() => undefined))
+  const name = () => 'GET /x'
+  const ids = new Set<string>()
+  let sampled = 0
+  for (let i = 0; i < 300; i++) {
+    const id = tracing.requestId(undefined)
+    t.match(id, /^[0-9a-f]{32}$/, 'minted: 32 hex digits')
+    t.ok(isValidTraceId(id), 'a valid trace id')
+    ids.add(id)
+    const span = tracing.requestSpan({}, name, id)
+    if (typeof span !== 'string') {
+      sampled++
+      span.end()
+    }
+    t.equal(traceIdOf(span), id, 'its new trace has the request id as its id, sampled or not')
+  }
+  t.equal(ids.size, 300, 'every minted id its own')
+  t.ok(sampled > 90 && sampled < 210, `sampled from the minted ids as from any (${sampled} of 300)`)
+
+  // A client that continues its own trace: its trace, and the minted id is no trace's.
+  const clientTrace = hex(16)
+  const own = tracing.requestId(undefined)
+  const continued = tracing.requestSpan({ traceparent: `00-${clientTrace}-${hex(8)}-00` }, name, own)
+  t.equal(traceIdOf(continued), clientTrace, "the client's trace goes on")
+  // ...and that id is not used again for the next request's trace, even if that request carries it.
+  const next = tracing.requestSpan({}, name, own)
+  t.not(traceIdOf(next), own, 'a minted slot serves one request at most')
+
+  // A client's id (one it saw in an earlier answer, say) is kept as it is and never takes a minted trace.
+  const minted = tracing.requestId(undefined)
+  t.equal(tracing.requestId(minted), minted, "the client's id kept")
+  t.not(traceIdOf(tracing.requestSpan({}, name, minted)), minted, "a client's id is not the trace id, even when it repeats a minted one")
+
+  // A minted id whose request never asked for its span (the router refused it): the next request draws its own.
+  tracing.requestId(undefined)
+  const other = tracing.requestId('client-1')
+  t.equal(other, 'client-1')
+  t.match(traceIdOf(tracing.requestSpan({}, name, other)), /^[0-9a-f]{32}$/, 'a new trace of its own')
 })

@@ -93,6 +93,51 @@ t.test('tracing on: the service gets the gateway span as parent, in the client t
   t.same([last[1], last[3]], [unsampled, '00'], 'upstream: same trace, not sampled')
 })
 
+t.test('tracing on: an id the gateway mints is the trace id, sampled or not, on every log line and upstream', async (t) => {
+  for (const ratio of ['0', '1']) {
+    const otlp = await receiver(t)
+    const up = await startUpstream(t)
+    const logs = logCapture()
+    const gw = await buildGateway(
+      t,
+      { TASK_SERVICE_URL: up.url, LOG_LEVEL: 'info', OTEL_EXPORTER_OTLP_ENDPOINT: otlp.url, OTEL_TRACES_SAMPLER: 'parentbased_traceidratio', OTEL_TRACES_SAMPLER_ARG: ratio },
+      { logStream: logs.stream },
+    )
+    const jwt = await token()
+    const ids = new Set<string>()
+    for (let i = 0; i < 3; i++) {
+      const res = await gw.inject({ url: `/api/${subOf(jwt)}/tasks`, headers: { authorization: `Bearer ${jwt}` } })
+      t.equal(res.statusCode, 200)
+      const id = res.headers['x-request-id'] as string
+      t.match(id, /^[0-9a-f]{32}$/, `ratio ${ratio}: a minted request id is a trace id`)
+      ids.add(id)
+      const seen = up.seen.at(-1)!.headers
+      const [, traceId, , flags] = (seen.traceparent as string).split('-')
+      t.equal(traceId, id, `ratio ${ratio}: the trace the upstream continues is the request id`)
+      t.equal(flags, ratio === '1' ? '01' : '00')
+      t.equal(seen['x-request-id'], id, 'the same id upstream')
+      const line = logs.lines.filter((l) => l.msg === 'request completed').at(-1)!
+      t.equal(line.reqId, id, 'the access line carries it')
+    }
+    t.equal(ids.size, 3, 'each request its own')
+    await gw.tracing!.flush()
+    if (ratio === '1') {
+      const roots = otlp.spans.filter((s) => s.parentSpanId === undefined || s.parentSpanId === '')
+      t.same(new Set(roots.map((s) => s.traceId)), ids, 'the recorded traces are the request ids')
+    } else {
+      t.equal(otlp.spans.length, 0, 'nothing recorded at 0')
+    }
+    // A client's own request id is kept, and is no trace id; a client's own trace goes on under a fresh request id.
+    const given = await gw.inject({ url: `/api/${subOf(jwt)}/tasks`, headers: { authorization: `Bearer ${jwt}`, 'x-request-id': 'client-req-1' } })
+    t.equal(given.headers['x-request-id'], 'client-req-1')
+    t.match((up.seen.at(-1)!.headers.traceparent as string).split('-')[1], /^[0-9a-f]{32}$/, 'a new trace of its own')
+    const clientTrace = randomBytes(16).toString('hex')
+    const continued = await gw.inject({ url: `/api/${subOf(jwt)}/tasks`, headers: { authorization: `Bearer ${jwt}`, traceparent: traceparent(clientTrace, '00') } })
+    t.equal((up.seen.at(-1)!.headers.traceparent as string).split('-')[1], clientTrace, "the client's trace")
+    t.not(continued.headers['x-request-id'], clientTrace, 'a request id of its own, not the trace id')
+  }
+})
+
 t.test('tracing on: a refusal and a failed upstream call are recorded as what they were', async (t) => {
   const otlp = await receiver(t)
   // Nothing listens on port 1: the upstream call fails to connect.
