@@ -39,7 +39,7 @@ export function createTracing(config: TracingSettings, url: string, serviceName:
         return given
       }
       mintedSlot = fresh.take()
-      mintedId = fresh.traceparents[mintedSlot]!.slice(3, 35)
+      mintedId = fresh.traceId(mintedSlot)
       return mintedId
     },
     requestSpan(headers, name, requestId) {
@@ -150,7 +150,8 @@ export class NewTraces {
   static readonly BATCH = 64
   readonly traceparents: string[] = new Array<string>(NewTraces.BATCH).fill('')
   readonly accumulated = new Uint32Array(NewTraces.BATCH)
-  private readonly text = Buffer.from('00-' + '0'.repeat(32) + '-' + '0'.repeat(16) + '-00', 'latin1')
+  /** The batch's traceparents as written, one after another (read again by traceId until the next batch is drawn). */
+  private readonly text = Buffer.from(('00-' + '0'.repeat(32) + '-' + '0'.repeat(16) + '-00').repeat(NewTraces.BATCH), 'latin1')
   private next = NewTraces.BATCH
 
   /** The slot of the next new trace. */
@@ -159,20 +160,30 @@ export class NewTraces {
     return this.next++
   }
 
+  /**
+   * The trace id of the slot just taken, as a string of its own (a request id): written from the batch's bytes,
+   * not sliced from its traceparent, since a sliced string is copied again each time it is written out (a header,
+   * a log line: 1,754 instructions a request in V8's WriteNonConsToFlat2, callgrind).
+   */
+  traceId(slot: number): string {
+    const at = slot * TRACEPARENT_LENGTH
+    return this.text.toString('latin1', at + 3, at + 35)
+  }
+
   private draw(): void {
     const text = this.text
-    for (let i = 0; i < NewTraces.BATCH; i++) {
+    for (let i = 0, at = 0; i < NewTraces.BATCH; i++, at += TRACEPARENT_LENGTH) {
       const w0 = randomWord()
       const w1 = randomWord()
       const w2 = randomWord()
       let w3 = randomWord()
       if ((w0 | w1 | w2 | w3) === 0) w3 = 1 // never the invalid all-zero id (RandomIdGenerator's rule)
-      writeRandomSpanId(text, 36)
-      writeHex32(text, 3, w0)
-      writeHex32(text, 11, w1)
-      writeHex32(text, 19, w2)
-      writeHex32(text, 27, w3)
-      this.traceparents[i] = text.toString('latin1', 0, TRACEPARENT_LENGTH)
+      writeRandomSpanId(text, at + 36)
+      writeHex32(text, at + 3, w0)
+      writeHex32(text, at + 11, w1)
+      writeHex32(text, at + 19, w2)
+      writeHex32(text, at + 27, w3)
+      this.traceparents[i] = text.toString('latin1', at, at + TRACEPARENT_LENGTH)
       this.accumulated[i] = w0 ^ w1 ^ w2 ^ w3
     }
     this.next = 0

@@ -113,6 +113,10 @@ t.test('new traces drawn in batches: each its own valid ids, its slot holding it
       t.fail(`not an unsampled traceparent: ${traceparent}`)
       return
     }
+    if (fresh.traceId(i) !== traceId) {
+      t.fail(`slot ${i}: traceId ${fresh.traceId(i)} against the traceparent's ${traceId}`)
+      return
+    }
     if (fresh.accumulated[i] !== accumulated(traceId!)) {
       t.fail(`slot ${i}: ${fresh.accumulated[i]} against ${accumulated(traceId!)} for ${traceId}`)
       return
