@@ -52,7 +52,7 @@ export function createTracing(config: TracingSettings, url: string, serviceName:
         return tracer.startSpan(name(), SERVER, extractContext(headers))
       }
       // A new trace: its ids drawn ahead, with the decision's input, before any text or span is made for it; the
-      // request's own id when the gateway minted it, so that the request id and the trace id are one.
+      // request's own id when this process minted it (requestId), so that the request id and the trace id are one.
       const i = minted !== -1 ? minted : fresh.take()
       if (!head.root(fresh.accumulated[i]!)) return fresh.traceparents[i]!
       tracer.nextTraceId = fresh.traceparents[i]!.slice(3, 35)

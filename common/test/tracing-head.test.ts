@@ -5,7 +5,7 @@
  * ratio (a new trace's decided from its id's words, not its text), and a
  * sampled new trace must be started under the very id that was decided on.
  */
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { randomBytes } from 'node:crypto'
 import { isValidTraceId, ROOT_CONTEXT, SamplingDecision, SpanKind, trace, TraceFlags, type Context, type Span } from '@opentelemetry/api'
 import { Type } from 'typebox'
@@ -143,12 +143,18 @@ t.test('new traces drawn in batches: each its own valid ids, its slot holding it
   }
 })
 
-t.test('a request span: sampled ones recorded under the decided id, others only a traceparent with their ids', async (t) => {
+/** Tracing on (to an endpoint nothing listens on), half of the new traces sampled; shut down after the test. */
+async function halfSampled(t: Test) {
   const tracing = (await startTracing(
     loadConfig(schema, { OTEL_EXPORTER_OTLP_ENDPOINT: 'http://127.0.0.1:1', OTEL_TRACES_SAMPLER: 'parentbased_traceidratio', OTEL_TRACES_SAMPLER_ARG: '0.5' }),
     'test',
   ))!
   t.teardown(() => tracing.shutdown().catch(() => undefined))
+  return tracing
+}
+
+t.test('a request span: sampled ones recorded under the decided id, others only a traceparent with their ids', async (t) => {
+  const tracing = await halfSampled(t)
   const decide = headDecision('parentbased_traceidratio', 0.5)
   let named = 0
   const name = () => {
@@ -200,11 +206,7 @@ t.test('a request span: sampled ones recorded under the decided id, others only 
 })
 
 t.test('a request id the service mints is the id of the trace the request starts; a client id never takes one', async (t) => {
-  const tracing = (await startTracing(
-    loadConfig(schema, { OTEL_EXPORTER_OTLP_ENDPOINT: 'http://127.0.0.1:1', OTEL_TRACES_SAMPLER: 'parentbased_traceidratio', OTEL_TRACES_SAMPLER_ARG: '0.5' }),
-    'test',
-  ))!
-  t.teardown(() => tracing.shutdown().catch(() => undefined))
+  const tracing = await halfSampled(t)
   const name = () => 'GET /x'
   const ids = new Set<string>()
   let sampled = 0
