@@ -84,10 +84,11 @@ export function createService(opts: ServiceOptions): App {
   const logger = loggerOptions(opts.logLevel, opts.name)
   // The fields every answer carries and its request id, on a route's answer and on the router's refusals alike.
   const setResponseHeaders = replyHeaderSetter(opts.responseHeaders ?? {}, REQUEST_ID_HEADER)
+  const traceIds = opts.tracing ?? null
   const app = Fastify({
     logger: { ...(logger as object), stream: opts.logStream ?? stdoutDestination() },
     // With tracing on, an id the service mints is the id of the trace the request starts (Tracing.requestId).
-    genReqId: opts.tracing ? (req: IncomingMessage) => opts.tracing!.requestId(saneRequestId(req)) : genReqId,
+    genReqId: traceIds !== null ? (req: IncomingMessage) => traceIds.requestId(saneRequestId(req)) : genReqId,
     // One access line of our own per request instead of Fastify's two.
     logController: new LogController({ disableRequestLogging: true, requestIdLogLabel: REQUEST_ID_LOG_LABEL }),
     bodyLimit: opts.bodyLimit ?? ONE_MIB,
