@@ -55,7 +55,7 @@ export function createTracing(config: TracingSettings, url: string, serviceName:
       // request's own id when this process minted it (requestId), so that the request id and the trace id are one.
       const i = minted !== -1 ? minted : fresh.take()
       if (!head.root(fresh.accumulated[i]!)) return fresh.traceparents[i]!
-      tracer.nextTraceId = fresh.traceparents[i]!.slice(3, 35)
+      tracer.nextTraceId = fresh.traceId(i)
       try {
         return tracer.startSpan(name(), SERVER, ROOT_CONTEXT)
       } finally {
@@ -76,7 +76,7 @@ function samplingOf(head: HeadDecision, fresh: NewTraces): SpanSampling {
     withParent: (traceId, parentSampled) => head.withParent(traceId, parentSampled),
     newTrace() {
       const i = fresh.take()
-      return { traceId: fresh.traceparents[i]!.slice(3, 35), sampled: head.root(fresh.accumulated[i]!) }
+      return { traceId: fresh.traceId(i), sampled: head.root(fresh.accumulated[i]!) }
     },
     spanId() {
       writeRandomSpanId(ids, 0)

@@ -12,6 +12,8 @@ import { startRedisCluster } from './redis-server.js'
 
 /** The deadline is a liveness bound (a loaded 2-core machine), not what a test proves. */
 const until = (what: string, check: () => Promise<boolean>, timeoutMs = 30_000) => waitUntil(check, { what, timeoutMs, intervalMs: 20 })
+/** A user's batched counter key as stored in Redis (the wire format, spelled out: a test of it, not a call of it). */
+const userKey = (jwt: string) => `tollgate:rlb:{user:${subOf(jwt)}}`
 
 t.test('two gateways on a three-node Redis Cluster: batched and exact limits shared, keys spread over the shards', async (t) => {
   const cluster = await startRedisCluster(t)
@@ -49,7 +51,7 @@ t.test('two gateways on a three-node Redis Cluster: batched and exact limits sha
     )
     sentPerUser += 2 * B
     await until('both gateways synced', async () => {
-      const counts = await Promise.all(users.map((jwt) => client.get(`tollgate:rlb:{user:${subOf(jwt)}}`)))
+      const counts = await Promise.all(users.map((jwt) => client.get(userKey(jwt))))
       return counts.every((c) => Number(c) === sentPerUser)
     })
     await new Promise((r) => setTimeout(r, 100))
@@ -105,7 +107,7 @@ t.test('a cluster node killed mid-traffic: memory fallback at its next sync, sti
   const users: string[] = []
   for (let stopped = 0, others = 0; stopped < 3 || others < 9; ) {
     const jwt = await token()
-    const slot = Number(await survivor.call('CLUSTER', 'KEYSLOT', `tollgate:rlb:{user:${subOf(jwt)}}`))
+    const slot = Number(await survivor.call('CLUSTER', 'KEYSLOT', userKey(jwt)))
     if (onStopped(slot) ? stopped++ < 3 : others++ < 9) users.push(jwt)
   }
   const call = (jwt: string) => gw.inject({ url: `/api/${subOf(jwt)}/tasks`, headers: { authorization: `Bearer ${jwt}` } })
@@ -133,6 +135,6 @@ t.test('a cluster node killed mid-traffic: memory fallback at its next sync, sti
   await until('back in Redis', async () => (await backend()) === 'redis')
   const client = new Cluster([{ host: '127.0.0.1', port: cluster.ports[0]! }])
   t.teardown(() => client.disconnect())
-  await until('the counts kept during the outage synced', async () => Number(await client.get(`tollgate:rlb:{user:${subOf(users[0]!)}}`)) >= 7)
+  await until('the counts kept during the outage synced', async () => Number(await client.get(userKey(users[0]!))) >= 7)
   t.pass('counting in the cluster again, the outage\'s counts added')
 })
